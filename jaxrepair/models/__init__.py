@@ -1,0 +1,27 @@
+"""Models: the graph representation, its pure interpreter, the NNX :class:`Network`, constructors.
+
+Everything else in jaxrepair works on ``apply(params, x, intervention)`` from :func:`functional`,
+so hand-built, zoo and converted models are treated alike.
+"""
+
+from jaxrepair.models._builders import cnn, from_config, mlp, resnet
+from jaxrepair.models._graph import INPUT, Graph, Node, Params, descendants, resume, run, site_shapes
+from jaxrepair.models._network import (
+    Apply,
+    Network,
+    SiteInfo,
+    check_finite,
+    functional,
+    hidden_sites,
+    load,
+    save,
+    sites,
+    write_atomic,
+)
+from jaxrepair.models._ops import ACTIVATIONS, ELEMENTWISE, OPS, supported_ops
+
+__all__ = [
+    "ACTIVATIONS", "Apply", "ELEMENTWISE", "Graph", "INPUT", "Network", "Node", "OPS", "Params", "SiteInfo",
+    "check_finite", "cnn", "descendants", "from_config", "functional", "hidden_sites", "load", "mlp",
+    "resnet", "resume", "run", "save", "site_shapes", "sites", "supported_ops", "write_atomic",
+]

@@ -1,0 +1,188 @@
+"""Model constructors from short configs: MLPs, small CNNs and ResNets.
+
+Site names are stable and readable: an MLP's hidden layer ``i`` (1-based) has the pre-activation
+site ``layer{i}.pre`` and the post-activation site ``layer{i}``; the output is ``logits``.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrepair.models._graph import INPUT, Graph, Node
+from jaxrepair.models._network import Network
+
+
+class _Builder:
+    """Accumulates nodes and initial params; each ``add`` returns the new node's name."""
+
+    def __init__(self, key: jax.Array, input_shape):
+        self.key = key
+        self.nodes: list[Node] = []
+        self.params: dict = {}
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.last = INPUT
+
+    def _next_key(self):
+        self.key, k = jax.random.split(self.key)
+        return k
+
+    def add(self, name, op, inputs=None, params=None, **attrs) -> str:
+        self.nodes.append(Node.make(name, op, inputs if inputs is not None else self.last, **attrs))
+        if params:
+            self.params[name] = params
+        self.last = name
+        return name
+
+    def dense(self, name, fan_in, fan_out):
+        w = jax.random.normal(self._next_key(), (fan_in, fan_out)) * np.sqrt(2.0 / fan_in)
+        return self.add(name, "dense", params={"kernel": w, "bias": jnp.zeros(fan_out)})
+
+    def conv(self, name, c_in, c_out, k=3, strides=1, *, bias=True, inputs=None):
+        w = jax.random.normal(self._next_key(), (k, k, c_in, c_out)) * np.sqrt(2.0 / (k * k * c_in))
+        p = {"kernel": w, **({"bias": jnp.zeros(c_out)} if bias else {})}
+        return self.add(name, "conv2d", inputs, params=p, strides=(strides, strides), padding="SAME")
+
+    def batchnorm(self, name, c):
+        p = {"scale": jnp.ones(c), "bias": jnp.zeros(c), "mean": jnp.zeros(c), "var": jnp.ones(c)}
+        return self.add(name, "batchnorm", params=p, eps=1e-5)
+
+    def act(self, name, activation):
+        op, attrs = _activation(activation)
+        return self.add(name, op, **attrs)
+
+    def build(self, meta=None) -> Network:
+        return Network(Graph(tuple(self.nodes), self.input_shape, self.last), self.params, meta=meta)
+
+
+def _activation(activation: str):
+    if activation.startswith("leaky_relu"):
+        alpha = float(activation.split(":")[1]) if ":" in activation else 0.01
+        return "leaky_relu", {"alpha": alpha}
+    if activation not in ("relu", "sigmoid", "tanh", "identity"):
+        raise ValueError(f"unknown activation {activation!r}; use relu, leaky_relu[:alpha], sigmoid, tanh")
+    return activation, {}
+
+
+def mlp(widths: Sequence[int], *, key: jax.Array, activation: str = "relu", softmax: bool = False) -> Network:
+    """A fully connected network ``widths[0] → … → widths[-1]``.
+
+    >>> import jax, jaxrepair as jr
+    >>> list(jr.sites(jr.models.mlp([13, 8, 2], key=jax.random.key(0))))
+    ['input', 'layer1.pre', 'layer1', 'logits']
+    """
+    if len(widths) < 2:
+        raise ValueError(f"an MLP needs at least input and output widths, got {list(widths)}")
+    b = _Builder(key, (widths[0],))
+    for i, (fi, fo) in enumerate(zip(widths[:-2], widths[1:-1]), start=1):
+        b.dense(f"layer{i}.pre", fi, fo)
+        b.act(f"layer{i}", activation)
+    b.dense("logits", widths[-2], widths[-1])
+    if softmax:
+        b.add("probs", "softmax")
+    return b.build({"config": {"kind": "mlp", "widths": list(widths), "activation": activation}})
+
+
+def cnn(
+    input_shape: Sequence[int],
+    channels: Sequence[int],
+    dense: Sequence[int],
+    num_classes: int,
+    *,
+    key: jax.Array,
+    pool: str = "max",
+    batchnorm: bool = False,
+    activation: str = "relu",
+) -> Network:
+    """Conv(3×3) [→ BN] → act → pool(2×2) per entry of ``channels``, then dense layers.
+
+    Sites: ``conv{i}.pre`` (or ``conv{i}.bn``), ``conv{i}``, ``pool{i}``, ``flatten``,
+    ``fc{j}.pre``, ``fc{j}``, ``logits``.
+    """
+    b = _Builder(key, input_shape)
+    h, w, c = b.input_shape
+    for i, co in enumerate(channels, start=1):
+        b.conv(f"conv{i}.pre", c, co, bias=not batchnorm)
+        if batchnorm:
+            b.batchnorm(f"conv{i}.bn", co)
+        b.act(f"conv{i}", activation)
+        b.add(f"pool{i}", "maxpool" if pool == "max" else "avgpool", window=(2, 2), strides=(2, 2), padding="VALID")
+        h, w, c = h // 2, w // 2, co
+    b.add("flatten", "flatten")
+    width = h * w * c
+    for j, wo in enumerate(dense, start=1):
+        b.dense(f"fc{j}.pre", width, wo)
+        b.act(f"fc{j}", activation)
+        width = wo
+    b.dense("logits", width, num_classes)
+    cfg = dict(kind="cnn", input_shape=list(input_shape), channels=list(channels), dense=list(dense),
+               num_classes=num_classes, pool=pool, batchnorm=batchnorm, activation=activation)
+    return b.build({"config": cfg})
+
+
+def resnet(
+    input_shape: Sequence[int],
+    stages: Sequence[tuple[int, int]],
+    num_classes: int,
+    *,
+    key: jax.Array,
+    stem_channels: int | None = None,
+) -> Network:
+    """A small ResNet: stem conv-BN-ReLU, then for each ``(channels, blocks)`` stage basic residual
+    blocks (conv-BN-ReLU-conv-BN + shortcut, add, ReLU; the first block of a later stage has stride 2
+    and a 1×1 conv-BN shortcut), global average pooling and a dense head.
+
+    Sites of block ``s.b``: ``s{s}b{b}.conv1`` … ``s{s}b{b}.add`` and ``s{s}b{b}`` (its output).
+    """
+    b = _Builder(key, input_shape)
+    c = b.input_shape[-1]
+    stem = stem_channels or stages[0][0]
+    b.conv("stem.conv", c, stem, bias=False)
+    b.batchnorm("stem.bn", stem)
+    x = b.act("stem", "relu")
+    c = stem
+    for s, (co, nblocks) in enumerate(stages, start=1):
+        for bi in range(1, nblocks + 1):
+            p = f"s{s}b{bi}"
+            stride = 2 if (bi == 1 and s > 1) else 1
+            b.conv(f"{p}.conv1", c, co, strides=stride, bias=False, inputs=x)
+            b.batchnorm(f"{p}.bn1", co)
+            b.act(f"{p}.relu1", "relu")
+            b.conv(f"{p}.conv2", co, co, bias=False)
+            main = b.batchnorm(f"{p}.bn2", co)
+            short = x
+            if stride != 1 or c != co:
+                b.conv(f"{p}.proj", c, co, k=1, strides=stride, bias=False, inputs=x)
+                short = b.batchnorm(f"{p}.proj_bn", co)
+            b.add(f"{p}.add", "add", inputs=(main, short))
+            x = b.act(p, "relu")
+            c = co
+    b.add("pool", "global_avgpool", inputs=x)
+    b.dense("logits", c, num_classes)
+    cfg = dict(kind="resnet", input_shape=list(input_shape), stages=[list(s) for s in stages], num_classes=num_classes)
+    return b.build({"config": cfg})
+
+
+def from_config(config: Mapping | str, *, key: jax.Array) -> Network:
+    """Builds a model from a short config.
+
+    Accepts a dict (``{"kind": "mlp", "widths": [...]}``, ``{"kind": "cnn", ...}``,
+    ``{"kind": "resnet", ...}`` with the keyword arguments of :func:`mlp`, :func:`cnn`,
+    :func:`resnet`) or a string shorthand ``"mlp:13-64-32-16-8-4-2"``.
+    """
+    if isinstance(config, str):
+        kind, _, rest = config.partition(":")
+        if kind != "mlp" or not rest:
+            raise ValueError(f"config string {config!r}: only 'mlp:W0-W1-...' is a string shorthand")
+        return mlp([int(w) for w in rest.split("-")], key=key)
+    config = dict(config)
+    kind = config.pop("kind", None)
+    builders = {"mlp": mlp, "cnn": cnn, "resnet": resnet}
+    if kind not in builders:
+        raise ValueError(f"config kind {kind!r} is not one of {sorted(builders)}")
+    if kind == "resnet":
+        config["stages"] = [tuple(s) for s in config["stages"]]
+    return builders[kind](key=key, **config)

@@ -1,0 +1,151 @@
+"""The operator set of the graph interpreter.
+
+Every operator is a pure function ``op(params, inputs, attrs) -> array`` where ``params`` is the
+node's dict of arrays (empty for parameter-free ops), ``inputs`` the list of input arrays (each with
+a leading batch axis) and ``attrs`` the node's static attributes as a dict. Layouts follow Flax:
+images are NHWC, convolution kernels HWIO, dense kernels ``[in, out]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+Op = Callable[[dict, list, dict], jax.Array]
+
+
+def _dense(p, xs, a):
+    y = xs[0] @ p["kernel"]
+    return y + p["bias"] if "bias" in p else y
+
+
+def _pads(padding, n=2):
+    if isinstance(padding, str):
+        return padding
+    return tuple(tuple(int(v) for v in pair) for pair in padding)[:n]
+
+
+def _conv2d(p, xs, a):
+    y = lax.conv_general_dilated(
+        xs[0],
+        p["kernel"],
+        window_strides=tuple(a.get("strides", (1, 1))),
+        padding=_pads(a.get("padding", "SAME")),
+        rhs_dilation=tuple(a.get("dilation", (1, 1))),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=int(a.get("groups", 1)),
+    )
+    return y + p["bias"] if "bias" in p else y
+
+
+def _pool_args(a):
+    window = (1, *a["window"], 1)
+    strides = (1, *a.get("strides", a["window"]), 1)
+    padding = a.get("padding", "VALID")
+    if not isinstance(padding, str):
+        padding = ((0, 0), *_pads(padding), (0, 0))
+    return window, strides, padding
+
+
+def _maxpool(p, xs, a):
+    window, strides, padding = _pool_args(a)
+    return lax.reduce_window(xs[0], -jnp.inf, lax.max, window, strides, padding)
+
+
+def _avgpool(p, xs, a):
+    window, strides, padding = _pool_args(a)
+    total = lax.reduce_window(xs[0], 0.0, lax.add, window, strides, padding)
+    if a.get("count_include_pad", False) or padding == "VALID":
+        return total / float(a["window"][0] * a["window"][1])
+    ones = jnp.ones((1, *xs[0].shape[1:3], 1), xs[0].dtype)
+    counts = lax.reduce_window(ones, 0.0, lax.add, window, strides, padding)
+    return total / counts
+
+
+def _global_avgpool(p, xs, a):
+    return jnp.mean(xs[0], axis=(1, 2))
+
+
+def _flatten(p, xs, a):
+    x = xs[0]
+    return x.reshape(x.shape[0], -1)
+
+
+def _batchnorm(p, xs, a):
+    inv = lax.rsqrt(p["var"] + a.get("eps", 1e-5)) * p["scale"]
+    return (xs[0] - p["mean"]) * inv + p["bias"]
+
+
+def _softmax(p, xs, a):
+    return jax.nn.softmax(xs[0], axis=a.get("axis", -1))
+
+
+def _concat(p, xs, a):
+    return jnp.concatenate(xs, axis=a.get("axis", -1))
+
+
+def _reshape(p, xs, a):
+    x = xs[0]
+    return x.reshape(x.shape[0], *a["shape"])
+
+
+def _transpose(p, xs, a):
+    # attrs["perm"] permutes the per-example axes (batch axis stays first).
+    return jnp.transpose(xs[0], (0, *(1 + int(i) for i in a["perm"])))
+
+
+def _pad(p, xs, a):
+    # attrs["pads"]: ((lo, hi), ...) for each per-example axis.
+    return jnp.pad(xs[0], ((0, 0), *a["pads"]), constant_values=a.get("value", 0.0))
+
+
+def _constant_operand(p, xs):
+    return xs[1] if len(xs) > 1 else p["value"]
+
+
+#: Unary operators that act element by element and carry no parameters. ACE uses this set to
+#: push a single-unit intervention through an activation as a scalar (see ``causal._ace``).
+ELEMENTWISE: dict[str, Callable[[jax.Array, dict], jax.Array]] = {
+    "relu": lambda x, a: jax.nn.relu(x),
+    "leaky_relu": lambda x, a: jax.nn.leaky_relu(x, a.get("alpha", 0.01)),
+    "sigmoid": lambda x, a: jax.nn.sigmoid(x),
+    "tanh": lambda x, a: jnp.tanh(x),
+    "identity": lambda x, a: x,
+    "clip": lambda x, a: jnp.clip(x, a.get("min"), a.get("max")),
+}
+
+OPS: dict[str, Op] = {
+    "dense": _dense,
+    "conv2d": _conv2d,
+    "maxpool": _maxpool,
+    "avgpool": _avgpool,
+    "global_avgpool": _global_avgpool,
+    "flatten": _flatten,
+    "batchnorm": _batchnorm,
+    "softmax": _softmax,
+    "add": lambda p, xs, a: (xs[0] + _constant_operand(p, xs)),
+    "sub": lambda p, xs, a: (xs[0] - _constant_operand(p, xs)),
+    "mul": lambda p, xs, a: (xs[0] * _constant_operand(p, xs)),
+    "div": lambda p, xs, a: (xs[0] / _constant_operand(p, xs)),
+    "concat": _concat,
+    "reshape": _reshape,
+    "transpose": _transpose,
+    "pad": _pad,
+    **{name: (lambda f: lambda p, xs, a: f(xs[0], a))(f) for name, f in ELEMENTWISE.items()},
+}
+
+#: Parameter names held as batch statistics (not trained, not searched).
+STAT_NAMES = frozenset({"mean", "var"})
+
+ACTIVATIONS = frozenset({"relu", "leaky_relu", "sigmoid", "tanh", "softmax"})
+
+
+def supported_ops() -> list[str]:
+    return sorted(OPS)
+
+
+def run_op(op: str, params: dict, inputs: list, attrs: dict) -> Any:
+    return OPS[op](params, inputs, attrs)
