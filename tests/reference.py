@@ -51,6 +51,8 @@ def op(node, p, xs):
         return x.reshape(x.shape[0], -1)
     if node.op == "batchnorm":
         return (x - p["mean"]) / np.sqrt(p["var"] + a.get("eps", 1e-5)) * p["scale"] + p["bias"]
+    if node.op == "standardize":
+        return (x - p["mean"]) / np.sqrt(p["var"])
     if node.op == "relu":
         return np.maximum(x, 0)
     if node.op == "leaky_relu":

@@ -67,8 +67,18 @@ def _activation(activation: str):
     return activation, {}
 
 
-def mlp(widths: Sequence[int], *, key: jax.Array, activation: str = "relu", softmax: bool = False) -> Network:
+def mlp(
+    widths: Sequence[int],
+    *,
+    key: jax.Array,
+    activation: str = "relu",
+    softmax: bool = False,
+    normalize: tuple | None = None,
+) -> Network:
     """A fully connected network ``widths[0] → … → widths[-1]``.
+
+    ``normalize=(mean, std)`` prepends a fixed ``standardize`` node (site ``input.norm``), so the
+    model takes raw features (e.g. integer codes whose sensitive values are flipped as they are).
 
     >>> import jax, jaxrepair as jr
     >>> list(jr.sites(jr.models.mlp([13, 8, 2], key=jax.random.key(0))))
@@ -77,6 +87,9 @@ def mlp(widths: Sequence[int], *, key: jax.Array, activation: str = "relu", soft
     if len(widths) < 2:
         raise ValueError(f"an MLP needs at least input and output widths, got {list(widths)}")
     b = _Builder(key, (widths[0],))
+    if normalize is not None:
+        mean, std = (jnp.asarray(v, jnp.float32) for v in normalize)
+        b.add("input.norm", "standardize", params={"mean": mean, "var": jnp.maximum(std, 1e-6) ** 2})
     for i, (fi, fo) in enumerate(zip(widths[:-2], widths[1:-1]), start=1):
         b.dense(f"layer{i}.pre", fi, fo)
         b.act(f"layer{i}", activation)

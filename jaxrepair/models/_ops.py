@@ -79,6 +79,10 @@ def _batchnorm(p, xs, a):
     return (xs[0] - p["mean"]) * inv + p["bias"]
 
 
+def _standardize(p, xs, a):
+    return (xs[0] - p["mean"]) * lax.rsqrt(p["var"] + a.get("eps", 1e-12))
+
+
 def _softmax(p, xs, a):
     return jax.nn.softmax(xs[0], axis=a.get("axis", -1))
 
@@ -125,6 +129,7 @@ OPS: dict[str, Op] = {
     "global_avgpool": _global_avgpool,
     "flatten": _flatten,
     "batchnorm": _batchnorm,
+    "standardize": _standardize,
     "softmax": _softmax,
     "add": lambda p, xs, a: (xs[0] + _constant_operand(p, xs)),
     "sub": lambda p, xs, a: (xs[0] - _constant_operand(p, xs)),

@@ -1,0 +1,1 @@
+"""Benchmark scripts (``jaxrepair bench ...``): timings and ratios measured in one run."""

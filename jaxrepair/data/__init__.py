@@ -1,0 +1,9 @@
+"""Data: bundled tabular fairness sets, image sets (digits, IDX/npz/CIFAR loaders), triggers, boxes.
+
+Everything here is read from files shipped inside the package (``bundled/``, see PROVENANCE.md)
+or from a path the user gives; nothing is downloaded.
+"""
+
+from jaxrepair.data._tabular import DATASETS, Split, TabularDataset, age_bucket, load_tabular
+
+__all__ = ["DATASETS", "Split", "TabularDataset", "age_bucket", "load_tabular"]

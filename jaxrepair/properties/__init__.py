@@ -1,0 +1,24 @@
+"""Properties of a model: accuracy, individual and group fairness, backdoor, ACAS Xu safety.
+
+Each is a pure function ``(apply_fn, params, batch) -> per-example violation`` with a ``rate``.
+Depends on :mod:`jaxrepair.models` only through ``apply_fn``.
+"""
+
+from jaxrepair.properties._core import (
+    Combined,
+    IndividualFairness,
+    Misclassification,
+    Property,
+    accuracy,
+    combine,
+    demographic_parity_difference,
+    equalized_odds_difference,
+    sample_domain,
+    sampled_rate,
+    wilson_interval,
+)
+
+__all__ = [
+    "Combined", "IndividualFairness", "Misclassification", "Property", "accuracy", "combine",
+    "demographic_parity_difference", "equalized_odds_difference", "sample_domain", "sampled_rate", "wilson_interval",
+]

@@ -1,0 +1,141 @@
+"""Properties as pure functions ``(apply_fn, params, batch) -> per-example violation`` (0/1 floats).
+
+A :class:`Property` also knows how to turn violations into a rate; :func:`combine` weights several
+into one objective, like ``optax.chain`` composes transforms. Fairness flips follow CARE: an input
+violates individual fairness if setting its sensitive attribute to *any other* value changes the
+predicted class.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Property:
+    """A named per-example violation function. ``rate`` is the mean violation over a batch."""
+
+    name: str
+    violation: Callable  # (apply_fn, params, batch) -> [B]
+
+    def __call__(self, apply_fn, params, batch):
+        return self.violation(apply_fn, params, batch)
+
+    def rate(self, apply_fn, params, batch) -> jax.Array:
+        return jnp.mean(self.violation(apply_fn, params, batch))
+
+
+def _pred(apply_fn, params, x):
+    return jnp.argmax(apply_fn(params, x), axis=-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Misclassification:
+    """Violation = the predicted class differs from ``batch['y']``; accuracy = 1 − rate."""
+
+    name: str = "misclassification"
+
+    def __call__(self, apply_fn, params, batch):
+        return (_pred(apply_fn, params, batch["x"]) != batch["y"]).astype(jnp.float32)
+
+    def rate(self, apply_fn, params, batch):
+        return jnp.mean(self(apply_fn, params, batch))
+
+
+def accuracy(apply_fn, params, batch) -> jax.Array:
+    return 1.0 - Misclassification().rate(apply_fn, params, batch)
+
+
+@dataclasses.dataclass(frozen=True)
+class IndividualFairness:
+    """CARE's individual fairness: violated if some other value of the sensitive attribute changes
+    the predicted class. ``values`` are all values of the attribute (column ``column``)."""
+
+    column: int
+    values: tuple[float, ...]
+    name: str = "individual_fairness"
+
+    def __call__(self, apply_fn, params, batch):
+        x = batch["x"]
+        base = _pred(apply_fn, params, x)
+        vals = jnp.asarray(self.values, x.dtype)
+        flipped = jax.vmap(lambda v: _pred(apply_fn, params, x.at[:, self.column].set(v)))(vals)  # [V, B]
+        return jnp.any(flipped != base[None], axis=0).astype(jnp.float32)
+
+    def rate(self, apply_fn, params, batch):
+        return jnp.mean(self(apply_fn, params, batch))
+
+
+def wilson_interval(k: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a binomial rate ``k/n``."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return (max(0.0, c - h), min(1.0, c + h))
+
+
+def sample_domain(key, low: np.ndarray, high: np.ndarray, n: int, *, integer: Sequence[bool] | None = None):
+    """Uniform samples of a box ``[low, high]`` (integers on integer columns), seeded by ``key``."""
+    low, high = jnp.asarray(low, jnp.float32), jnp.asarray(high, jnp.float32)
+    u = jax.random.uniform(key, (n, low.shape[0]))
+    if integer is None:
+        return low + u * (high - low)
+    ints = jnp.floor(low + u * (high - low + 1)).clip(low, high)
+    return jnp.where(jnp.asarray(integer), ints, low + u * (high - low))
+
+
+def sampled_rate(prop, apply_fn, params, x_pool, *, key, num_samples: int = 10_000) -> dict:
+    """Violation rate on ``num_samples`` inputs drawn (seeded, with replacement) from ``x_pool``,
+    with a 95% Wilson confidence interval."""
+    idx = jax.random.randint(key, (num_samples,), 0, x_pool.shape[0])
+    v = np.asarray(jax.jit(lambda p, x: prop(apply_fn, p, {"x": x}))(params, jnp.asarray(x_pool)[idx]))
+    k = float(v.sum())
+    lo, hi = wilson_interval(k, num_samples)
+    return {"rate": k / num_samples, "ci95": [lo, hi], "num_samples": num_samples}
+
+
+def demographic_parity_difference(apply_fn, params, batch, column: int) -> jax.Array:
+    """max − min over groups of P(ŷ = 1 | group)."""
+    pred = _pred(apply_fn, params, batch["x"]) == 1
+    g = np.asarray(batch["x"][:, column])
+    rates = [float(jnp.mean(pred[g == v])) for v in np.unique(g)]
+    return max(rates) - min(rates)
+
+
+def equalized_odds_difference(apply_fn, params, batch, column: int) -> float:
+    """max over y ∈ {0, 1} of the spread across groups of P(ŷ = 1 | group, y)."""
+    pred = np.asarray(_pred(apply_fn, params, batch["x"]) == 1)
+    g, y = np.asarray(batch["x"][:, column]), np.asarray(batch["y"])
+    gaps = []
+    for label in (0, 1):
+        rates = [pred[(g == v) & (y == label)].mean() for v in np.unique(g) if np.any((g == v) & (y == label))]
+        gaps.append(max(rates) - min(rates) if rates else 0.0)
+    return float(max(gaps))
+
+
+@dataclasses.dataclass(frozen=True)
+class Combined:
+    """``Σ w_i · violation_i`` per example, e.g. CARE's ``(1−a)·violation + a·misclassification``."""
+
+    terms: tuple  # ((weight, property), ...)
+    name: str = "combined"
+
+    def __call__(self, apply_fn, params, batch):
+        return sum(w * p(apply_fn, params, batch) for w, p in self.terms)
+
+    def rate(self, apply_fn, params, batch):
+        return sum(w * p.rate(apply_fn, params, batch) for w, p in self.terms)
+
+
+def combine(*weighted) -> Combined:
+    """``combine((0.8, fairness), (0.2, Misclassification()))``."""
+    return Combined(tuple((float(w), p) for w, p in weighted))

@@ -1,0 +1,10 @@
+"""The zoo: benchmark entries (data + model + property + training recipe), built offline from a seed.
+
+Depends on models, data, properties and optax.
+"""
+
+from jaxrepair.zoo._registry import ENTRIES, Benchmark, FairnessEntry, build, cache_dir, entry, evaluate_fairness, load
+from jaxrepair.zoo._train import cross_entropy, train_classifier, trainable_mask
+
+__all__ = ["ENTRIES", "Benchmark", "FairnessEntry", "build", "cache_dir", "cross_entropy", "entry",
+           "evaluate_fairness", "load", "train_classifier", "trainable_mask"]
