@@ -53,6 +53,10 @@ def op(node, p, xs):
         return (x - p["mean"]) / np.sqrt(p["var"] + a.get("eps", 1e-5)) * p["scale"] + p["bias"]
     if node.op == "standardize":
         return (x - p["mean"]) / np.sqrt(p["var"])
+    if node.op == "denormalize":
+        return x * np.sqrt(p["var"]) + p["mean"]
+    if node.op == "clip":
+        return np.clip(x, a["min"], a["max"])
     if node.op == "relu":
         return np.maximum(x, 0)
     if node.op == "leaky_relu":

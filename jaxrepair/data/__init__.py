@@ -4,6 +4,7 @@ Everything here is read from files shipped inside the package (``bundled/``, see
 or from a path the user gives; nothing is downloaded.
 """
 
+from jaxrepair.data._acasxu import ADVISORIES, load_acasxu, read_nnet
 from jaxrepair.data._tabular import DATASETS, Split, TabularDataset, age_bucket, load_tabular
 
-__all__ = ["DATASETS", "Split", "TabularDataset", "age_bucket", "load_tabular"]
+__all__ = ["ADVISORIES", "load_acasxu", "read_nnet", "DATASETS", "Split", "TabularDataset", "age_bucket", "load_tabular"]

@@ -83,6 +83,10 @@ def _standardize(p, xs, a):
     return (xs[0] - p["mean"]) * lax.rsqrt(p["var"] + a.get("eps", 1e-12))
 
 
+def _denormalize(p, xs, a):
+    return xs[0] * jnp.sqrt(p["var"]) + p["mean"]
+
+
 def _softmax(p, xs, a):
     return jax.nn.softmax(xs[0], axis=a.get("axis", -1))
 
@@ -118,7 +122,8 @@ ELEMENTWISE: dict[str, Callable[[jax.Array, dict], jax.Array]] = {
     "sigmoid": lambda x, a: jax.nn.sigmoid(x),
     "tanh": lambda x, a: jnp.tanh(x),
     "identity": lambda x, a: x,
-    "clip": lambda x, a: jnp.clip(x, a.get("min"), a.get("max")),
+    "clip": lambda x, a: jnp.clip(x, None if a.get("min") is None else jnp.asarray(a["min"], x.dtype),
+                                  None if a.get("max") is None else jnp.asarray(a["max"], x.dtype)),
 }
 
 OPS: dict[str, Op] = {
@@ -130,6 +135,7 @@ OPS: dict[str, Op] = {
     "flatten": _flatten,
     "batchnorm": _batchnorm,
     "standardize": _standardize,
+    "denormalize": _denormalize,
     "softmax": _softmax,
     "add": lambda p, xs, a: (xs[0] + _constant_operand(p, xs)),
     "sub": lambda p, xs, a: (xs[0] - _constant_operand(p, xs)),

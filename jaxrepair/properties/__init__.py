@@ -4,6 +4,7 @@ Each is a pure function ``(apply_fn, params, batch) -> per-example violation`` w
 Depends on :mod:`jaxrepair.models` only through ``apply_fn``.
 """
 
+from jaxrepair.properties._acasxu import DESCRIPTIONS as ACASXU_PROPERTIES, Safety, safety_report
 from jaxrepair.properties._core import (
     Combined,
     IndividualFairness,
@@ -19,6 +20,7 @@ from jaxrepair.properties._core import (
 )
 
 __all__ = [
+    "ACASXU_PROPERTIES", "Safety", "safety_report",
     "Combined", "IndividualFairness", "Misclassification", "Property", "accuracy", "combine",
     "demographic_parity_difference", "equalized_odds_difference", "sample_domain", "sampled_rate", "wilson_interval",
 ]
