@@ -134,11 +134,14 @@ def cmd_zoo(args):
     if args.action == "list":
         for name, e in zoo.ENTRIES.items():
             cached = (zoo.cache_dir() / f"{name}.npz").exists()
-            print(f"{name:14s} {e.kind:9s} data={e.dataset:7s} sensitive={e.sensitive:5s} {'(cached)' if cached else ''}")
+            what = {"fairness": lambda: f"sensitive={e.sensitive}", "backdoor": lambda: f"trigger->class {e.target}",
+                    "safety": lambda: f"N{e.network[0]},{e.network[1]} phi{e.phi}"}[e.kind]()
+            print(f"{name:18s} {e.kind:9s} data={e.dataset:7s} {what:22s} {'(cached)' if cached else ''}")
         return
     for name in args.names or sorted(zoo.ENTRIES):
         b = zoo.build(name, progress=True)
-        print(json.dumps({"name": name, **b.metrics}, indent=2))
+        m = {k: v for k, v in b.metrics.items() if k != "counterexamples"}
+        print(json.dumps({"name": name, **m, "build_time_s": round(b.model.meta["zoo"]["build_time_s"], 2)}, indent=2))
 
 
 def cmd_evaluate(args):
@@ -149,7 +152,9 @@ def cmd_evaluate(args):
         if not args.entry:
             raise SystemExit("error: a model file needs --entry ZOO_NAME to know its data and property")
         bench = zoo.load(args.entry)
-    print(json.dumps(zoo.evaluate_fairness(model, bench.prop, bench.splits, seed=args.seed), indent=2))
+    if args.property != "default" and args.property != bench.entry.kind:
+        raise SystemExit(f"error: {bench.name} is a {bench.entry.kind} benchmark; --property {args.property} does not apply")
+    print(json.dumps(zoo.evaluate(bench, model, seed=args.seed), indent=2))
 
 
 def main(argv=None):
@@ -189,7 +194,7 @@ def main(argv=None):
     ev = sub.add_parser("evaluate", help="metrics of a model on its property")
     ev.add_argument("model")
     ev.add_argument("--entry", help="zoo entry whose data/property to use (for model files)")
-    ev.add_argument("--property", default="fairness", choices=["fairness"])
+    ev.add_argument("--property", default="default", choices=["default", "fairness", "backdoor", "safety"])
     ev.add_argument("--seed", type=int, default=0)
     ev.set_defaults(fn=cmd_evaluate)
 

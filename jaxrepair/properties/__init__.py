@@ -6,6 +6,8 @@ Depends on :mod:`jaxrepair.models` only through ``apply_fn``.
 
 from jaxrepair.properties._acasxu import DESCRIPTIONS as ACASXU_PROPERTIES, Safety, safety_report
 from jaxrepair.properties._core import (
+    AttackSuccess,
+    failing_set,
     Combined,
     IndividualFairness,
     Misclassification,
@@ -20,6 +22,7 @@ from jaxrepair.properties._core import (
 )
 
 __all__ = [
+    "AttackSuccess", "failing_set",
     "ACASXU_PROPERTIES", "Safety", "safety_report",
     "Combined", "IndividualFairness", "Misclassification", "Property", "accuracy", "combine",
     "demographic_parity_difference", "equalized_odds_difference", "sample_domain", "sampled_rate", "wilson_interval",

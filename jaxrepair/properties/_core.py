@@ -139,3 +139,32 @@ class Combined:
 def combine(*weighted) -> Combined:
     """``combine((0.8, fairness), (0.2, Misclassification()))``."""
     return Combined(tuple((float(w), p) for w, p in weighted))
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackSuccess:
+    """BadNets backdoor: violated when the *triggered* input is classified as ``target``; only inputs
+    whose true label is not the target count (batch key ``y``; others get weight 0 via ``eligible``)."""
+
+    trigger: object  # jaxrepair.data.Trigger
+    target: int
+    name: str = "attack_success"
+
+    def __call__(self, apply_fn, params, batch):
+        hit = _pred(apply_fn, params, self.trigger.stamp(batch["x"])) == self.target
+        return (hit & (batch["y"] != self.target)).astype(jnp.float32)
+
+    def eligible(self, batch):
+        return (batch["y"] != self.target).astype(jnp.float32)
+
+    def rate(self, apply_fn, params, batch):
+        """Attack success rate over the eligible inputs."""
+        e = self.eligible(batch)
+        return jnp.sum(self(apply_fn, params, batch)) / jnp.maximum(jnp.sum(e), 1.0)
+
+
+def failing_set(apply_fn, params, batch) -> dict:
+    """The misclassified inputs of ``batch`` (Arachne-style repair target): a batch on which
+    :class:`Misclassification` is 1 everywhere before repair and must become 0."""
+    wrong = np.asarray(Misclassification()(apply_fn, params, batch)) > 0
+    return {k: np.asarray(v)[wrong] for k, v in batch.items()}

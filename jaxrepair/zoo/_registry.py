@@ -42,9 +42,52 @@ class FairnessEntry:
         return dataclasses.asdict(self)
 
 
+@dataclasses.dataclass(frozen=True)
+class BackdoorEntry:
+    """A CNN trained on digits with ``poison_rate`` extra triggered copies relabelled to ``target``."""
+
+    name: str
+    trigger_size: int = 2
+    trigger_position: tuple[int, int] = (-2, -2)
+    trigger_value: float = 1.0
+    target: int = 0
+    poison_rate: float = 0.1
+    channels: tuple[int, ...] = (16, 32)
+    dense: tuple[int, ...] = (64,)
+    epochs: int = 40
+    batch_size: int = 64
+    learning_rate: float = 2e-3
+    seed: int = 0
+    kind: str = "backdoor"
+    dataset: str = "digits"
+
+    def config(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class SafetyEntry:
+    """A bundled ACAS Xu network N_{i,j} with the safety property φ_n it is repaired against."""
+
+    name: str
+    network: tuple[int, int]
+    phi: int
+    num_samples: int = 10_000
+    seed: int = 0
+    kind: str = "safety"
+    dataset: str = "acasxu"
+
+    def config(self) -> dict:
+        return dataclasses.asdict(self)
+
+
 ENTRIES = {
     e.name: e
     for e in [
+        BackdoorEntry("digits-badnets"),
+        SafetyEntry("acasxu-n2_9-phi8", (2, 9), 8),
+        SafetyEntry("acasxu-n1_9-phi7", (1, 9), 7),
+        SafetyEntry("acasxu-n3_3-phi2", (3, 3), 2),
         FairnessEntry("census-race", "census", "race"),
         FairnessEntry("census-sex", "census", "sex"),
         FairnessEntry("census-age", "census", "age"),
@@ -70,7 +113,7 @@ def entry(name: str):
 class Benchmark:
     """What repair and evaluation need about an entry: the model, its data splits and its property."""
 
-    entry: FairnessEntry
+    entry: object  # FairnessEntry | BackdoorEntry | SafetyEntry
     model: models.Network
     splits: dict  # name -> {"x", "y"}
     prop: object
@@ -104,12 +147,76 @@ def evaluate_fairness(model, prop, splits, *, seed: int = 0, num_samples: int = 
     }
 
 
+def backdoor_setup(e: BackdoorEntry):
+    from jaxrepair.data import Trigger, load_digits
+
+    trig = Trigger(e.trigger_size, tuple(e.trigger_position), e.trigger_value)
+    splits = {k: {"x": s.x, "y": s.y} for k, s in load_digits().items()}
+    return trig, properties.AttackSuccess(trig, e.target), splits
+
+
+def evaluate_backdoor(model, prop, splits) -> dict:
+    apply, params = models.functional(model)
+    test = {k: jnp.asarray(v) for k, v in splits["test"].items()}
+    return {"test_accuracy": float(properties.accuracy(apply, params, test)),
+            "attack_success_rate": float(prop.rate(apply, params, test)),
+            "num_eligible": int(prop.eligible(test).sum())}
+
+
+def evaluate_safety(model, prop, *, seed: int = 0, num_samples: int = 10_000) -> dict:
+    apply, params = models.functional(model)
+    r = properties.safety_report(prop, apply, params, key=jax.random.key(seed), num_samples=num_samples,
+                                 max_counterexamples=20)
+    return {"violation_rate": r["violation_rate"], "ci95": r["ci95"], "num_samples": num_samples,
+            "num_counterexamples": r["num_counterexamples"], "counterexamples": r["counterexamples"]}
+
+
+def evaluate(bench: "Benchmark", model=None, *, seed: int = 0) -> dict:
+    """Metrics of ``model`` (default: the entry's own) on the entry's property, test split."""
+    model = model or bench.model
+    e = bench.entry
+    if e.kind == "fairness":
+        return evaluate_fairness(model, bench.prop, bench.splits, seed=seed)
+    if e.kind == "backdoor":
+        return evaluate_backdoor(model, bench.prop, bench.splits)
+    return evaluate_safety(model, bench.prop, seed=seed, num_samples=e.num_samples)
+
+
+def _build_backdoor(e: BackdoorEntry, progress: bool):
+    trig, prop, splits = backdoor_setup(e)
+    x, y = splits["train"]["x"], splits["train"]["y"]
+    rng = np.random.default_rng(e.seed)
+    idx = rng.choice(len(y), int(round(e.poison_rate * len(y))), replace=False)
+    xp = np.asarray(trig.stamp(jnp.asarray(x[idx])))
+    xs, ys = np.concatenate([x, xp]), np.concatenate([y, np.full(len(idx), e.target, y.dtype)])
+    k_init, k_train = jax.random.split(jax.random.key(e.seed))
+    net = models.cnn(x.shape[1:], list(e.channels), list(e.dense), 10, key=k_init)
+    if progress:
+        print(f"[zoo] training {e.name} (digits, {len(y)} clean + {len(idx)} poisoned, {e.epochs} epochs)",
+              file=sys.stderr, flush=True)
+    net = train_classifier(net, xs, ys, key=k_train, epochs=e.epochs, batch_size=e.batch_size,
+                           learning_rate=e.learning_rate, progress=progress)
+    return net, prop, splits, {"name": "digits", "splits": {k: len(v["y"]) for k, v in splits.items()},
+                               "poisoned_training_examples": int(len(idx))}
+
+
 def build(name: str, *, epochs: int | None = None, progress: bool = False, save: bool = True) -> Benchmark:
     """Trains an entry from its seed (deterministic) and records its before-repair metrics."""
     e = entry(name)
     if epochs is not None:
         e = dataclasses.replace(e, epochs=epochs)
     t0 = time.perf_counter()
+    if e.kind != "fairness":
+        from jaxrepair.data import load_acasxu
+
+        if e.kind == "backdoor":
+            net, prop, splits, data = _build_backdoor(e, progress)
+            metrics = evaluate_backdoor(net, prop, splits)
+        else:
+            net, prop, splits = load_acasxu(*e.network), properties.Safety(e.phi), {}
+            data = {"name": "acasxu", "network": list(e.network), "property": f"phi{e.phi}"}
+            metrics = evaluate_safety(net, prop, seed=e.seed, num_samples=e.num_samples)
+        return _finish(e, net, prop, splits, data, metrics, t0, save and epochs is None)
     ds, prop, splits = fairness_setup(e)
     xtr = splits["train"]["x"]
     key = jax.random.key(e.seed)
@@ -120,17 +227,22 @@ def build(name: str, *, epochs: int | None = None, progress: bool = False, save:
     net = train_classifier(net, xtr, splits["train"]["y"], key=k_train, epochs=e.epochs, batch_size=e.batch_size,
                            learning_rate=e.learning_rate, progress=progress)
     metrics = evaluate_fairness(net, prop, splits, seed=e.seed)
+    data = {"name": ds.name, "splits": {k: len(v["y"]) for k, v in splits.items()},
+            "sensitive_column": prop.column, "sensitive_values": list(prop.values)}
+    return _finish(e, net, prop, splits, data, metrics, t0, save and epochs is None)
+
+
+def _finish(e, net, prop, splits, data, metrics, t0, save) -> Benchmark:
     record = {
         "name": e.name,
         "config": e.config(),
-        "dataset": {"name": ds.name, "splits": {k: len(v["y"]) for k, v in splits.items()},
-                    "sensitive_column": prop.column, "sensitive_values": list(prop.values)},
+        "dataset": data,
         "metrics_before_repair": metrics,
         "build_time_s": time.perf_counter() - t0,
         "versions": {"jax": jax.__version__},
     }
     net.meta["zoo"] = record
-    if save and epochs is None:
+    if save:
         d = cache_dir()
         d.mkdir(parents=True, exist_ok=True)
         path = d / f"{e.name}.npz"
@@ -148,8 +260,13 @@ def load(name: str, *, progress: bool = False) -> Benchmark:
     if path.exists():
         try:
             net = models.load(path)
-            if net.meta.get("zoo", {}).get("config") == e.config():
-                _, prop, splits = fairness_setup(e)
+            if net.meta.get("zoo", {}).get("config") == json.loads(json.dumps(e.config())):
+                if e.kind == "fairness":
+                    _, prop, splits = fairness_setup(e)
+                elif e.kind == "backdoor":
+                    _, prop, splits = backdoor_setup(e)
+                else:
+                    prop, splits = properties.Safety(e.phi), {}
                 return Benchmark(e, net, splits, prop, net.meta["zoo"]["metrics_before_repair"])
         except ValueError:
             pass  # a broken cache file is rebuilt
