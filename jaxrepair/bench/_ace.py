@@ -53,8 +53,7 @@ def bench_model(name, widths, *, samples=1000, num_values=16, forward_pairs=2048
     for s in sites:
         u = jnp.arange(info[s].num_units, dtype=jnp.int32)
         plan = _ace._rank1_plan(net.graph, s, False, info[s].shape)
-        downstream = sum(info[d].num_units for d in models.descendants(net.graph, frozenset({s}))) + 1
-        cs = int(max(1, min(len(u) * num_values, 512e6 // (samples * downstream * 12))))
+        cs = _ace.auto_chunk_size(net.graph, info, s, samples, len(u) * num_values, 512e6)
         chunk_sizes[s] = cs
         kw = dict(graph=net.graph, site=s, effect=effect, num_values=num_values, chunk_size=cs, per_channel=False, plan=plan)
         t = time.perf_counter()

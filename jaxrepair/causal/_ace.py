@@ -150,6 +150,12 @@ def _rank1_plan(graph: Graph, site: str, per_channel: bool, shape) -> tuple[tupl
             return None
 
 
+def auto_chunk_size(graph: Graph, info: Mapping, site: str, rows: int, pairs: int, memory_budget: float) -> int:
+    """(unit, α) pairs in flight so that ``rows`` rows of everything downstream of ``site`` fit the budget."""
+    downstream = sum(info[d].num_units for d in descendants(graph, frozenset({site}))) + 1
+    return int(max(1, min(pairs, memory_budget // (rows * downstream * 4 * 3))))
+
+
 def _units_view(h: jax.Array, per_channel: bool) -> jax.Array:
     """``[rows, units]``: per-unit samples (spatial positions count as samples per channel)."""
     return h.reshape(-1, h.shape[-1]) if per_channel else h.reshape(h.shape[0], -1)
@@ -175,7 +181,8 @@ def _site_program(params, batches, weights, units, *, graph, site, effect, num_v
         hi = jnp.maximum(carry[1], jnp.max(jnp.where(valid, hv, -jnp.inf), axis=0))
         return (lo, hi), None
 
-    n_all = _units_view(run(graph, params, batches["x"][0, :1], all_sites=True)[site], per_channel).shape[-1]
+    site_shape = run(graph, params, batches["x"][0, :1], all_sites=True)[site].shape[1:]
+    n_all = site_shape[-1] if per_channel else math.prod(site_shape)
     init = (jnp.full(n_all, jnp.inf), jnp.full(n_all, -jnp.inf))
     (lo, hi), _ = lax.scan(range_step, init, (batches, weights))
     lo, hi = lo[units], hi[units]
@@ -183,8 +190,6 @@ def _site_program(params, batches, weights, units, *, graph, site, effect, num_v
     alphas = lo[:, None] + (hi - lo)[:, None] * grid[None, :]  # [U, V]
     flat_j = jnp.repeat(units, num_values)  # [U·V]
     flat_a = alphas.reshape(-1)
-
-    site_shape = run(graph, params, batches["x"][0, :1], all_sites=True)[site].shape[1:]
 
     def mask_for(j):
         if per_channel:
@@ -353,9 +358,7 @@ def ace(
     baseline = None
     for i, s in enumerate(sites):
         u, pc = unit_sets[s]
-        downstream = sum(info[d].num_units for d in descendants(graph, frozenset({s}))) + 1
-        per_pair = groups * downstream * 4 * 3
-        cs = chunk_size or int(max(1, min(len(u) * num_values, memory_budget // per_pair)))
+        cs = chunk_size or auto_chunk_size(graph, info, s, groups, len(u) * num_values, memory_budget)
         kw = dict(graph=graph, site=s, effect=effect, num_values=num_values, chunk_size=cs, per_channel=pc, plan=plans[s])
         t0 = time.perf_counter()
         args = (params, chunks, weights, jnp.asarray(u, jnp.int32))
