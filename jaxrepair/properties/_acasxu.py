@@ -37,6 +37,21 @@ _VIOLATED = {
     10: lambda y: _adv(y) != 0,  # COC minimal
 }
 
+# Allowed minimal advisories of the argmin-type properties; the margin below is > 0 when violated.
+_ALLOWED = {3: (1, 2, 3, 4), 4: (1, 2, 3, 4), 5: (4,), 6: (0,), 7: (0, 1, 2), 8: (0, 1), 9: (3,), 10: (0,)}
+
+
+def margin(number: int, y: jax.Array) -> jax.Array:
+    """A continuous violation margin of φ_n on scores ``y`` (> 0 violated, ≤ 0 satisfied), in score units."""
+    if number == 1:
+        return y[:, 0] - 1500.0
+    if number == 2:
+        return y[:, 0] - jnp.max(y[:, 1:], axis=-1)
+    allowed = jnp.asarray([i in _ALLOWED[number] for i in range(5)])
+    inf = jnp.asarray(jnp.inf, y.dtype)
+    return jnp.min(jnp.where(allowed, y, inf), axis=-1) - jnp.min(jnp.where(allowed, inf, y), axis=-1)
+
+
 _BOXES = {
     1: [[(55947.691, 60760.0), _FULL, _FULL, (1145.0, 1200.0), (0.0, 60.0)]],
     2: [[(55947.691, 60760.0), _FULL, _FULL, (1145.0, 1200.0), (0.0, 60.0)]],
@@ -78,6 +93,15 @@ class Safety:
 
     def rate(self, apply_fn, params, batch):
         return jnp.mean(self(apply_fn, params, batch))
+
+    def margin(self, y: jax.Array) -> jax.Array:
+        return margin(self.number, y)
+
+    def surrogate(self, apply_fn, params, batch):
+        """Differentiable stand-in: the hinge of the violation margin, in units of ``batch['scale']``
+        (default 1) so that scores of any magnitude give a usable gradient."""
+        m = self.margin(apply_fn(params, batch["x"])) / batch.get("scale", 1.0)
+        return jax.nn.relu(m + 0.01)
 
     def sample(self, key, n: int = 10_000) -> jax.Array:
         """Uniform samples of the region (a union of boxes is sampled in proportion to volume)."""

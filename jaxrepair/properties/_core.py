@@ -31,8 +31,18 @@ class Property:
         return jnp.mean(self.violation(apply_fn, params, batch))
 
 
-def _pred(apply_fn, params, x):
-    return jnp.argmax(apply_fn(params, x), axis=-1)
+def _pred(apply_fn, params, x, decide: str = "argmax"):
+    out = apply_fn(params, x)
+    if decide == "argmin":  # ACAS Xu: the advisory is the minimal score
+        return jnp.argmin(out, axis=-1)
+    if decide != "argmax":
+        raise ValueError(f"decide must be 'argmax' or 'argmin', got {decide!r}")
+    return jnp.argmax(out, axis=-1)
+
+
+def _log_probs(apply_fn, params, x, decide: str = "argmax"):
+    out = apply_fn(params, x)
+    return jax.nn.log_softmax(-out if decide == "argmin" else out, axis=-1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,16 +50,22 @@ class Misclassification:
     """Violation = the predicted class differs from ``batch['y']``; accuracy = 1 − rate."""
 
     name: str = "misclassification"
+    decide: str = "argmax"  # "argmin" for networks whose decision is the minimal output (ACAS Xu)
 
     def __call__(self, apply_fn, params, batch):
-        return (_pred(apply_fn, params, batch["x"]) != batch["y"]).astype(jnp.float32)
+        return (_pred(apply_fn, params, batch["x"], self.decide) != batch["y"]).astype(jnp.float32)
 
     def rate(self, apply_fn, params, batch):
         return jnp.mean(self(apply_fn, params, batch))
 
+    def surrogate(self, apply_fn, params, batch):
+        """Differentiable stand-in: cross-entropy of the label."""
+        lp = _log_probs(apply_fn, params, batch["x"], self.decide)
+        return -jnp.take_along_axis(lp, batch["y"][:, None].astype(jnp.int32), axis=-1)[:, 0]
 
-def accuracy(apply_fn, params, batch) -> jax.Array:
-    return 1.0 - Misclassification().rate(apply_fn, params, batch)
+
+def accuracy(apply_fn, params, batch, decide: str = "argmax") -> jax.Array:
+    return 1.0 - Misclassification(decide=decide).rate(apply_fn, params, batch)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +86,15 @@ class IndividualFairness:
 
     def rate(self, apply_fn, params, batch):
         return jnp.mean(self(apply_fn, params, batch))
+
+    def surrogate(self, apply_fn, params, batch):
+        """Differentiable stand-in: max over values of the total-variation distance between the
+        predicted class distributions of ``x`` and ``x`` with the attribute set to that value."""
+        x = batch["x"]
+        p = jax.nn.softmax(apply_fn(params, x), axis=-1)
+        vals = jnp.asarray(self.values, x.dtype)
+        pf = jax.vmap(lambda v: jax.nn.softmax(apply_fn(params, x.at[:, self.column].set(v)), axis=-1))(vals)
+        return jnp.max(0.5 * jnp.sum(jnp.abs(pf - p[None]), axis=-1), axis=0)
 
 
 def wilson_interval(k: float, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -135,6 +160,9 @@ class Combined:
     def rate(self, apply_fn, params, batch):
         return sum(w * p.rate(apply_fn, params, batch) for w, p in self.terms)
 
+    def surrogate(self, apply_fn, params, batch):
+        return sum(w * p.surrogate(apply_fn, params, batch) for w, p in self.terms)
+
 
 def combine(*weighted) -> Combined:
     """``combine((0.8, fairness), (0.2, Misclassification()))``."""
@@ -161,6 +189,11 @@ class AttackSuccess:
         """Attack success rate over the eligible inputs."""
         e = self.eligible(batch)
         return jnp.sum(self(apply_fn, params, batch)) / jnp.maximum(jnp.sum(e), 1.0)
+
+    def surrogate(self, apply_fn, params, batch):
+        """Differentiable stand-in: the target-class probability of triggered eligible inputs."""
+        p = jax.nn.softmax(apply_fn(params, self.trigger.stamp(batch["x"])), axis=-1)[:, self.target]
+        return p * self.eligible(batch)
 
 
 def failing_set(apply_fn, params, batch) -> dict:

@@ -88,6 +88,8 @@ ENTRIES = {
         SafetyEntry("acasxu-n2_9-phi8", (2, 9), 8),
         SafetyEntry("acasxu-n1_9-phi7", (1, 9), 7),
         SafetyEntry("acasxu-n3_3-phi2", (3, 3), 2),
+        SafetyEntry("acasxu-n5_7-phi2", (5, 7), 2),
+        SafetyEntry("acasxu-n3_9-phi2", (3, 9), 2),
         FairnessEntry("census-race", "census", "race"),
         FairnessEntry("census-sex", "census", "sex"),
         FairnessEntry("census-age", "census", "age"),

@@ -1,0 +1,220 @@
+"""Repair tasks: the objective, the three data splits, the localisation effect, the test report.
+
+The objective is CARE's ``(1−a)·violation + a·(1−accuracy)`` where ``violation`` is the rate of
+any property (a :func:`jaxrepair.properties.combine` of several is one property) and accuracy
+agrees with labels (``decide='argmin'`` for networks that decide by the minimal output).
+
+Every split holds a ``property`` batch (where the violation is measured) and an ``accuracy`` batch.
+The search optimises on ``repair``, selects and early-stops on ``select``, and the figures reported
+come from ``test`` (for zoo entries: the same metrics, seeds and samples as the zoo's
+before-repair record).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrepair import causal, models, properties
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    """``(1−a)·prop.rate + a·(1−accuracy)``; hashable, so compiled searches are reused."""
+
+    prop: object
+    decide: str = "argmax"
+
+    def metrics(self, apply_fn, params, data) -> tuple[jax.Array, jax.Array]:
+        v = self.prop.rate(apply_fn, params, data["property"])
+        acc = properties.accuracy(apply_fn, params, data["accuracy"], self.decide)
+        return v, acc
+
+    def fitness(self, apply_fn, params, data, a) -> tuple[jax.Array, jax.Array, jax.Array]:
+        v, acc = self.metrics(apply_fn, params, data)
+        f = (1.0 - a) * v + a * (1.0 - acc)
+        return jnp.where(jnp.isfinite(f), f, jnp.inf), v, acc
+
+    def surrogate(self, apply_fn, params, data, a) -> jax.Array:
+        """Differentiable stand-in for fine-tuning baselines."""
+        s = jnp.mean(self.prop.surrogate(apply_fn, params, data["property"]))
+        ce = jnp.mean(properties.Misclassification(decide=self.decide).surrogate(apply_fn, params, data["accuracy"]))
+        return (1.0 - a) * s + a * ce
+
+
+@dataclasses.dataclass
+class Task:
+    """Everything repair needs about one model and one defect."""
+
+    name: str
+    kind: str  # fairness | backdoor | safety | custom
+    objective: Objective
+    data: dict  # split -> {"property": batch, "accuracy": batch}
+    effect: object  # the ACE effect used to localise
+    localize_batch: dict
+    report: Callable  # model -> dict of test-split metrics (with "violation" and "accuracy")
+    info: dict = dataclasses.field(default_factory=dict)
+
+    def check(self) -> None:
+        for split in ("repair", "select", "test"):
+            if split not in self.data:
+                raise ValueError(f"task {self.name!r} has no {split!r} split; it has {sorted(self.data)}")
+            for part in ("property", "accuracy"):
+                if part not in self.data[split]:
+                    raise ValueError(f"task {self.name!r}: split {split!r} needs a {part!r} batch")
+                models.check_finite(self.data[split][part], f"task {self.name!r} {split}/{part} data")
+
+
+def _jnp(batch):
+    return {k: jnp.asarray(v) for k, v in batch.items()}
+
+
+def _subsample(batch: dict, n: int | None, key) -> dict:
+    size = len(batch["x"])
+    if n is None or n >= size:
+        return _jnp(batch)
+    idx = np.sort(np.asarray(jax.random.choice(key, size, (n,), replace=False)))
+    return {k: jnp.asarray(np.asarray(v)[idx]) for k, v in batch.items()}
+
+
+def _both(batch):
+    return {"property": batch, "accuracy": batch}
+
+
+def custom_task(name: str, prop, splits: dict, *, effect, decide: str = "argmax", localize_split: str = "repair") -> Task:
+    """A task from your own property and ``{"repair"|"select"|"test": {"x", "y", ...}}`` batches."""
+    obj = Objective(prop, decide)
+    data = {k: _both(_jnp(v)) for k, v in splits.items()}
+
+    def report(model):
+        apply, params = models.functional(model)
+        v, acc = obj.metrics(apply, params, data["test"])
+        return {"violation": float(v), "accuracy": float(acc)}
+
+    t = Task(name, "custom", obj, data, effect, data[localize_split]["property"], report)
+    t.check()
+    return t
+
+
+def from_zoo(bench, *, repair_samples: int | None = 5000, seed: int = 0) -> Task:
+    """The repair task of a zoo entry (``jr.zoo.load(name)``)."""
+    from jaxrepair import zoo
+
+    e = bench.entry
+    key = jax.random.key(seed)
+    if e.kind == "fairness":
+        prop = bench.prop
+        data = {
+            "repair": _both(_subsample(bench.splits["train"], repair_samples, key)),
+            "select": _both(_jnp(bench.splits["val"])),
+            "test": _both(_jnp(bench.splits["test"])),
+        }
+        effect = causal.Fairness.make(prop.column, prop.values)
+
+        def report(model):
+            m = zoo.evaluate(bench, model)
+            return {**m, "violation": m["fairness_violation_exhaustive"], "accuracy": m["test_accuracy"]}
+
+        return Task(e.name, "fairness", Objective(prop), data, effect, data["repair"]["property"], report,
+                    {"sensitive_column": prop.column})
+    if e.kind == "backdoor":
+        prop = bench.prop
+        data = {
+            "repair": _both(_subsample(bench.splits["train"], repair_samples, key)),
+            "select": _both(_jnp(bench.splits["val"])),
+            "test": _both(_jnp(bench.splits["test"])),
+        }
+        rep = data["repair"]["property"]
+        eligible = np.asarray(rep["y"]) != prop.target
+        # Localise on triggered inputs: which units carry the trigger to the target class.
+        loc = {"x": prop.trigger.stamp(rep["x"][jnp.asarray(np.flatnonzero(eligible))])}
+        effect = causal.TargetOutput(prop.target, "prob")
+
+        def report(model):
+            m = zoo.evaluate(bench, model)
+            return {**m, "violation": m["attack_success_rate"], "accuracy": m["test_accuracy"]}
+
+        return Task(e.name, "backdoor", Objective(prop), data, effect, loc, report, {"target": prop.target})
+    if e.kind == "safety":
+        return _safety_task(bench, seed=seed, repair_samples=repair_samples or 5000)
+    raise ValueError(f"zoo entry {e.name!r} has unknown kind {e.kind!r}")
+
+
+def _domain(model):
+    clip = model.graph.node("input.clip")
+    return np.asarray(clip.attr["min"], np.float32), np.asarray(clip.attr["max"], np.float32)
+
+
+def _safety_split(prop, apply, params, key, lo, hi, n_region: int, n_keep: int):
+    """Region samples (all violating ones found among ``n_region`` plus ``n_keep`` others) and an
+    accuracy batch labelled with the original network's advisories: ``n_keep`` non-violating region
+    samples and ``n_keep`` samples of the whole input domain."""
+    k1, k2 = jax.random.split(key)
+    x = prop.sample(k1, n_region)
+    f = jax.jit(lambda p, x: (prop(apply, p, {"x": x}), jnp.argmin(apply(p, x), axis=-1)))
+    viol, adv = (np.asarray(a) for a in f(params, x))
+    bad, ok = np.flatnonzero(viol > 0), np.flatnonzero(viol == 0)[:n_keep]
+    xd = np.asarray(properties.sample_domain(k2, lo, hi, n_keep))
+    advd = np.asarray(f(params, jnp.asarray(xd))[1])
+    xs = np.asarray(x)
+    scale = float(np.std(np.asarray(apply(params, x[:2048]))))
+    return {
+        "property": {"x": jnp.asarray(np.concatenate([xs[bad], xs[ok]])), "scale": jnp.asarray(scale)},
+        "accuracy": {"x": jnp.asarray(np.concatenate([xs[ok], xd])), "y": jnp.asarray(np.concatenate([adv[ok], advd]))},
+    }, int(bad.size)
+
+
+def _safety_task(bench, *, seed: int, repair_samples: int) -> Task:
+    e, prop, model = bench.entry, bench.prop, bench.model
+    apply, params = models.functional(model)
+    lo, hi = _domain(model)
+    base = jax.random.key(10_000 + seed)  # never the zoo's test seed (e.seed)
+    repair, n_bad_r = _safety_split(prop, apply, params, jax.random.fold_in(base, 1), lo, hi, 100_000, repair_samples)
+    select, n_bad_s = _safety_split(prop, apply, params, jax.random.fold_in(base, 2), lo, hi, 100_000, repair_samples)
+    # Test: the zoo's own before-repair samples (seed e.seed) and fresh domain samples.
+    xt = prop.sample(jax.random.key(e.seed), e.num_samples)
+    xd = properties.sample_domain(jax.random.key(e.seed + 1), lo, hi, e.num_samples)
+    adv_t = np.asarray(jnp.argmin(apply(params, xt), axis=-1))
+    ok_t = np.asarray(prop(apply, params, {"x": xt})) == 0
+    adv_d = np.asarray(jnp.argmin(apply(params, xd), axis=-1))
+    test = {"property": {"x": xt}, "accuracy": {"x": xd, "y": jnp.asarray(adv_d)}}
+    effect = _SafetyEffect(prop.number, float(repair["property"]["scale"]))
+
+    def report(m):
+        from jaxrepair import zoo
+
+        r = zoo.evaluate(bench, m)
+        ap, pp = models.functional(m)
+        new_t = np.asarray(jnp.argmin(ap(pp, xt), axis=-1))
+        new_d = np.asarray(jnp.argmin(ap(pp, xd), axis=-1))
+        r.pop("counterexamples", None)
+        return {
+            **r,
+            "violation": r["violation_rate"],
+            # drawdown: share of the region's non-violating samples whose advisory changed
+            "drawdown": float(np.mean(new_t[ok_t] != adv_t[ok_t])) if ok_t.any() else 0.0,
+            "domain_fidelity": float(np.mean(new_d == adv_d)),
+            "accuracy": float(np.mean(new_d == adv_d)),
+        }
+
+    info = {"violations_in_repair_pool": n_bad_r, "violations_in_select_pool": n_bad_s, "region_pool": 100_000}
+    return Task(e.name, "safety", Objective(prop, "argmin"), {"repair": repair, "select": select, "test": test},
+                effect, {"x": repair["property"]["x"]}, report, info)
+
+
+@dataclasses.dataclass(frozen=True)
+class _SafetyEffect:
+    """ACE effect for safety: the continuous violation margin of φ_n (higher = more violating)."""
+
+    number: int
+    scale: float = 1.0
+
+    def inputs(self, batch):
+        return batch["x"]
+
+    def reduce(self, out, batch):
+        return properties.Safety(self.number).margin(out) / self.scale

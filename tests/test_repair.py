@@ -1,0 +1,188 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxrepair as jr
+from jaxrepair.repair import _search
+from tests.test_ace import planted_network
+from tests.test_models import _random_stats
+
+# Small budgets keep the suite fast; every search below shares one compiled program per strategy.
+FAST = dict(generations=25, population_size=12)
+
+
+def _planted_splits():
+    """Labels are what the network would say without the sensitive carrier h0 (factor 0 repairs it)."""
+    model = planted_network()
+    out = {}
+    for i, name in enumerate(["repair", "select", "test"]):
+        rng = np.random.default_rng(10 + i)
+        x = rng.normal(size=(300, 3)).astype(np.float32)
+        x[:, 2] = rng.integers(0, 2, 300)
+        h1, h3 = np.maximum(x[:, 0], 0), np.maximum(x[:, 0] + x[:, 1], 0)
+        out[name] = {"x": x, "y": (h1 - 0.5 * h3 + 0.3 > 0).astype(np.int32)}
+    return model, out
+
+
+@pytest.fixture(scope="module")
+def planted():
+    model, splits = _planted_splits()
+    prop = jr.properties.IndividualFairness(2, (0.0, 1.0))
+    task = jr.repair.custom_task("planted", prop, splits, effect=jr.causal.Fairness.make(2, [0, 1]))
+    return model, task
+
+
+@pytest.mark.parametrize("strategy", ["pso", "cma_es"])
+def test_repair_removes_planted_violation(planted, strategy):
+    model, task = planted
+    r = jr.repair(model, task, k=1, strategy=strategy, a=0.2, **FAST)
+    assert [(n.site, n.unit) for n in r.selected] == [("layer1", 0)]  # the planted carrier
+    assert r.before["violation"] > 0.08
+    assert r.after["violation"] < 0.25 * r.before["violation"]
+    assert r.after["accuracy"] >= r.before["accuracy"]
+    f = float(r.solution["layer1"][0])
+    assert 0.0 <= f <= 2.0 and f < 0.3
+    # The repaired model is a normal model: its own test metrics are the ones reported.
+    apply, params = jr.functional(r.model)
+    v, acc = task.objective.metrics(apply, params, task.data["test"])
+    assert float(v) == pytest.approx(r.after["violation"]) and float(acc) == pytest.approx(r.after["accuracy"])
+
+
+def test_search_is_deterministic_bounded_and_compiled_once(planted):
+    model, task = planted
+    sel = [("layer1", 0), ("layer1", 3)]
+    kw = dict(selection=sel, strategy="de", bounds=(0.5, 1.5), **FAST)
+    r1 = jr.repair(model, task, seed=3, **kw)
+    traces = _search.TRACE_COUNT["search"]
+    r2 = jr.repair(model, task, seed=3, **kw)
+    r3 = jr.repair(model, task, seed=4, a=0.3, **kw)  # new seed and a: same program
+    assert _search.TRACE_COUNT["search"] == traces
+    np.testing.assert_array_equal(r1.solution["layer1"], r2.solution["layer1"])
+    for r in (r1, r2, r3):
+        assert np.all(r.solution["layer1"] >= 0.5) and np.all(r.solution["layer1"] <= 1.5)
+        h = r.search["history"]
+        assert len(h["best"]) == FAST["generations"]  # one scan over all generations
+        assert np.all(np.diff(h["best"]) <= 1e-7)  # best-so-far never gets worse
+
+
+def test_early_stop_and_selection_on_select_split(planted):
+    model, task = planted
+    strat = jr.repair.get_strategy("pso", generations=60, population_size=8, patience=3, tol=0.5)
+    r = jr.repair(model, task, selection=[("layer1", 1)], strategy=strat)
+    # An improvement of 0.5 is impossible: the search stops after `patience` generations.
+    assert r.search["generations_run"] == 3
+    assert np.all(np.isnan(r.search["history"]["mean"][3:]))
+    assert r.search["evaluations"] == 8 + 3 * 8
+    assert r.search["select_fitness"] <= r.search["identity_select_fitness"]
+
+
+def _folded_equals_intervened(model, neurons, factors, x):
+    apply, params = jr.functional(model)
+    space = jr.repair.FactorSpace(jr.repair.group(neurons, jr.sites(model)), -1.0, 3.0)
+    p, iv = space.realize(params, jnp.asarray(factors))
+    want = apply(p, x, iv)
+    got = apply(space.fold(model.graph, params, factors), x)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    return want
+
+
+def test_folding_matches_factor_parameterisation(key):
+    k = jax.random.split(key, 3)
+    mlp = jr.models.mlp([5, 6, 4, 3], key=k[0])
+    x = jax.random.normal(k[1], (9, 5))
+    out = _folded_equals_intervened(mlp, [("layer1", 2), ("layer2", 0), ("layer2", 3)], np.array([0.0, -0.7, 1.8], np.float32), x)
+    assert not np.allclose(out, jr.functional(mlp)[0](mlp.params(), x))
+    # Conv channels fold into the producer (through ReLU, and through batchnorm when present).
+    for bn in (False, True):
+        cnn = _random_stats(jr.models.cnn((6, 6, 1), [3, 2], [4], 3, key=k[2], batchnorm=bn), k[0])
+        xi = jax.random.normal(k[1], (4, 6, 6, 1))
+        _folded_equals_intervened(cnn, [("conv1", 1), ("conv2", 0), ("fc1", 2)], np.array([0.3, 1.6, -0.4], np.float32), xi)
+    with pytest.raises(ValueError, match="negative factors"):
+        apply, params = jr.functional(cnn)
+        sp = jr.repair.FactorSpace(jr.repair.group([("conv1", 0)], jr.sites(cnn)), -1.0, 1.0)
+        sp.fold(cnn.graph, params, np.array([-0.5], np.float32))
+
+
+def test_delta_space_matches_numpy_edit(key):
+    mlp = jr.models.mlp([4, 5, 3, 2], key=key)
+    apply, params = jr.functional(mlp)
+    neurons = jr.repair.group([("layer1", 1), ("layer1", 4)], jr.sites(mlp))
+    sp = jr.repair.DeltaSpace(neurons, mlp.graph, bound=0.5)
+    lo, hi = sp.bounds(params)
+    flat = np.random.default_rng(0).uniform(np.asarray(lo), np.asarray(hi)).astype(np.float32)
+    sol = sp.unflatten(jnp.asarray(flat), params)["layer1"]
+    new, iv = sp.realize(params, jnp.asarray(flat))
+    assert iv == {}
+    w1 = np.array(params["layer1.pre"]["kernel"])
+    b1 = np.array(params["layer1.pre"]["bias"])
+    w2 = np.array(params["layer2.pre"]["kernel"])
+    w1[:, [1, 4]] += np.asarray(sol["in"]).T
+    b1[[1, 4]] += np.asarray(sol["bias"])
+    w2[[1, 4], :] += np.asarray(sol["out"][0])
+    np.testing.assert_allclose(new["layer1.pre"]["kernel"], w1, atol=1e-6)
+    np.testing.assert_allclose(new["layer1.pre"]["bias"], b1, atol=1e-6)
+    np.testing.assert_allclose(new["layer2.pre"]["kernel"], w2, atol=1e-6)
+    np.testing.assert_array_equal(new["logits"]["kernel"], params["logits"]["kernel"])
+    assert np.all(np.abs(flat) <= np.asarray(hi) + 1e-7)
+    cnn = jr.models.cnn((6, 6, 1), [2], [4], 3, key=key)
+    with pytest.raises(ValueError, match="dense → activation → dense"):
+        jr.repair.DeltaSpace(jr.repair.group([("conv1", 0)], jr.sites(cnn)), cnn.graph)
+
+
+def test_delta_repair_reduces_planted_violation(planted):
+    model, task = planted
+    r = jr.repair(model, task, k=1, space="delta", bounds=2.0, strategy="pso", **FAST)
+    assert r.after["violation"] < 0.5 * r.before["violation"]
+    fitness = lambda m: 0.8 * m["violation"] + 0.2 * (1 - m["accuracy"])  # noqa: E731
+    assert fitness(r.after) < 0.75 * fitness(r.before)
+
+
+def test_pareto_front_is_non_dominated(planted):
+    model, task = planted
+    front = jr.repair.pareto(model, task, a_values=(0.0, 0.3, 0.9, 1.0), seeds=(0, 1), k=2, **FAST)
+    pts = front["points"]
+    assert len(pts) == 8 and front["front"]
+    acc = [p["select_accuracy"] for p in pts]
+    vio = [p["select_violation"] for p in pts]
+    for i in front["front"]:
+        assert not any(acc[j] >= acc[i] and vio[j] <= vio[i] and (acc[j] > acc[i] or vio[j] < vio[i]) for j in range(8))
+    for i in set(range(8)) - set(front["front"]):
+        assert any(acc[j] >= acc[i] and vio[j] <= vio[i] and (acc[j] > acc[i] or vio[j] < vio[i]) for j in range(8))
+    # a = 1 ignores the violation: that point keeps more violation than a = 0.
+    assert pts[0]["select_violation"] <= pts[3]["select_violation"]
+    assert jr.repair.non_dominated([0.9, 0.8, 0.9, 0.7], [0.1, 0.05, 0.2, 0.05]) == [0, 1]
+
+
+def test_baselines(planted):
+    model, task = planted
+    carrier = [jr.causal.Neuron("layer1", 0, 1.0)]
+    pr = jr.repair.prune(model, task, carrier)
+    assert pr.after["violation"] == 0.0 and pr.after["accuracy"] == 1.0
+    assert np.all(np.asarray(pr.model.params()["logits"]["kernel"])[0] == 0)
+    ft = jr.repair.finetune(model, task, neurons=carrier, steps=100, learning_rate=0.05)
+    assert ft.after["violation"] < ft.before["violation"]
+    changed = jax.tree.map(lambda a, b: np.asarray(a) != np.asarray(b), ft.model.params(), model.params())
+    assert not changed["layer1.pre"]["kernel"][:, 1:].any()  # only the selected neuron's weights moved
+    assert not changed["logits"]["kernel"][1:].any()
+    rnd = jr.repair(model, task, k=1, selection="random", seed=5, **FAST)
+    assert rnd.method == "random-pso" and len(rnd.selected) == 1
+
+
+def test_bad_input_is_named(planted):
+    model, task = planted
+    with pytest.raises(ValueError, match="unknown strategy"):
+        jr.repair(model, task, strategy="annealing")
+    with pytest.raises(ValueError, match="a must be"):
+        jr.repair(model, task, a=1.5)
+    with pytest.raises(ValueError, match="even"):
+        jr.repair.get_strategy("open_es", population_size=7)
+    with pytest.raises(ValueError, match="unknown site"):
+        jr.repair(model, task, selection=[("layer9", 0)])
+    with pytest.raises(IndexError, match="out of range"):
+        jr.repair(model, task, selection=[("layer1", 4)])
+    with pytest.raises(ValueError, match="no setting"):
+        jr.repair(model, task, strategy=jr.repair.get_strategy("pso", settings={"momentum": 0.9}))
+    bad = {**task.data["test"]["property"], "x": np.full((3, 3), np.nan, np.float32)}
+    with pytest.raises(ValueError, match="NaN"):
+        jr.repair.custom_task("bad", task.objective.prop, {"repair": bad, "select": bad, "test": bad}, effect=task.effect)
