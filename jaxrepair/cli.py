@@ -92,8 +92,71 @@ def cmd_localize(args):
     print(f"wrote {out}/localize.json, localize.md, scores.png")
 
 
+def _task_for(args, model, bench):
+    from jaxrepair import repair, zoo
+
+    if bench is None:
+        if not getattr(args, "entry", None):
+            raise SystemExit("error: a model file needs --entry ZOO_NAME to know its data and property")
+        bench = zoo.load(args.entry)
+    if args.property != "default" and args.property != bench.entry.kind:
+        raise SystemExit(f"error: {bench.name} is a {bench.entry.kind} benchmark; --property {args.property} does not apply")
+    return repair.from_zoo(bench, repair_samples=args.repair_samples, seed=args.seed), bench
+
+
+def cmd_repair(args):
+    from jaxrepair import records, repair
+
+    model, bench = _load_model(args.model)
+    task, bench = _task_for(args, model, bench)
+    d = repair.DEFAULTS[task.kind]
+    k = args.k or d["k"]
+    if args.space == "delta":
+        bounds = args.bounds[0] if args.bounds else None
+    elif args.bounds:
+        if len(args.bounds) != 2 or args.bounds[0] >= args.bounds[1]:
+            raise SystemExit(f"error: factor --bounds needs LOW HIGH with LOW < HIGH, got {args.bounds}")
+        bounds = tuple(args.bounds)
+    else:
+        bounds = d["bounds"]
+    a = d["a"] if args.a is None else args.a
+    out = records.new_run_dir(args.out, f"repair-{Path(args.model).stem}")
+    if args.pareto:
+        grid = [float(v) for v in args.pareto.split(",")]
+        front = repair.pareto(model, task, a_values=grid, seeds=tuple(range(args.pareto_seeds)), k=k, score=args.score,
+                              space=args.space, bounds=bounds, strategy=args.strategy, generations=args.generations,
+                              population_size=args.population, progress=True)
+        files = repair.write_pareto(front, out)
+        print(open(files["markdown"]).read())
+        print(f"wrote {out}")
+        return
+    t = time.perf_counter()
+    if args.baseline in ("prune", "finetune-masked"):
+        loc = repair.localize(model, task, sites=repair.candidate_sites(model), progress=True)
+        top = loc.top(k, args.score)
+        r = (repair.prune(model, task, top) if args.baseline == "prune"
+             else repair.finetune(model, task, neurons=top, a=a))
+        r.localization = loc
+    elif args.baseline == "finetune-all":
+        r = repair.finetune(model, task, a=a)
+    else:
+        r = repair.repair(model, task, k=k, score=args.score, space=args.space, bounds=bounds, strategy=args.strategy,
+                          generations=args.generations, population_size=args.population, a=a, seed=args.seed,
+                          selection="random" if args.baseline == "random" else None, progress=True)
+    files = repair.write_result(r, out, model_path=None if bench is not None and args.model == bench.name else args.model,
+                                extra={"command": " ".join(sys.argv)})
+    print()
+    print(r.table())
+    s = r.summary()
+    red = s["violation_reduction"]
+    print(f"{task.name}: violation {s['violation_before']:.4f} -> {s['violation_after']:.4f}"
+          f" ({'n/a' if red is None else f'{100 * red:.1f}% lower'}), accuracy {s['accuracy_before']:.4f} ->"
+          f" {s['accuracy_after']:.4f}; {time.perf_counter() - t:.1f}s")
+    print(f"wrote {out} ({', '.join(Path(f).name for f in files.values())})")
+
+
 def cmd_demo(args):
-    from jaxrepair import causal, records, zoo
+    from jaxrepair import records, repair, zoo
 
     t0 = time.perf_counter()
     bench = zoo.load("census-sex", progress=True)
@@ -102,30 +165,36 @@ def cmd_demo(args):
           f"{m['fairness_violation_exhaustive']:.4f} on the test split "
           f"(sampled {m['fairness_violation_sampled']['rate']:.4f}, 95% CI {m['fairness_violation_sampled']['ci95'][0]:.4f}"
           f"-{m['fairness_violation_sampled']['ci95'][1]:.4f})\n")
-    batch = dict(bench.splits["val"])
-    idx = np.random.default_rng(0).choice(len(batch["x"]), 1000, replace=False)
-    batch = {k: v[idx] for k, v in batch.items()}
-    effect = causal.Fairness.make(bench.prop.column, bench.prop.values)
-    loc = causal.ace(bench.model, batch, effect, progress=True)
-    print(f"\nACE localisation (fairness effect, 1000 validation samples x 16 values, every hidden neuron):")
-    table = _print_ranking(loc, 10, causal.DEFAULT_SCORE)
+    task = repair.from_zoo(bench, repair_samples=args.repair_samples)
+    d = repair.DEFAULTS["fairness"]
+    loc = repair.localize(bench.model, task, sites=repair.candidate_sites(bench.model), progress=True)
+    print(f"\nACE localisation (fairness effect, {args.repair_samples} repair-split samples x 16 values, every hidden neuron):")
+    _print_ranking(loc, d["k"], "interventional_change")
+    r = repair.repair(bench.model, task, k=d["k"], bounds=d["bounds"], a=d["a"], strategy="pso", localization=loc,
+                      progress=True)
+    r.timings["localize"] = sum(loc.timings.values())
     out = records.new_run_dir(args.out, "demo")
-    records.write_json(out / "demo.json", {"command": "demo", "model": "census-sex", "zoo": bench.model.meta.get("zoo"),
-                                           "environment": records.environment(), "localization": loc.to_json()})
-    records.write_text(out / "demo.md", f"# census-sex localisation\n\n{table}")
-    records.plot_scores(loc, out / "scores.png")
-    print(f"total {time.perf_counter() - t0:.1f}s; wrote {out}")
+    repair.write_result(r, out, extra={"command": "demo"})
+    print(f"\nRepair of census-sex (PSO, CARE settings, top-{d['k']} ACE neurons; test split):\n")
+    print(r.table())
+    s = r.summary()
+    print(f"fairness violation {100 * s['violation_reduction']:.1f}% lower, accuracy change "
+          f"{-s['accuracy_drop_points']:+.2f} points; total {time.perf_counter() - t0:.1f}s; wrote {out}")
 
 
 def cmd_bench(args):
     from jaxrepair import records
-    from jaxrepair.bench import _ace
 
-    if args.what != "ace":
-        raise SystemExit(f"error: unknown benchmark {args.what!r}; available: ace")
-    results = _ace.run(samples=args.samples, models_=args.models)
+    if args.what == "ace":
+        from jaxrepair.bench import _ace
+
+        results = _ace.run(samples=args.samples, models_=args.models)
+    else:
+        from jaxrepair.bench import _repair
+
+        results = _repair.run(entries=args.entries)
     if args.json:
-        print(json.dumps({"benchmark": "ace", "environment": records.environment(), "results": results}, indent=2))
+        print(json.dumps({"benchmark": args.what, "environment": records.environment(), "results": results}, indent=2))
 
 
 def cmd_zoo(args):
@@ -161,9 +230,31 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="jaxrepair", description="Causality-driven neural-network repair in JAX")
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    d = sub.add_parser("demo", help="the end-to-end demo on census-sex")
+    d = sub.add_parser("demo", help="the end-to-end demo: build census-sex, localise, repair, before/after")
     d.add_argument("--out", default="jaxrepair-out")
+    d.add_argument("--repair-samples", type=int, default=5000)
     d.set_defaults(fn=cmd_demo)
+
+    rp = sub.add_parser("repair", help="localise with ACE and repair with an evosax strategy (or a baseline)")
+    rp.add_argument("model", help="zoo entry name or model .npz (with --entry for its data and property)")
+    rp.add_argument("--entry", help="zoo entry whose data and property to use (for model files)")
+    rp.add_argument("--property", default="default", choices=["default", "fairness", "backdoor", "safety"])
+    rp.add_argument("--strategy", default="pso", help="pso (CARE settings) | care | cma_es | de | snes | open_es")
+    rp.add_argument("--space", default="factor", choices=["factor", "delta"])
+    rp.add_argument("--k", type=int, help="neurons to repair (default per kind: fairness 10, backdoor 5, safety 25)")
+    rp.add_argument("--a", type=float, help="weight of 1-accuracy in (1-a)*violation + a*(1-accuracy)")
+    rp.add_argument("--bounds", type=float, nargs="+", help="factor LOW HIGH, or delta bound (x layer std)")
+    rp.add_argument("--generations", type=int)
+    rp.add_argument("--population", type=int)
+    rp.add_argument("--score", default="interventional_change", choices=["interventional_change", "care_mean", "care_spread"])
+    rp.add_argument("--baseline", choices=["random", "prune", "finetune-all", "finetune-masked"],
+                    help="run a baseline instead of ACE selection + search")
+    rp.add_argument("--pareto", help="comma-separated a values: one vmapped run, non-dominated front")
+    rp.add_argument("--pareto-seeds", type=int, default=1)
+    rp.add_argument("--repair-samples", type=int, default=5000)
+    rp.add_argument("--seed", type=int, default=0)
+    rp.add_argument("--out", default="jaxrepair-out")
+    rp.set_defaults(fn=cmd_repair)
 
     lz = sub.add_parser("localize", help="ACE fault localisation")
     lz.add_argument("model", help="zoo entry name or model .npz")
@@ -179,9 +270,10 @@ def main(argv=None):
     lz.add_argument("--out", default="jaxrepair-out")
     lz.set_defaults(fn=cmd_localize)
 
-    bn = sub.add_parser("bench", help="benchmarks (ace)")
-    bn.add_argument("what", choices=["ace"])
-    bn.add_argument("--samples", type=int, default=1000)
+    bn = sub.add_parser("bench", help="benchmarks: ace (localisation), repair (population fitness)")
+    bn.add_argument("what", choices=["ace", "repair"])
+    bn.add_argument("--samples", type=int, default=1000, help="ace: samples per neuron and value")
+    bn.add_argument("--entries", nargs="*", choices=["census-sex", "digits-badnets"], help="repair: zoo entries")
     bn.add_argument("--models", nargs="*", choices=["census-mlp", "wide-mlp"])
     bn.add_argument("--json", action="store_true")
     bn.set_defaults(fn=cmd_bench)

@@ -8,6 +8,7 @@
 """
 
 from jaxrepair.repair._repair import (
+    DEFAULTS,
     RepairResult,
     candidate_sites,
     finetune,
@@ -25,7 +26,7 @@ from jaxrepair.repair._space import DeltaSpace, FactorSpace, Neurons, group
 from jaxrepair.repair._task import Objective, Task, custom_task, from_zoo
 
 __all__ = [
-    "DeltaSpace", "FactorSpace", "Neurons", "Objective", "PRESETS", "RepairResult", "STRATEGIES", "Strategy",
+    "DEFAULTS", "DeltaSpace", "FactorSpace", "Neurons", "Objective", "PRESETS", "RepairResult", "STRATEGIES", "Strategy",
     "Task", "candidate_sites", "custom_task", "finetune", "from_zoo", "get_strategy", "group", "localize",
     "make_space", "non_dominated", "pareto", "plot_history", "plot_pareto", "prune", "random_selection", "repair",
     "weight_mask", "write_pareto", "write_result",
