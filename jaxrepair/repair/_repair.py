@@ -31,7 +31,7 @@ from jaxrepair.zoo._train import trainable_mask
 # layer for ACAS Xu; on our zoo 3 factors cut census unfairness by only ~36%, so fairness uses 10.
 DEFAULTS = {
     "fairness": dict(k=10, bounds=(-1.0, 3.0), a=0.5),
-    "backdoor": dict(k=5, bounds=(0.0, 2.0), a=0.2),
+    "backdoor": dict(k=5, bounds=(0.0, 2.0), a=0.5),
     "safety": dict(k=25, bounds=(-1.0, 3.0), a=0.5),
     "custom": dict(k=3, bounds=(0.0, 2.0), a=0.2),
 }

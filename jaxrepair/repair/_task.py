@@ -130,9 +130,12 @@ def from_zoo(bench, *, repair_samples: int | None = 5000, seed: int = 0) -> Task
         }
         rep = data["repair"]["property"]
         eligible = np.asarray(rep["y"]) != prop.target
-        # Localise on triggered inputs: which units carry the trigger to the target class.
-        loc = {"x": prop.trigger.stamp(rep["x"][jnp.asarray(np.flatnonzero(eligible))])}
-        effect = causal.TargetOutput(prop.target, "prob")
+        # Localise like fairness, with the trigger as the "sensitive attribute": the effect is the
+        # target-class probability difference between an input and its triggered copy under the same
+        # intervention, so the units that carry the trigger have the largest interventional change.
+        clean = rep["x"][jnp.asarray(np.flatnonzero(eligible))]
+        loc = {"x": clean, "x_cf": prop.trigger.stamp(clean)}
+        effect = causal.CounterfactualPair(prop.target, "prob")
 
         def report(model):
             m = zoo.evaluate(bench, model)
