@@ -186,3 +186,32 @@ def test_bad_input_is_named(planted):
     bad = {**task.data["test"]["property"], "x": np.full((3, 3), np.nan, np.float32)}
     with pytest.raises(ValueError, match="NaN"):
         jr.repair.custom_task("bad", task.objective.prop, {"repair": bad, "select": bad, "test": bad}, effect=task.effect)
+
+
+def test_cli_repair_writes_next_to_model_never_over_it(tmp_path, monkeypatch, capsys):
+    import json
+
+    from jaxrepair import cli
+
+    monkeypatch.setenv("JAXREPAIR_CACHE", str(tmp_path / "cache"))
+    bench = jr.zoo.load("german-sex")
+    src = tmp_path / "m.npz"
+    jr.save(bench.model, src)
+    original = src.read_bytes()
+    args = ["repair", str(src), "--entry", "german-sex", "--k", "2", "--generations", "3", "--population", "8",
+            "--out", str(tmp_path / "out")]
+    assert cli.main(args) == 0
+    assert cli.main(args) == 0
+    assert src.read_bytes() == original
+    assert (tmp_path / "m.repaired.npz").exists() and (tmp_path / "m.repaired-1.npz").exists()
+    runs = sorted((tmp_path / "out").iterdir())
+    assert len(runs) == 2
+    rec = json.loads((runs[0] / "repair.json").read_text())
+    assert rec["config"]["strategy"]["name"] == "pso" and len(rec["selected"]) == 2
+    assert set(rec["before_test"]) >= {"violation", "accuracy"} and rec["search"]["generations_run"] <= 3
+    assert (runs[0] / "repair.md").exists() and (runs[0] / "fitness.png").exists()
+    repaired = jr.load(tmp_path / "m.repaired.npz")
+    assert repaired.meta["repair"]["method"] == "ace-pso"
+    out = capsys.readouterr().out
+    assert "violation" in out and "accuracy" in out
+    assert cli.main(["repair", str(src), "--entry", "german-sex", "--strategy", "nope", "--out", str(tmp_path / "o2")]) == 2
