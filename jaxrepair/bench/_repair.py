@@ -63,6 +63,10 @@ def bench_entry(name: str, *, population: int = 20, repair_samples: int = 5000, 
     pop_fit = jax.jit(jax.vmap(fit))
     one_fit = jax.jit(fit)
     t_pop = _best_of(pop_fit, pop)
+    chunked = {}
+    for c in (1, 4):
+        f = jax.jit(lambda pop, c=c: jax.lax.map(fit, pop, batch_size=c))
+        chunked[c] = _best_of(f, pop)
 
     def loop(pop):
         return [one_fit(pop[i]) for i in range(loop_particles)]
@@ -86,6 +90,8 @@ def bench_entry(name: str, *, population: int = 20, repair_samples: int = 5000, 
         "loop_s_per_evaluation": t_loop,
         "loop_evaluations_per_s": 1.0 / t_loop,
         "speedup_vs_loop": t_loop / (t_pop / population),
+        "particle_chunk_call_s": {str(c): v for c, v in chunked.items()},
+        "particle_chunk_speedup_vs_loop": {str(c): t_loop / (v / population) for c, v in chunked.items()},
         "flops_population": f_pop,
         "flops_one": f_one,
         "flops_ratio_pop_vs_one": (f_pop / f_one) if f_pop and f_one else None,
@@ -105,7 +111,9 @@ def run(*, entries=None, repair_samples: int = 5000, progress: bool = True):
         if progress:
             fr = r["flops_ratio_pop_vs_one"]
             print(f"{name}: {r['evaluations_per_s']:.3g} fitness evals/s (population {r['population']} x"
-                  f" {r['repair_samples']} samples), {r['speedup_vs_loop']:.1f}x a per-particle loop;"
+                  f" {r['repair_samples']} samples), {r['speedup_vs_loop']:.1f}x a per-particle loop"
+                  f" (lax.map chunks of 1 / 4 particles: {r['particle_chunk_speedup_vs_loop']['1']:.1f}x /"
+                  f" {r['particle_chunk_speedup_vs_loop']['4']:.1f}x);"
                   f" FLOPs(pop)/FLOPs(one) {('n/a' if fr is None else f'{fr:.1f}')};"
                   f" CARE preset repair {r['care_repair_s']:.2f}s ({r['care_repair_first_call_s']:.2f}s with compile)",
                   flush=True)
