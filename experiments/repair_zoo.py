@@ -20,7 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-import jax
 import numpy as np
 
 import jaxrepair as jr

@@ -12,25 +12,15 @@ For each zoo entry (census-sex with 5,000 repair samples; digits-badnets) and a 
 
 from __future__ import annotations
 
-import math
 import time
 
 import jax
 import jax.numpy as jnp
 
 from jaxrepair import models, repair, zoo
+from jaxrepair.bench._ace import _time
 
 ENTRIES = ("census-sex", "digits-badnets")
-
-
-def _best_of(f, *args, repeat=5):
-    jax.block_until_ready(f(*args))
-    best = math.inf
-    for _ in range(repeat):
-        t = time.perf_counter()
-        jax.block_until_ready(f(*args))
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def _flops(f, *args) -> float | None:
@@ -62,16 +52,16 @@ def bench_entry(name: str, *, population: int = 20, repair_samples: int = 5000, 
     pop = lo + jax.random.uniform(jax.random.key(seed), (population, space.num_dims)) * (hi - lo)
     pop_fit = jax.jit(jax.vmap(fit))
     one_fit = jax.jit(fit)
-    t_pop = _best_of(pop_fit, pop)
+    t_pop = _time(pop_fit, pop, repeat=5)
     chunked = {}
     for c in (1, 4):
         f = jax.jit(lambda pop, c=c: jax.lax.map(fit, pop, batch_size=c))
-        chunked[c] = _best_of(f, pop)
+        chunked[c] = _time(f, pop, repeat=5)
 
     def loop(pop):
         return [one_fit(pop[i]) for i in range(loop_particles)]
 
-    t_loop = _best_of(loop, pop, repeat=3) / loop_particles
+    t_loop = _time(loop, pop, repeat=3) / loop_particles
     f_pop, f_one = _flops(jax.vmap(fit), pop), _flops(fit, pop[0])
 
     strat = repair.get_strategy("care")

@@ -27,7 +27,7 @@ import dataclasses
 import math
 import sys
 import time
-from typing import Any, Mapping, NamedTuple, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp

@@ -9,7 +9,6 @@ The advisory is the *minimum* score: 0 COC, 1 weak left, 2 weak right, 3 strong 
 
 from __future__ import annotations
 
-import io
 import lzma
 import os
 from importlib import resources

@@ -9,7 +9,6 @@ region; the violating samples are the counterexamples.
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import jax
 import jax.numpy as jnp

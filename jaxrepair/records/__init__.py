@@ -73,8 +73,8 @@ def write_text(path, text: str) -> Path:
     return write_atomic(path, lambda f: f.write(text.encode()))
 
 
-def plot_scores(localization, path, *, score: str = "interventional_change", top: int = 30) -> Path | None:
-    """Bar chart of the top units' scores, coloured by site."""
+def pyplot():
+    """``matplotlib.pyplot`` with the non-interactive backend, or None (with a note) without matplotlib."""
     try:
         import matplotlib
 
@@ -82,6 +82,24 @@ def plot_scores(localization, path, *, score: str = "interventional_change", top
         import matplotlib.pyplot as plt
     except ImportError:
         print("matplotlib is not installed (pip install 'jaxrepair[plot]'); skipping the plot", file=sys.stderr)
+        return None
+    return plt
+
+
+def save_figure(fig, path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_scores(localization, path, *, score: str = "interventional_change", top: int = 30) -> Path | None:
+    """Bar chart of the top units' scores, coloured by site."""
+    plt = pyplot()
+    if plt is None:
         return None
     ranked = localization.ranking(score)[:top]
     sites = list(localization.sites)
@@ -95,8 +113,4 @@ def plot_scores(localization, path, *, score: str = "interventional_change", top
     ax.legend(handles=[Patch(color=colors(sites.index(s) % 10), label=s) for s in shown], title="site", fontsize=7)
     ax.set_ylabel(score.replace("_", " "))
     ax.set_title(f"ACE neuron scores ({localization.effect[:60]})", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,22 +9,9 @@ import numpy as np
 from jaxrepair import models, records
 
 
-def _plt():
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        return plt
-    except ImportError:
-        print("matplotlib is not installed (pip install 'jaxrepair[plot]'); skipping plots", file=sys.stderr)
-        return None
-
-
 def plot_history(result, path) -> Path | None:
     """Best (repair split), generation mean and selected (select split) fitness per generation."""
-    plt = _plt()
+    plt = records.pyplot()
     h = result.search.get("history") or {}
     if plt is None or "best" not in h:
         return None
@@ -38,14 +24,11 @@ def plot_history(result, path) -> Path | None:
     ax.set_ylabel("fitness  (1−a)·violation + a·(1−accuracy)")
     ax.set_title(f"{result.task}: {result.method}", fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return records.save_figure(fig, path)
 
 
 def plot_pareto(front: dict, path) -> Path | None:
-    plt = _plt()
+    plt = records.pyplot()
     if plt is None:
         return None
     pts = front["points"]
@@ -61,10 +44,7 @@ def plot_pareto(front: dict, path) -> Path | None:
     ax.set_ylabel("accuracy (test)")
     ax.set_title(f"{front['task']}: accuracy / violation trade-off", fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return records.save_figure(fig, path)
 
 
 def write_result(result, out_dir, *, model_path=None, extra: dict | None = None) -> dict:

@@ -100,6 +100,15 @@ def custom_task(name: str, prop, splits: dict, *, effect, decide: str = "argmax"
     return t
 
 
+def _zoo_splits(bench, repair_samples, key) -> dict:
+    """Repair on a (sub)sample of train, select on val, report on test."""
+    return {
+        "repair": _both(_subsample(bench.splits["train"], repair_samples, key)),
+        "select": _both(_jnp(bench.splits["val"])),
+        "test": _both(_jnp(bench.splits["test"])),
+    }
+
+
 def from_zoo(bench, *, repair_samples: int | None = 5000, seed: int = 0) -> Task:
     """The repair task of a zoo entry (``jr.zoo.load(name)``)."""
     from jaxrepair import zoo
@@ -108,11 +117,7 @@ def from_zoo(bench, *, repair_samples: int | None = 5000, seed: int = 0) -> Task
     key = jax.random.key(seed)
     if e.kind == "fairness":
         prop = bench.prop
-        data = {
-            "repair": _both(_subsample(bench.splits["train"], repair_samples, key)),
-            "select": _both(_jnp(bench.splits["val"])),
-            "test": _both(_jnp(bench.splits["test"])),
-        }
+        data = _zoo_splits(bench, repair_samples, key)
         effect = causal.Fairness.make(prop.column, prop.values)
 
         def report(model):
@@ -123,11 +128,7 @@ def from_zoo(bench, *, repair_samples: int | None = 5000, seed: int = 0) -> Task
                     {"sensitive_column": prop.column})
     if e.kind == "backdoor":
         prop = bench.prop
-        data = {
-            "repair": _both(_subsample(bench.splits["train"], repair_samples, key)),
-            "select": _both(_jnp(bench.splits["val"])),
-            "test": _both(_jnp(bench.splits["test"])),
-        }
+        data = _zoo_splits(bench, repair_samples, key)
         rep = data["repair"]["property"]
         eligible = np.asarray(rep["y"]) != prop.target
         # Localise like fairness, with the trigger as the "sensitive attribute": the effect is the
