@@ -13,14 +13,19 @@ import numpy as np
 
 def _load_model(spec: str):
     """A zoo entry name or a saved model file; returns (network, zoo benchmark or None)."""
-    from jaxrepair import models, zoo
+    from jaxrepair import zoo
 
     if spec in zoo.ENTRIES:
         b = zoo.load(spec, progress=True)
         return b.model, b
+    from jaxrepair import convert
+
     path = Path(spec)
     if path.exists():
-        return models.load(path), None
+        try:
+            return convert.load_any(path), None
+        except convert.ConversionError as e:
+            raise SystemExit(f"error: {e}") from None
     raise SystemExit(f"error: {spec!r} is neither a zoo entry ({', '.join(sorted(zoo.ENTRIES))}) nor a model file")
 
 
@@ -155,6 +160,47 @@ def cmd_repair(args):
     print(f"wrote {out} ({', '.join(Path(f).name for f in files.values())})")
 
 
+def cmd_convert(args):
+    import jax
+
+    from jaxrepair import convert, models
+
+    src = Path(args.model)
+    if not src.exists():
+        raise SystemExit(f"error: {src} does not exist")
+    try:
+        if args.state_dict_spec:
+            if not args.input_shape:
+                raise SystemExit("error: a state dict needs --input-shape (per example, PyTorch layout)")
+            net = convert.from_state_dict(src, args.state_dict_spec, args.input_shape)
+        else:
+            kw = {"input_shape": args.input_shape} if args.input_shape else {}
+            net = convert.from_onnx(src, **kw) if src.suffix.lower() == ".onnx" else convert.load_any(src)
+    except convert.ConversionError as e:
+        raise SystemExit(f"error: {e}") from None
+    out = Path(args.out) if args.out else src.with_name(src.stem + (".onnx" if args.to == "onnx" else ".nnet" if args.to == "nnet" else ".npz"))
+    if args.to == "onnx":
+        convert.to_onnx(net, out)
+    elif args.to == "nnet":
+        convert.to_nnet(net, out)
+    else:
+        models.save(net, out)
+    info = models.sites(net)
+    print(f"{src} -> {out}: {len(net.graph.nodes)} nodes, input {net.input_shape}, output {info[net.graph.output].shape}, "
+          f"{sum(int(np.size(v)) for p in net.params().values() for v in p.values())} parameters")
+    if args.verify and src.suffix.lower() == ".onnx":
+        import onnx
+        from onnx.reference import ReferenceEvaluator
+
+        m = onnx.load(str(src))
+        x = np.asarray(jax.random.normal(jax.random.key(args.seed), (8, *net.input_shape)), np.float32)
+        ref = ReferenceEvaluator(m).run(None, {net.meta["onnx"]["input"]: x})[0]
+        err = float(np.max(np.abs(np.asarray(net(x)) - ref)))
+        print(f"verify: max |jaxrepair - onnx reference| on 8 random inputs = {err:.3g}")
+        if err > 1e-4 * max(1.0, float(np.max(np.abs(ref)))):
+            raise SystemExit("error: the converted model disagrees with the ONNX reference evaluator")
+
+
 def cmd_demo(args):
     from jaxrepair import records, repair, zoo
 
@@ -236,7 +282,7 @@ def main(argv=None):
     d.set_defaults(fn=cmd_demo)
 
     rp = sub.add_parser("repair", help="localise with ACE and repair with an evosax strategy (or a baseline)")
-    rp.add_argument("model", help="zoo entry name or model .npz (with --entry for its data and property)")
+    rp.add_argument("model", help="zoo entry name or model file: .npz, .onnx, .keras/.h5, .nnet (with --entry for its data and property)")
     rp.add_argument("--entry", help="zoo entry whose data and property to use (for model files)")
     rp.add_argument("--property", default="default", choices=["default", "fairness", "backdoor", "safety"])
     rp.add_argument("--strategy", default="pso", help="pso (CARE settings) | care | cma_es | de | snes | open_es")
@@ -255,6 +301,16 @@ def main(argv=None):
     rp.add_argument("--seed", type=int, default=0)
     rp.add_argument("--out", default="jaxrepair-out")
     rp.set_defaults(fn=cmd_repair)
+
+    cv = sub.add_parser("convert", help="convert ONNX/Keras/.nnet/state-dict models to jaxrepair (.npz), ONNX or .nnet")
+    cv.add_argument("model", help=".onnx, .keras, .h5, .nnet[.xz], .npz, or a state dict (.pt/.pth/.safetensors/.npz) with --spec")
+    cv.add_argument("--to", default="jaxrepair", choices=["jaxrepair", "onnx", "nnet"])
+    cv.add_argument("--out", help="output file (default: next to the input; never overwritten)")
+    cv.add_argument("--spec", dest="state_dict_spec", nargs="+", help="sequential spec for a state dict, e.g. Linear ReLU Linear")
+    cv.add_argument("--input-shape", type=int, nargs="+", help="per-example input shape (dynamic ONNX inputs, state dicts)")
+    cv.add_argument("--verify", action="store_true", help="compare with onnx's reference evaluator on random inputs")
+    cv.add_argument("--seed", type=int, default=0)
+    cv.set_defaults(fn=cmd_convert)
 
     lz = sub.add_parser("localize", help="ACE fault localisation")
     lz.add_argument("model", help="zoo entry name or model .npz")
@@ -293,7 +349,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     try:
         args.fn(args)
-    except (ValueError, IndexError, FileNotFoundError, FileExistsError) as e:
+    except (ValueError, IndexError, FileNotFoundError, FileExistsError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

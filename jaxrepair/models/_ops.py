@@ -52,7 +52,8 @@ def _pool_args(a):
 
 def _maxpool(p, xs, a):
     window, strides, padding = _pool_args(a)
-    return lax.reduce_window(xs[0], -jnp.inf, lax.max, window, strides, padding)
+    dilation = (1, *a.get("dilation", (1, 1)), 1)
+    return lax.reduce_window(xs[0], -jnp.inf, lax.max, window, strides, padding, window_dilation=dilation)
 
 
 def _avgpool(p, xs, a):
@@ -66,7 +67,12 @@ def _avgpool(p, xs, a):
 
 
 def _global_avgpool(p, xs, a):
-    return jnp.mean(xs[0], axis=(1, 2))
+    return jnp.mean(xs[0], axis=(1, 2), keepdims=bool(a.get("keepdims", False)))
+
+
+def _reduce_mean(p, xs, a):
+    # attrs["axes"]: axes of the full tensor (never 0, the batch axis).
+    return jnp.mean(xs[0], axis=tuple(int(v) for v in a["axes"]), keepdims=bool(a.get("keepdims", True)))
 
 
 def _flatten(p, xs, a):
@@ -107,7 +113,10 @@ def _transpose(p, xs, a):
 
 def _pad(p, xs, a):
     # attrs["pads"]: ((lo, hi), ...) for each per-example axis.
-    return jnp.pad(xs[0], ((0, 0), *a["pads"]), constant_values=a.get("value", 0.0))
+    mode = a.get("mode", "constant")
+    if mode == "constant":
+        return jnp.pad(xs[0], ((0, 0), *a["pads"]), constant_values=a.get("value", 0.0))
+    return jnp.pad(xs[0], ((0, 0), *a["pads"]), mode=mode)
 
 
 def _constant_operand(p, xs):
@@ -133,14 +142,16 @@ OPS: dict[str, Op] = {
     "avgpool": _avgpool,
     "global_avgpool": _global_avgpool,
     "flatten": _flatten,
+    "reduce_mean": _reduce_mean,
     "batchnorm": _batchnorm,
     "standardize": _standardize,
     "denormalize": _denormalize,
     "softmax": _softmax,
     "add": lambda p, xs, a: (xs[0] + _constant_operand(p, xs)),
-    "sub": lambda p, xs, a: (xs[0] - _constant_operand(p, xs)),
+    # ``reverse``: the constant is the left operand (``c - x``, ``c / x``).
+    "sub": lambda p, xs, a: (_constant_operand(p, xs) - xs[0]) if a.get("reverse") else (xs[0] - _constant_operand(p, xs)),
     "mul": lambda p, xs, a: (xs[0] * _constant_operand(p, xs)),
-    "div": lambda p, xs, a: (xs[0] / _constant_operand(p, xs)),
+    "div": lambda p, xs, a: (_constant_operand(p, xs) / xs[0]) if a.get("reverse") else (xs[0] / _constant_operand(p, xs)),
     "concat": _concat,
     "reshape": _reshape,
     "transpose": _transpose,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxrepair import models, records
+from jaxrepair import convert, models, records
 
 
 def plot_history(result, path) -> Path | None:
@@ -57,10 +57,19 @@ def write_result(result, out_dir, *, model_path=None, extra: dict | None = None)
     files["model"] = str(models.save(result.model, out / "repaired.npz"))
     if model_path is not None:
         p = Path(model_path)
+        stem = p.name[: -len(".nnet.xz")] if p.name.lower().endswith(".nnet.xz") else p.stem
+        fmt = convert.source_format(p)
+        suffix = convert.EXPORTS.get(fmt)
         for n in range(1000):
-            cand = p.with_name(f"{p.stem}.repaired{'-' + str(n) if n else ''}.npz")
-            if not cand.exists():
+            tag = f"{stem}.repaired{'-' + str(n) if n else ''}"
+            cand, back = p.with_name(f"{tag}.npz"), p.with_name(f"{tag}{suffix}") if suffix else None
+            if not cand.exists() and (back is None or not back.exists()):
                 files["model_next_to_input"] = str(models.save(result.model, cand))
+                if back is not None:
+                    try:
+                        files["model_exported"] = str(convert.export_like(result.model, p, back))
+                    except (ValueError, ImportError) as e:  # e.g. a repair that left the .nnet layer chain
+                        files["export_skipped"] = f"{fmt}: {e}"
                 break
     if result.localization is not None:
         records.write_json(out / "localization.json", result.localization.to_json())

@@ -1,0 +1,344 @@
+""":class:`~jaxrepair.models.Network` → ONNX.
+
+Each jaxrepair node becomes one or a few ONNX nodes. Rank-4 feature maps are NHWC in jaxrepair and
+NCHW in ONNX's Conv/Pool/BatchNormalization, so a tensor may exist in two *forms*: ``ours``
+(jaxrepair's layout) and ``nchw``; a Transpose makes the missing form when a consumer needs it.
+Element-wise operators keep the form they get. A final pass removes Transpose pairs that cancel,
+so a model imported from ONNX exports without the transposes the import added.
+
+The exported model takes the same input as the jaxrepair model and gives the same output; the
+tests check it with onnx's reference evaluator.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from jaxrepair.models import INPUT, Network, site_shapes, write_atomic
+
+DEFAULT_OPSET = 17
+_TO_NCHW = [0, 3, 1, 2]
+_TO_NHWC = [0, 2, 3, 1]
+
+
+def _onnx():
+    try:
+        import onnx
+    except ImportError:
+        raise ImportError("exporting to ONNX needs the 'onnx' package: pip install 'jaxrepair[onnx]'") from None
+    return onnx
+
+
+def _explicit_pads(padding, in_hw, k, s, d):
+    """jaxrepair padding ("SAME", "VALID" or pairs) → ONNX pads ``[top, left, bottom, right]``."""
+    if padding == "VALID":
+        return [0, 0, 0, 0]
+    if padding == "SAME":
+        pairs = []
+        for i in range(2):
+            out = -(-in_hw[i] // s[i])
+            total = max(0, (out - 1) * s[i] + (k[i] - 1) * d[i] + 1 - in_hw[i])
+            pairs.append((total // 2, total - total // 2))
+    else:
+        pairs = [tuple(int(v) for v in p) for p in padding]
+    return [pairs[0][0], pairs[1][0], pairs[0][1], pairs[1][1]]
+
+
+class _Exporter:
+    def __init__(self, model: Network, opset: int):
+        onnx = _onnx()
+        self.onnx, self.helper = onnx, onnx.helper
+        self.graph = model.graph
+        self.params = {k: {n: np.asarray(v, np.float32) for n, v in p.items()} for k, p in model.params().items()}
+        self.shapes = site_shapes(model.graph, model.params())
+        self.opset = opset
+        self.nodes, self.inits = [], []
+        self.forms: dict[str, dict[str, str]] = {}
+        self.used: set[str] = set()
+        onnx_meta = model.meta.get("onnx", {}) if isinstance(model.meta, dict) else {}
+        self.input_name = onnx_meta.get("input", "input")
+        self.forms[INPUT] = {"ours": self.input_name}
+        self.used.add(self.input_name)
+
+    def fresh(self, base: str) -> str:
+        name, i = base, 1
+        while name in self.used:
+            name = f"{base}_{i}"
+            i += 1
+        self.used.add(name)
+        return name
+
+    def const(self, base: str, value) -> str:
+        name = self.fresh(base)
+        self.inits.append(self.onnx.numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def node(self, op: str, inputs, output: str, **attrs) -> str:
+        self.nodes.append(self.helper.make_node(op, list(inputs), [output], name=output, **attrs))
+        return output
+
+    def get(self, site: str, form: str) -> str:
+        forms = self.forms[site]
+        if form in forms:
+            return forms[form]
+        if len(self.shapes[site]) != 3:
+            return forms["ours"]  # only rank-4 tensors have two forms
+        src = "nchw" if form == "ours" else "ours"
+        perm = _TO_NHWC if form == "ours" else _TO_NCHW
+        out = self.fresh(f"{site}.{'nhwc' if form == 'ours' else 'nchw'}")
+        forms[form] = self.node("Transpose", [forms[src]], out, perm=perm)
+        return out
+
+    def any_form(self, site: str) -> tuple[str, str]:
+        forms = self.forms[site]
+        return ("ours", forms["ours"]) if "ours" in forms else ("nchw", forms["nchw"])
+
+    def export(self):
+        for n in self.graph.nodes:
+            getattr(self, "op_" + n.op)(n, n.attr, self.params.get(n.name, {}))
+        out = self.get(self.graph.output, "ours")
+        batch = "N"
+        x = self.helper.make_tensor_value_info(self.input_name, self.onnx.TensorProto.FLOAT, [batch, *self.shapes[INPUT]])
+        y = self.helper.make_tensor_value_info(out, self.onnx.TensorProto.FLOAT, [batch, *self.shapes[self.graph.output]])
+        nodes = _cancel_transposes(self.nodes, out)
+        used = {i for nd in nodes for i in nd.input}
+        inits = [t for t in self.inits if t.name in used]
+        g = self.helper.make_graph(nodes, "jaxrepair", [x], [y], inits)
+        m = self.helper.make_model(g, opset_imports=[self.helper.make_opsetid("", self.opset)], producer_name="jaxrepair")
+        m.ir_version = min(m.ir_version, 9)
+        self.onnx.checker.check_model(m, full_check=True)
+        return m
+
+    # -------------------------------------------------------------- operators
+
+    def _set(self, n, form: str, name: str):
+        self.forms[n.name] = {form: name}
+
+    def _elementwise(self, n, op, **attrs):
+        form, x = self.any_form(n.inputs[0])
+        self._set(n, form, self.node(op, [x], self.fresh(n.name), **attrs))
+
+    def op_relu(self, n, a, p):
+        self._elementwise(n, "Relu")
+
+    def op_sigmoid(self, n, a, p):
+        self._elementwise(n, "Sigmoid")
+
+    def op_tanh(self, n, a, p):
+        self._elementwise(n, "Tanh")
+
+    def op_identity(self, n, a, p):
+        self._elementwise(n, "Identity")
+
+    def op_leaky_relu(self, n, a, p):
+        self._elementwise(n, "LeakyRelu", alpha=float(a.get("alpha", 0.01)))
+
+    def op_clip(self, n, a, p):
+        lo, hi = a.get("min"), a.get("max")
+        if all(v is None or np.ndim(v) == 0 for v in (lo, hi)):
+            form, x = self.any_form(n.inputs[0])
+            ins = [x, "" if lo is None else self.const(f"{n.name}.min", np.float32(lo)),
+                   "" if hi is None else self.const(f"{n.name}.max", np.float32(hi))]
+            while ins and ins[-1] == "":
+                ins.pop()
+            self._set(n, form, self.node("Clip", ins, self.fresh(n.name)))
+            return
+        x = self.get(n.inputs[0], "ours")  # per-feature bounds broadcast over the last axis
+        if lo is not None:
+            x = self.node("Max", [x, self.const(f"{n.name}.min", np.asarray(lo, np.float32))], self.fresh(f"{n.name}.lo"))
+        if hi is not None:
+            x = self.node("Min", [x, self.const(f"{n.name}.max", np.asarray(hi, np.float32))], self.fresh(n.name))
+        self._set(n, "ours", x)
+
+    def op_softmax(self, n, a, p):
+        x = self.get(n.inputs[0], "ours")
+        self._set(n, "ours", self.node("Softmax", [x], self.fresh(n.name), axis=int(a.get("axis", -1))))
+
+    def op_dense(self, n, a, p):
+        x = self.get(n.inputs[0], "ours")
+        w = self.const(f"{n.name}.kernel", p["kernel"])
+        if len(self.shapes[n.inputs[0]]) == 1:
+            ins = [x, w] + ([self.const(f"{n.name}.bias", p["bias"])] if "bias" in p else [])
+            self._set(n, "ours", self.node("Gemm", ins, self.fresh(n.name)))
+            return
+        y = self.node("MatMul", [x, w], self.fresh(f"{n.name}.matmul" if "bias" in p else n.name))
+        if "bias" in p:
+            y = self.node("Add", [y, self.const(f"{n.name}.bias", p["bias"])], self.fresh(n.name))
+        self._set(n, "ours", y)
+
+    def op_conv2d(self, n, a, p):
+        x = self.get(n.inputs[0], "nchw")
+        k = p["kernel"].shape[:2]
+        s = tuple(a.get("strides", (1, 1)))
+        d = tuple(a.get("dilation", (1, 1)))
+        pads = _explicit_pads(a.get("padding", "SAME"), self.shapes[n.inputs[0]][:2], k, s, d)
+        ins = [x, self.const(f"{n.name}.kernel", np.transpose(p["kernel"], (3, 2, 0, 1)))]
+        if "bias" in p:
+            ins.append(self.const(f"{n.name}.bias", p["bias"]))
+        y = self.node("Conv", ins, self.fresh(n.name), kernel_shape=list(k), strides=list(s), dilations=list(d),
+                      pads=pads, group=int(a.get("groups", 1)))
+        self._set(n, "nchw", y)
+
+    def _pool(self, n, a, op):
+        x = self.get(n.inputs[0], "nchw")
+        k = tuple(a["window"])
+        s = tuple(a.get("strides", k))
+        d = tuple(a.get("dilation", (1, 1)))
+        padding = a.get("padding", "VALID")
+        pads = _explicit_pads(padding, self.shapes[n.inputs[0]][:2], k, s, d)
+        attrs = dict(kernel_shape=list(k), strides=list(s), pads=pads)
+        if op == "AveragePool":
+            attrs["count_include_pad"] = int(bool(a.get("count_include_pad", False)) or padding == "VALID")
+        elif d != (1, 1):
+            attrs["dilations"] = list(d)
+        self._set(n, "nchw", self.node(op, [x], self.fresh(n.name), **attrs))
+
+    def op_maxpool(self, n, a, p):
+        self._pool(n, a, "MaxPool")
+
+    def op_avgpool(self, n, a, p):
+        self._pool(n, a, "AveragePool")
+
+    def op_global_avgpool(self, n, a, p):
+        x = self.get(n.inputs[0], "nchw")
+        if a.get("keepdims"):
+            self._set(n, "nchw", self.node("GlobalAveragePool", [x], self.fresh(n.name)))
+        else:
+            y = self.node("GlobalAveragePool", [x], self.fresh(f"{n.name}.pool"))
+            self._set(n, "ours", self.node("Flatten", [y], self.fresh(n.name), axis=1))
+
+    def op_reduce_mean(self, n, a, p):
+        x = self.get(n.inputs[0], "ours")
+        axes, keep = [int(v) for v in a["axes"]], int(bool(a.get("keepdims", True)))
+        if self.opset >= 18:
+            y = self.node("ReduceMean", [x, self.const(f"{n.name}.axes", np.asarray(axes, np.int64))], self.fresh(n.name), keepdims=keep)
+        else:
+            y = self.node("ReduceMean", [x], self.fresh(n.name), axes=axes, keepdims=keep)
+        self._set(n, "ours", y)
+
+    def op_flatten(self, n, a, p):
+        x = self.get(n.inputs[0], "ours")
+        self._set(n, "ours", self.node("Flatten", [x], self.fresh(n.name), axis=1))
+
+    def op_batchnorm(self, n, a, p):
+        rank4 = len(self.shapes[n.inputs[0]]) == 3
+        if len(self.shapes[n.inputs[0]]) not in (1, 3):
+            raise ValueError(f"node {n.name!r}: batchnorm on a rank-{len(self.shapes[n.inputs[0]]) + 1} tensor has no ONNX form")
+        x = self.get(n.inputs[0], "nchw" if rank4 else "ours")
+        ins = [x] + [self.const(f"{n.name}.{k}", p[k]) for k in ("scale", "bias", "mean", "var")]
+        y = self.node("BatchNormalization", ins, self.fresh(n.name), epsilon=float(a.get("eps", 1e-5)))
+        self._set(n, "nchw" if rank4 else "ours", y)
+
+    def op_standardize(self, n, a, p):
+        x = self.get(n.inputs[0], "ours")
+        y = self.node("Sub", [x, self.const(f"{n.name}.mean", p["mean"])], self.fresh(f"{n.name}.centred"))
+        inv = (1.0 / np.sqrt(p["var"].astype(np.float64) + a.get("eps", 1e-12))).astype(np.float32)
+        self._set(n, "ours", self.node("Mul", [y, self.const(f"{n.name}.inv_std", inv)], self.fresh(n.name)))
+
+    def op_denormalize(self, n, a, p):
+        x = self.get(n.inputs[0], "ours")
+        y = self.node("Mul", [x, self.const(f"{n.name}.std", np.sqrt(p["var"]))], self.fresh(f"{n.name}.scaled"))
+        self._set(n, "ours", self.node("Add", [y, self.const(f"{n.name}.mean", p["mean"])], self.fresh(n.name)))
+
+    def _binary(self, n, a, p, op):
+        if len(n.inputs) == 2:
+            shared = [f for f in ("ours", "nchw") if all(f in self.forms[i] for i in n.inputs)]
+            form = shared[0] if shared and self.shapes[n.inputs[0]] == self.shapes[n.inputs[1]] else "ours"
+            self._set(n, form, self.node(op, [self.get(i, form) for i in n.inputs], self.fresh(n.name)))
+            return
+        else:
+            x, c = self.get(n.inputs[0], "ours"), self.const(f"{n.name}.value", p["value"])
+            ins = [c, x] if a.get("reverse") else [x, c]
+        self._set(n, "ours", self.node(op, ins, self.fresh(n.name)))
+
+    def op_add(self, n, a, p):
+        self._binary(n, a, p, "Add")
+
+    def op_sub(self, n, a, p):
+        self._binary(n, a, p, "Sub")
+
+    def op_mul(self, n, a, p):
+        self._binary(n, a, p, "Mul")
+
+    def op_div(self, n, a, p):
+        self._binary(n, a, p, "Div")
+
+    def op_concat(self, n, a, p):
+        ins = [self.get(i, "ours") for i in n.inputs]
+        self._set(n, "ours", self.node("Concat", ins, self.fresh(n.name), axis=int(a.get("axis", -1))))
+
+    def op_reshape(self, n, a, p):
+        x = self.get(n.inputs[0], "ours")
+        shape = self.const(f"{n.name}.shape", np.asarray([0, *self.shapes[n.name]], np.int64))
+        self._set(n, "ours", self.node("Reshape", [x, shape], self.fresh(n.name)))
+
+    def op_transpose(self, n, a, p):
+        x = self.get(n.inputs[0], "ours")
+        perm = [0, *(1 + int(i) for i in a["perm"])]
+        self._set(n, "ours", self.node("Transpose", [x], self.fresh(n.name), perm=perm))
+
+    def op_pad(self, n, a, p):
+        x = self.get(n.inputs[0], "ours")
+        pairs = [(0, 0), *a["pads"]]
+        pads = self.const(f"{n.name}.pads", np.asarray([v[0] for v in pairs] + [v[1] for v in pairs], np.int64))
+        mode = a.get("mode", "constant")
+        ins = [x, pads]
+        if mode == "constant":
+            ins.append(self.const(f"{n.name}.value", np.float32(a.get("value", 0.0))))
+        self._set(n, "ours", self.node("Pad", ins, self.fresh(n.name), mode=mode))
+
+
+def _cancel_transposes(nodes, output: str):
+    """Drops Transpose pairs that compose to the identity and the nodes nothing reads any more."""
+    from onnx import helper
+
+    producer = {nd.output[0]: nd for nd in nodes}
+    rename: dict[str, str] = {}
+    seen: dict[tuple, str] = {}
+    for nd in nodes:
+        if nd.op_type != "Transpose":
+            continue
+        sig = (nd.input[0], tuple(helper.get_attribute_value(nd.attribute[0])))
+        if sig in seen and nd.output[0] != output:  # the same transpose twice
+            rename[nd.output[0]] = seen[sig]
+            continue
+        seen.setdefault(sig, nd.output[0])
+        src = producer.get(nd.input[0])
+        if src is None or src.op_type != "Transpose":
+            continue
+        p1 = list(helper.get_attribute_value(src.attribute[0]))
+        p2 = list(helper.get_attribute_value(nd.attribute[0]))
+        if [p1[j] for j in p2] == list(range(len(p2))) and nd.output[0] != output:
+            rename[nd.output[0]] = src.input[0]
+
+    def resolve(name):
+        while name in rename:
+            name = rename[name]
+        return name
+
+    for nd in nodes:
+        for i, name in enumerate(nd.input):
+            nd.input[i] = resolve(name)
+    kept, needed = [], {output}
+    for nd in reversed(nodes):
+        if nd.output[0] in needed and nd.output[0] not in rename:
+            kept.append(nd)
+            needed.update(nd.input)
+    return kept[::-1]
+
+
+def to_onnx(model: Network, path: str | os.PathLike | None = None, *, opset: int = DEFAULT_OPSET, overwrite: bool = False):
+    """Exports a network to ONNX; returns the ``onnx.ModelProto`` (and writes it when ``path`` is given).
+
+    The model is checked with ``onnx.checker`` (full check, shape inference included) before it is
+    written; an existing file is never replaced unless ``overwrite=True``.
+    """
+    if not 13 <= opset <= 21:
+        raise ValueError(f"export opset {opset} is not supported (13–21)")
+    m = _Exporter(model, opset).export()
+    if path is not None:
+        write_atomic(Path(path), lambda f: f.write(m.SerializeToString()), overwrite=overwrite)
+    return m

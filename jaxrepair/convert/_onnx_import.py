@@ -1,0 +1,737 @@
+"""ONNX → :class:`~jaxrepair.models.Network`.
+
+The converter walks the ONNX graph once, in its (topological) node order, and emits jaxrepair
+nodes. jaxrepair computes image feature maps channels-last (NHWC, as Flax does), so every rank-4
+tensor carries a *layout*: ``"onnx"`` (NCHW, as in the file) or ``"nhwc"``. Convolutions, pools
+and batch norms work on NHWC; element-wise operators keep whatever layout they get; operators whose
+meaning depends on the axis order (Flatten, Reshape, Transpose, Squeeze, ...) first get the ONNX
+layout back through an explicit transpose node. The model's input and output keep the ONNX layout,
+so a converted model takes the same arrays as the original.
+
+Every ONNX tensor computed from the input becomes a site named after the tensor (the ONNX output
+name of its node); helper transposes are named ``<tensor>.nhwc`` / ``<tensor>.nchw``. Tensors
+computed from constants only (initialisers, ``Constant``, shape arithmetic) are folded at
+conversion time. Batch-dependent shape arithmetic (``Shape → Gather → Concat → Reshape``, as the
+TorchScript exporter writes ``x.view(x.size(0), -1)``) is followed symbolically.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrepair.models import INPUT, Graph, Network, Node
+from jaxrepair.models._ops import run_op
+
+MIN_OPSET, MAX_OPSET = 10, 23
+
+#: The batch dimension inside folded shape tensors (``Shape(x)[0]``): never a real size.
+BATCH = np.int64(-(2**40))
+
+SUPPORTED = (
+    "Add", "AveragePool", "BatchNormalization", "Clip", "Concat", "Constant", "Conv", "Div", "Dropout", "Flatten",
+    "Gemm", "GlobalAveragePool", "Identity", "LeakyRelu", "MatMul", "MaxPool", "Mul", "Pad", "ReduceMean", "Relu", "Reshape",
+    "Sigmoid", "Softmax", "Squeeze", "Sub", "Tanh", "Transpose", "Unsqueeze",
+)
+#: Accepted only when every input is a constant (shape arithmetic); folded with numpy.
+CONSTANT_ONLY = ("Cast", "Gather", "Shape")
+
+_FLOAT_TYPES = {1: "float32", 10: "float16", 11: "float64", 16: "bfloat16"}
+_NCHW_TO_NHWC = (1, 2, 0)  # per-example axes (C, H, W) → (H, W, C)
+_NHWC_TO_NCHW = (2, 0, 1)
+_ONNX_AXIS_IN_NHWC = {1: 3, 2: 1, 3: 2}  # full-tensor axis of an NCHW tensor → the same axis in NHWC
+
+
+class ConversionError(ValueError):
+    """An ONNX model that jaxrepair cannot represent faithfully (the message says why)."""
+
+
+def _onnx():
+    try:
+        import onnx
+    except ImportError:
+        raise ImportError(
+            "reading ONNX models needs the 'onnx' package: pip install 'jaxrepair[onnx]' (or pip install onnx)"
+        ) from None
+    return onnx
+
+
+def load_onnx_model(source):
+    """``onnx.ModelProto`` from a path, bytes or a ModelProto, with clear errors for bad files."""
+    onnx = _onnx()
+    if isinstance(source, onnx.ModelProto):
+        model = source
+        where = "<ModelProto>"
+    elif isinstance(source, (bytes, bytearray)):
+        where = "<bytes>"
+        try:
+            model = onnx.load_from_string(bytes(source))
+        except Exception as e:  # protobuf DecodeError and friends
+            raise ConversionError(f"{where}: not a valid ONNX model ({type(e).__name__}: {e})") from None
+    else:
+        path = Path(source)
+        where = str(path)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such ONNX file")
+        try:
+            model = onnx.load(str(path))
+        except Exception as e:
+            raise ConversionError(f"{path}: not a valid ONNX file, or truncated ({type(e).__name__}: {e})") from None
+    if not model.graph.node:
+        raise ConversionError(f"{where}: the ONNX graph has no nodes (empty or truncated file)")
+    try:
+        onnx.checker.check_model(model)
+    except Exception as e:
+        raise ConversionError(f"{where}: the ONNX model is malformed: {str(e).strip().splitlines()[0]}") from None
+    return model, where
+
+
+def _attrs(node) -> dict:
+    from onnx import helper
+
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _tensor(t) -> np.ndarray:
+    from onnx import numpy_helper
+
+    return numpy_helper.to_array(t)
+
+
+def _same_pads(in_size, k, s, d, lower: bool):
+    out = -(-in_size // s)
+    total = max(0, (out - 1) * s + (k - 1) * d + 1 - in_size)
+    small, big = total // 2, total - total // 2
+    return (big, small) if lower else (small, big)
+
+
+class _Converter:
+    def __init__(self, model, where: str, input_shape=None, output: str | None = None):
+        self.model, self.where = model, where
+        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+        if self.opset is None:
+            raise ConversionError(f"{where}: the model imports no default-domain ('ai.onnx') opset")
+        if not MIN_OPSET <= self.opset <= MAX_OPSET:
+            raise ConversionError(
+                f"{where}: opset {self.opset} is not supported (supported: {MIN_OPSET}–{MAX_OPSET}); "
+                f"re-export the model with a supported opset_version"
+            )
+        g = model.graph
+        self.const: dict[str, np.ndarray] = {t.name: _tensor(t) for t in g.initializer}
+        self.tensors: dict[str, tuple[str, str]] = {}  # onnx tensor → (jaxrepair node, layout)
+        self.nodes: list[Node] = []
+        self.params: dict[str, dict[str, np.ndarray]] = {}
+        self.shapes: dict[str, tuple[int, ...]] = {}  # jaxrepair node → per-example shape
+        self.names: set[str] = {INPUT}
+        self.onnx_sites: dict[str, str] = {}
+        inputs = [i for i in g.input if i.name not in self.const]
+        if len(inputs) != 1:
+            raise ConversionError(
+                f"{where}: jaxrepair models take one input; the graph has {len(inputs)} non-constant inputs "
+                f"({[i.name for i in inputs]})"
+            )
+        inp = inputs[0]
+        self.input_name = inp.name
+        tt = inp.type.tensor_type
+        if tt.elem_type not in _FLOAT_TYPES:
+            from onnx import TensorProto
+
+            raise ConversionError(
+                f"{where}: input {inp.name!r} has dtype {TensorProto.DataType.Name(tt.elem_type)}; "
+                f"jaxrepair models take floating-point inputs"
+            )
+        dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tt.shape.dim]
+        if input_shape is not None:
+            shape = tuple(int(v) for v in input_shape)
+            if len(dims) and len(dims) != len(shape) + 1:
+                raise ConversionError(f"{where}: input_shape {shape} has rank {len(shape)}, the input has rank {len(dims) - 1} (plus batch)")
+        else:
+            if not dims:
+                raise ConversionError(f"{where}: input {inp.name!r} has no shape; pass input_shape=(...) (per example)")
+            unresolved = [i for i, d in enumerate(dims[1:], start=1) if not isinstance(d, int) or d <= 0]
+            if unresolved:
+                raise ConversionError(
+                    f"{where}: input {inp.name!r} has dynamic dimensions {[dims[i] for i in unresolved]} at axes "
+                    f"{unresolved} that cannot be resolved; pass input_shape=(...) (per example, without the batch axis)"
+                )
+            shape = tuple(int(d) for d in dims[1:])
+        self.input_shape = shape
+        self.tensors[inp.name] = (INPUT, "onnx")
+        self.shapes[INPUT] = shape
+        outs = [o.name for o in g.output]
+        if output is None:
+            if len(outs) != 1:
+                raise ConversionError(f"{where}: the graph has {len(outs)} outputs {outs}; choose one with output=NAME")
+            output = outs[0]
+        elif output not in outs and output not in {o for n in g.node for o in n.output}:
+            raise ConversionError(f"{where}: output {output!r} is not a tensor of the graph (graph outputs: {outs})")
+        self.output = output
+
+    # ------------------------------------------------------------------ helpers
+
+    def fail(self, node, msg: str):
+        raise ConversionError(f"{self.where}: node {node.name or node.output[0]!r} ({node.op_type}, opset {self.opset}): {msg}")
+
+    def unique(self, base: str) -> str:
+        name, i = base or "node", 1
+        while name in self.names:
+            name = f"{base}_{i}"
+            i += 1
+        self.names.add(name)
+        return name
+
+    def emit(self, base: str, op: str, inputs, params=None, **attrs) -> str:
+        name = self.unique(base)
+        node = Node.make(name, op, tuple(inputs), **attrs)
+        p = {k: np.asarray(v, np.float32) for k, v in (params or {}).items()}
+        structs = [jax.ShapeDtypeStruct((2, *self.shapes[i]), jnp.float32) for i in node.inputs]
+        try:
+            out = jax.eval_shape(lambda p, *xs: run_op(node.op, p, list(xs), node.attr), p, *structs)
+        except Exception as e:
+            raise ConversionError(f"{self.where}: cannot build {op} node {name!r}: {type(e).__name__}: {e}") from None
+        if out.shape[0] != 2:
+            raise ConversionError(f"{self.where}: node {name!r} ({op}) would mix the batch axis")
+        self.nodes.append(node)
+        if p:
+            self.params[name] = p
+        self.shapes[name] = tuple(out.shape[1:])
+        return name
+
+    def rank(self, tensor: str) -> int:
+        node, _ = self.tensors[tensor]
+        return len(self.shapes[node]) + 1
+
+    def onnx_shape(self, tensor: str) -> tuple[int, ...]:
+        """Per-example shape in the ONNX layout."""
+        node, layout = self.tensors[tensor]
+        s = self.shapes[node]
+        return tuple(s[i] for i in _NHWC_TO_NCHW) if layout == "nhwc" else s
+
+    def as_onnx(self, tensor: str) -> str:
+        node, layout = self.tensors[tensor]
+        if layout == "onnx":
+            return node
+        key = f"{tensor}.nchw"
+        if key not in self.tensors:
+            self.tensors[key] = (self.emit(key, "transpose", [node], perm=_NHWC_TO_NCHW), "onnx")
+        return self.tensors[key][0]
+
+    def as_nhwc(self, tensor: str, node) -> str:
+        name, layout = self.tensors[tensor]
+        if layout == "nhwc":
+            return name
+        if len(self.shapes[name]) != 3:
+            self.fail(node, f"needs a rank-4 (N, C, H, W) input; {tensor!r} has shape {('N', *self.shapes[name])}")
+        key = f"{tensor}.nhwc"
+        if key not in self.tensors:
+            self.tensors[key] = (self.emit(key, "transpose", [name], perm=_NCHW_TO_NHWC), "nhwc")
+        return self.tensors[key][0]
+
+    def get_const(self, name: str, node, what: str) -> np.ndarray:
+        if name not in self.const:
+            self.fail(node, f"{what} ({name!r}) must be a constant (initialiser or Constant), not computed from the input")
+        return self.const[name]
+
+    def optional(self, node, i: int):
+        return node.input[i] if len(node.input) > i and node.input[i] else None
+
+    def output_site(self, node, jr_node: str, layout: str):
+        out = node.output[0]
+        self.tensors[out] = (jr_node, layout)
+        self.onnx_sites[jr_node] = out
+
+    def axes_arg(self, node, a: dict, input_index: int = 1):
+        if "axes" in a:
+            return [int(v) for v in a["axes"]]
+        name = self.optional(node, input_index)
+        return None if name is None else [int(v) for v in self.get_const(name, node, "axes")]
+
+    # ------------------------------------------------------------------ constant folding
+
+    def fold(self, node, a: dict) -> bool:
+        """Evaluates a node whose inputs are all constants. Returns False if it is not foldable."""
+        op = node.op_type
+        if op == "Constant":
+            if "value" in a:
+                v = _tensor(a["value"])
+            elif "value_float" in a:
+                v = np.float32(a["value_float"])
+            elif "value_floats" in a:
+                v = np.asarray(a["value_floats"], np.float32)
+            elif "value_int" in a:
+                v = np.int64(a["value_int"])
+            elif "value_ints" in a:
+                v = np.asarray(a["value_ints"], np.int64)
+            else:
+                self.fail(node, f"unsupported Constant attribute(s) {sorted(a)}")
+            self.const[node.output[0]] = np.asarray(v)
+            return True
+        if op == "Shape":
+            x = node.input[0]
+            if x in self.const:
+                shape = np.asarray(self.const[x].shape, np.int64)
+            else:
+                shape = np.asarray((BATCH, *self.onnx_shape(x)), np.int64)
+            start, end = int(a.get("start", 0)), a.get("end")
+            self.const[node.output[0]] = shape[start : (None if end is None else int(end))]
+            return True
+        ins = [i for i in node.input if i]
+        if not all(i in self.const for i in ins):
+            if op in CONSTANT_ONLY:
+                self.fail(node, f"{op} is supported only on constants (shape arithmetic); its input comes from the model input")
+            return False
+        c = [self.const[i] for i in ins]
+        if op in ("Identity", "Dropout", "Cast"):
+            v = c[0]
+            if op == "Cast":
+                from onnx import helper
+
+                v = v.astype(helper.tensor_dtype_to_np_dtype(int(a["to"])))
+        elif op == "Gather":
+            v = np.take(c[0], c[1], axis=int(a.get("axis", 0)))
+        elif op in ("Add", "Sub", "Mul", "Div"):
+            f = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}[op]
+            v = f(c[0], c[1])
+            if op == "Div" and np.issubdtype(c[0].dtype, np.integer):
+                v = np.floor_divide(c[0], c[1])
+            if np.any(np.asarray(c[0]) == BATCH) or np.any(np.asarray(c[1]) == BATCH):
+                self.fail(node, "shape arithmetic on the batch dimension cannot be resolved (dynamic shape)")
+        elif op == "Concat":
+            v = np.concatenate([np.atleast_1d(x) for x in c], axis=int(a["axis"]))
+        elif op == "Unsqueeze":
+            axes = self.axes_arg(node, a)
+            v = c[0]
+            for ax in sorted(ax % (v.ndim + len(axes)) for ax in axes):
+                v = np.expand_dims(v, ax)
+        elif op == "Squeeze":
+            axes = self.axes_arg(node, a)
+            v = np.squeeze(c[0], axis=None if axes is None else tuple(axes))
+        elif op == "Reshape":
+            v = c[0].reshape([int(s) for s in c[1]])
+        elif op == "Transpose":
+            v = np.transpose(c[0], a.get("perm"))
+        else:
+            return False  # a compute op applied to constants: emitted below only if it reads the input
+        self.const[node.output[0]] = np.asarray(v)
+        return True
+
+    # ------------------------------------------------------------------ operators
+
+    def convert(self) -> Network:
+        for node in self.model.graph.node:
+            if node.domain not in ("", "ai.onnx"):
+                self.fail(node, f"operator {node.domain}.{node.op_type} is outside the default ONNX domain; supported: {list(SUPPORTED)}")
+            a = _attrs(node)
+            if node.op_type not in SUPPORTED and node.op_type not in CONSTANT_ONLY:
+                raise ConversionError(
+                    f"{self.where}: unsupported ONNX operator {node.op_type!r} (node {node.name or node.output[0]!r}, "
+                    f"opset {self.opset}); supported operators: {', '.join(SUPPORTED)} (and {', '.join(CONSTANT_ONLY)} on constants)"
+                )
+            if self.fold(node, a):
+                continue
+            if not any(i in self.tensors for i in node.input if i):
+                self.fail(node, "its inputs are neither constants nor computed from the model input")
+            getattr(self, "op_" + node.op_type)(node, a)
+        if self.output in self.const:
+            raise ConversionError(f"{self.where}: output {self.output!r} is a constant (it does not depend on the input)")
+        if self.output not in self.tensors:
+            raise ConversionError(f"{self.where}: output {self.output!r} is never computed")
+        out = self.as_onnx(self.output)
+        graph = Graph(tuple(self.nodes), self.input_shape, out).validate()
+        used = _reachable(graph)
+        graph = Graph(tuple(n for n in graph.nodes if n.name in used), self.input_shape, out)
+        params = {k: v for k, v in self.params.items() if k in used}
+        meta = {
+            "format": "onnx",
+            "source": self.where,
+            "onnx": {
+                "opset": self.opset,
+                "input": self.input_name,
+                "output": self.output,
+                "sites": {k: v for k, v in self.onnx_sites.items() if k in used},
+                "producer": f"{self.model.producer_name} {self.model.producer_version}".strip(),
+            },
+        }
+        return Network(graph, params, meta=meta)
+
+    def _unary(self, node, op, **attrs):
+        x = node.input[0]
+        name, layout = self.tensors[x]
+        self.output_site(node, self.emit(node.output[0], op, [name], **attrs), layout)
+
+    def op_Relu(self, node, a):
+        self._unary(node, "relu")
+
+    def op_Sigmoid(self, node, a):
+        self._unary(node, "sigmoid")
+
+    def op_Tanh(self, node, a):
+        self._unary(node, "tanh")
+
+    def op_LeakyRelu(self, node, a):
+        self._unary(node, "leaky_relu", alpha=float(a.get("alpha", 0.01)))
+
+    def op_Identity(self, node, a):
+        self._unary(node, "identity")
+
+    def op_Dropout(self, node, a):
+        if len(node.output) > 1 and node.output[1]:
+            consumers = [n for n in self.model.graph.node if node.output[1] in n.input]
+            if consumers or node.output[1] in {o.name for o in self.model.graph.output}:
+                self.fail(node, "the Dropout mask output is used; only inference-mode Dropout (identity) is supported")
+        if self.optional(node, 2) is not None and bool(self.get_const(node.input[2], node, "training_mode")):
+            self.fail(node, "training_mode=True Dropout is not supported (inference only)")
+        self._unary(node, "identity")
+
+    def op_Clip(self, node, a):
+        if self.opset < 11:
+            lo, hi = a.get("min"), a.get("max")
+        else:
+            lo = self.optional(node, 1)
+            hi = self.optional(node, 2)
+            lo = None if lo is None else float(self.get_const(lo, node, "min"))
+            hi = None if hi is None else float(self.get_const(hi, node, "max"))
+        self._unary(node, "clip", min=None if lo is None else float(lo), max=None if hi is None else float(hi))
+
+    def op_Softmax(self, node, a):
+        x = node.input[0]
+        r = self.rank(x)
+        axis = int(a.get("axis", 1 if self.opset < 13 else -1)) % r
+        if axis == 0:
+            self.fail(node, "softmax over the batch axis is not supported")
+        if self.opset < 13 and axis != r - 1:
+            self.fail(node, f"opset {self.opset} Softmax with axis={axis} flattens axes {axis}..{r - 1}; only the last axis is supported")
+        name, layout = self.tensors[x]
+        if layout == "nhwc":
+            axis = _ONNX_AXIS_IN_NHWC[axis]
+        self.output_site(node, self.emit(node.output[0], "softmax", [name], axis=axis - r), layout)
+
+    def op_Gemm(self, node, a):
+        if int(a.get("transA", 0)):
+            self.fail(node, "transA=1 is not supported (the batch must be the first axis of A)")
+        x = self.as_onnx(node.input[0])
+        if len(self.shapes[x]) != 1:
+            self.fail(node, f"Gemm needs a 2-D input; got shape {('N', *self.shapes[x])}")
+        w = self.get_const(node.input[1], node, "B (the weight matrix)").astype(np.float32)
+        w = (w.T if int(a.get("transB", 0)) else w) * float(a.get("alpha", 1.0))
+        p = {"kernel": w}
+        c = self.optional(node, 2)
+        if c is not None:
+            cv = self.get_const(c, node, "C (the bias)").astype(np.float32) * float(a.get("beta", 1.0))
+            if cv.ndim == 2 and cv.shape[0] != 1:
+                self.fail(node, f"a bias C of shape {cv.shape} varies over the batch; only (N_out,) or (1, N_out) is supported")
+            p["bias"] = np.broadcast_to(cv.reshape(-1), (w.shape[1],)).copy()
+        self.output_site(node, self.emit(node.output[0], "dense", [x], p), "onnx")
+
+    def op_MatMul(self, node, a):
+        if node.input[0] in self.const:
+            self.fail(node, "MatMul with a constant left operand and the input on the right is not supported")
+        x = self.as_onnx(node.input[0])
+        w = self.get_const(node.input[1], node, "the right operand (weights)")
+        if w.ndim != 2:
+            self.fail(node, f"MatMul weights must be 2-D; got shape {w.shape}")
+        self.output_site(node, self.emit(node.output[0], "dense", [x], {"kernel": w.astype(np.float32)}), "onnx")
+
+    def _binary(self, node, op):
+        a_name, b_name = node.input[0], node.input[1]
+        if a_name in self.const or b_name in self.const:
+            reverse = a_name in self.const
+            t, c = (b_name, self.const[a_name]) if reverse else (a_name, self.const[b_name])
+            c = np.asarray(c, np.float32)
+            name, layout = self.tensors[t]
+            r = self.rank(t)
+            if c.ndim > r:
+                self.fail(node, f"the constant operand has rank {c.ndim}, more than the tensor's {r}")
+            if c.ndim == r and c.shape[0] != 1:
+                self.fail(node, f"the constant operand {c.shape} varies over the batch axis")
+            if layout == "nhwc":
+                c = np.transpose(c.reshape((1,) * (4 - c.ndim) + c.shape), (0, 2, 3, 1))
+            attrs = {"reverse": True} if reverse and op in ("sub", "div") else {}
+            self.output_site(node, self.emit(node.output[0], op, [name], {"value": c}, **attrs), layout)
+            return
+        (na, la), (nb, lb) = self.tensors[a_name], self.tensors[b_name]
+        if la != lb:
+            if self.rank(a_name) == 4 and self.rank(b_name) == 4:
+                na, nb, layout = self.as_nhwc(a_name, node), self.as_nhwc(b_name, node), "nhwc"
+            else:
+                na, nb, layout = self.as_onnx(a_name), self.as_onnx(b_name), "onnx"
+        else:
+            layout = la
+        self.output_site(node, self.emit(node.output[0], op, [na, nb]), layout)
+
+    def op_Add(self, node, a):
+        self._binary(node, "add")
+
+    def op_Sub(self, node, a):
+        self._binary(node, "sub")
+
+    def op_Mul(self, node, a):
+        self._binary(node, "mul")
+
+    def op_Div(self, node, a):
+        self._binary(node, "div")
+
+    def _spatial(self, node, a, kernel, in_hw):
+        strides = tuple(int(v) for v in a.get("strides", (1, 1)))
+        dil = tuple(int(v) for v in a.get("dilations", (1, 1)))
+        auto = a.get("auto_pad", b"NOTSET")
+        auto = auto.decode() if isinstance(auto, bytes) else auto
+        if auto == "VALID":
+            pads = ((0, 0), (0, 0))
+        elif auto in ("SAME_UPPER", "SAME_LOWER"):
+            pads = tuple(_same_pads(in_hw[i], kernel[i], strides[i], dil[i], auto == "SAME_LOWER") for i in range(2))
+        elif auto == "NOTSET":
+            p = [int(v) for v in a.get("pads", (0, 0, 0, 0))]
+            if any(v < 0 for v in p):
+                self.fail(node, f"negative pads {p} are not supported")
+            pads = ((p[0], p[2]), (p[1], p[3]))
+        else:
+            self.fail(node, f"unknown auto_pad {auto!r}")
+        return strides, dil, pads
+
+    def op_Conv(self, node, a):
+        w = self.get_const(node.input[1], node, "W (the kernel)").astype(np.float32)
+        if w.ndim != 4:
+            self.fail(node, f"only 2-D convolutions are supported; the kernel has shape {w.shape}")
+        x = self.as_nhwc(node.input[0], node)
+        strides, dil, pads = self._spatial(node, a, w.shape[2:], self.shapes[x][:2])
+        p = {"kernel": np.transpose(w, (2, 3, 1, 0))}  # OIHW → HWIO
+        b = self.optional(node, 2)
+        if b is not None:
+            p["bias"] = self.get_const(b, node, "B (the bias)").astype(np.float32)
+        name = self.emit(node.output[0], "conv2d", [x], p, strides=strides, padding=pads, dilation=dil, groups=int(a.get("group", 1)))
+        self.output_site(node, name, "nhwc")
+
+    def _pool(self, node, a, op):
+        x = self.as_nhwc(node.input[0], node)
+        k = tuple(int(v) for v in a["kernel_shape"])
+        if len(k) != 2:
+            self.fail(node, f"only 2-D pooling is supported (kernel_shape {k})")
+        strides, dil, pads = self._spatial(node, a, k, self.shapes[x][:2])
+        attrs = {}
+        if op == "avgpool":
+            if dil != (1, 1):
+                self.fail(node, f"AveragePool dilations {dil} are not supported")
+            attrs["count_include_pad"] = bool(int(a.get("count_include_pad", 0)))
+        elif dil != (1, 1):
+            attrs["dilation"] = dil
+        if int(a.get("ceil_mode", 0)):
+            new = []
+            for i in range(2):
+                n = self.shapes[x][i] + sum(pads[i])
+                span = dil[i] * (k[i] - 1) + 1
+                out = -(-(n - span) // strides[i]) + 1
+                if (out - 1) * strides[i] >= self.shapes[x][i] + pads[i][0]:
+                    out -= 1  # the last window must start inside the input or its left padding
+                extra = max(0, (out - 1) * strides[i] + span - n)
+                new.append((pads[i][0], pads[i][1] + extra))
+            if op == "avgpool" and attrs["count_include_pad"] and tuple(new) != pads:
+                self.fail(node, "ceil_mode=1 with count_include_pad=1 is not supported")
+            pads = tuple(new)
+        self.output_site(node, self.emit(node.output[0], op, [x], window=k, strides=strides, padding=pads, **attrs), "nhwc")
+
+    def op_MaxPool(self, node, a):
+        if len(node.output) > 1 and node.output[1]:
+            self.fail(node, "the Indices output of MaxPool is not supported")
+        self._pool(node, a, "maxpool")
+
+    def op_AveragePool(self, node, a):
+        self._pool(node, a, "avgpool")
+
+    def op_GlobalAveragePool(self, node, a):
+        x = self.as_nhwc(node.input[0], node)
+        self.output_site(node, self.emit(node.output[0], "global_avgpool", [x], keepdims=True), "nhwc")
+
+    def op_ReduceMean(self, node, a):
+        r = self.rank(node.input[0])
+        axes = self.axes_arg(node, a)
+        if axes is None:
+            if int(a.get("noop_with_empty_axes", 0)):
+                self._unary(node, "identity")
+                return
+            axes = list(range(r))
+        axes = sorted({ax % r for ax in axes})
+        if 0 in axes:
+            self.fail(node, "averaging over the batch axis is not supported")
+        keep = bool(int(a.get("keepdims", 1)))
+        name, layout = self.tensors[node.input[0]]
+        if layout == "nhwc" and keep:
+            axes = sorted(_ONNX_AXIS_IN_NHWC[ax] for ax in axes)
+        else:
+            name, layout = self.as_onnx(node.input[0]), "onnx"
+        self.output_site(node, self.emit(node.output[0], "reduce_mean", [name], axes=tuple(axes), keepdims=keep), layout)
+
+    def op_BatchNormalization(self, node, a):
+        if int(a.get("training_mode", 0)) or (len(node.output) > 1 and any(node.output[1:])):
+            self.fail(node, "training-mode BatchNormalization (running statistics outputs) is not supported")
+        r = self.rank(node.input[0])
+        if r == 4:
+            x = self.as_nhwc(node.input[0], node)
+        elif r == 2:
+            x = self.tensors[node.input[0]][0]
+        else:
+            self.fail(node, f"BatchNormalization on a rank-{r} tensor is not supported (rank 2 or 4)")
+        names = ("scale", "bias", "mean", "var")
+        p = {k: self.get_const(node.input[i + 1], node, k).astype(np.float32) for i, k in enumerate(names)}
+        name = self.emit(node.output[0], "batchnorm", [x], p, eps=float(a.get("epsilon", 1e-5)))
+        self.output_site(node, name, "nhwc" if r == 4 else "onnx")
+
+    def op_Flatten(self, node, a):
+        r = self.rank(node.input[0])
+        axis = int(a.get("axis", 1)) % r if r else 1
+        x = self.as_onnx(node.input[0])
+        if axis == 0:
+            self.fail(node, "Flatten with axis=0 merges the batch axis")
+        if axis == 1:
+            self.output_site(node, self.emit(node.output[0], "flatten", [x]), "onnx")
+        else:
+            self.fail(node, f"Flatten with axis={axis} merges the batch axis with others; only axis=1 is supported")
+
+    def op_Reshape(self, node, a):
+        x = self.as_onnx(node.input[0])
+        target = [int(v) for v in self.get_const(node.input[1], node, "the shape")]
+        per = self.shapes[x]
+        size = math.prod(per)
+        if int(a.get("allowzero", 0)) and 0 in target:
+            self.fail(node, "allowzero=1 with a 0 in the shape (a zero-size tensor) is not supported")
+        out = []
+        for i, s in enumerate(target[1:], start=1):
+            if s == BATCH:
+                self.fail(node, f"shape {target}: the batch dimension appears at axis {i}; cannot resolve")
+            out.append(per[i - 1] if s == 0 else s)
+        if any(s < -1 for s in out) or target[0] < -1 and target[0] != BATCH:
+            self.fail(node, f"shape {target} cannot be resolved statically")
+        if out.count(-1) > 1 or (-1 in out and target[0] == -1):
+            self.fail(node, f"shape {target} has more than one inferred (-1) dimension besides the batch")
+        if -1 in out:
+            known = math.prod(s for s in out if s != -1)
+            if known == 0 or size % known:
+                self.fail(node, f"cannot reshape a per-example {per} into {target}")
+            out[out.index(-1)] = size // known
+        if math.prod(out) != size:
+            self.fail(node, f"reshape of per-example {per} to {target} changes the batch axis (only per-example reshapes are supported)")
+        self.output_site(node, self.emit(node.output[0], "reshape", [x], shape=tuple(out)), "onnx")
+
+    def op_Transpose(self, node, a):
+        r = self.rank(node.input[0])
+        perm = [int(v) for v in a.get("perm", range(r - 1, -1, -1))]
+        if perm[0] != 0:
+            self.fail(node, f"perm {perm} moves the batch axis")
+        name, layout = self.tensors[node.input[0]]
+        if layout == "nhwc" and perm == [0, 2, 3, 1]:
+            self.output_site(node, self.emit(node.output[0], "identity", [name]), "onnx")  # NCHW→NHWC is the storage
+            return
+        x = self.as_onnx(node.input[0])
+        if perm == list(range(r)):
+            self.output_site(node, self.emit(node.output[0], "identity", [x]), "onnx")
+        else:
+            self.output_site(node, self.emit(node.output[0], "transpose", [x], perm=tuple(p - 1 for p in perm[1:])), "onnx")
+
+    def op_Concat(self, node, a):
+        ins = [i for i in node.input if i]
+        if any(i in self.const for i in ins):
+            self.fail(node, "concatenating constants with computed tensors is not supported")
+        r = self.rank(ins[0])
+        axis = int(a["axis"]) % r
+        if axis == 0:
+            self.fail(node, "concatenation along the batch axis is not supported")
+        if r == 4 and all(self.tensors[i][1] == "nhwc" for i in ins):
+            xs, axis, layout = [self.tensors[i][0] for i in ins], _ONNX_AXIS_IN_NHWC[axis], "nhwc"
+        else:
+            xs, layout = [self.as_onnx(i) for i in ins], "onnx"
+        self.output_site(node, self.emit(node.output[0], "concat", xs, axis=axis), layout)
+
+    def op_Pad(self, node, a):
+        r = self.rank(node.input[0])
+        if self.opset < 11:
+            pads, value = [int(v) for v in a["pads"]], float(a.get("value", 0.0))
+        else:
+            pads = [int(v) for v in self.get_const(node.input[1], node, "pads")]
+            cv = self.optional(node, 2)
+            value = 0.0 if cv is None else float(self.get_const(cv, node, "constant_value"))
+            axes_in = self.optional(node, 3)
+            if axes_in is not None:
+                axes = [int(v) % r for v in self.get_const(axes_in, node, "axes")]
+                full = [0] * (2 * r)
+                for j, ax in enumerate(axes):
+                    full[ax], full[ax + r] = pads[j], pads[j + len(axes)]
+                pads = full
+        mode = a.get("mode", b"constant")
+        mode = mode.decode() if isinstance(mode, bytes) else mode
+        if mode not in ("constant", "reflect", "edge", "wrap"):
+            self.fail(node, f"pad mode {mode!r} is not supported")
+        pairs = [(pads[i], pads[i + r]) for i in range(r)]
+        if pairs[0] != (0, 0):
+            self.fail(node, f"padding the batch axis ({pairs[0]}) is not supported")
+        if any(v < 0 for v in pads):
+            self.fail(node, f"negative pads (cropping) {pads} are not supported")
+        name, layout = self.tensors[node.input[0]]
+        per = pairs[1:]
+        if layout == "nhwc":
+            per = [per[i] for i in _NCHW_TO_NHWC]
+        attrs = {"mode": mode} if mode != "constant" else {"value": value}
+        self.output_site(node, self.emit(node.output[0], "pad", [name], pads=tuple(per), **attrs), layout)
+
+    def op_Squeeze(self, node, a):
+        x = self.as_onnx(node.input[0])
+        per = self.shapes[x]
+        r = len(per) + 1
+        axes = self.axes_arg(node, a)
+        if axes is None:
+            axes = [i + 1 for i, s in enumerate(per) if s == 1]
+        axes = sorted({ax % r for ax in axes})
+        if 0 in axes:
+            self.fail(node, "squeezing the batch axis is not supported")
+        bad = [ax for ax in axes if per[ax - 1] != 1]
+        if bad:
+            self.fail(node, f"cannot squeeze axes {bad} of size {[per[ax - 1] for ax in bad]}")
+        out = tuple(s for i, s in enumerate(per, start=1) if i not in axes)
+        self.output_site(node, self.emit(node.output[0], "reshape", [x], shape=out), "onnx")
+
+    def op_Unsqueeze(self, node, a):
+        x = self.as_onnx(node.input[0])
+        per = list(self.shapes[x])
+        axes = self.axes_arg(node, a)
+        r = len(per) + 1 + len(axes)
+        axes = sorted(ax % r for ax in axes)
+        if 0 in axes:
+            self.fail(node, "inserting an axis before the batch axis is not supported")
+        full = ["N", *per]
+        for ax in axes:
+            full.insert(ax, 1)
+        self.output_site(node, self.emit(node.output[0], "reshape", [x], shape=tuple(full[1:])), "onnx")
+
+
+def _reachable(graph: Graph) -> set[str]:
+    need, todo = set(), [graph.output]
+    by_name = {n.name: n for n in graph.nodes}
+    while todo:
+        n = todo.pop()
+        if n in need or n == INPUT:
+            continue
+        need.add(n)
+        todo.extend(by_name[n].inputs)
+    return need
+
+
+def from_onnx(source: Any, *, input_shape=None, output: str | None = None) -> Network:
+    """Converts an ONNX model (path, bytes or ``onnx.ModelProto``) into a :class:`Network`.
+
+    Args:
+      input_shape: per-example input shape, for models whose input has dynamic non-batch axes.
+      output: which graph output (or intermediate tensor) becomes the model output, when there are several.
+
+    Raises:
+      ConversionError: unsupported operator (named, with its node, opset and the supported list),
+        malformed file, unresolvable dynamic shape, non-float input.
+    """
+    model, where = load_onnx_model(source)
+    if isinstance(source, (str, os.PathLike)):
+        where = str(source)
+    return _Converter(model, where, input_shape=input_shape, output=output).convert()
