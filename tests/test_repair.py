@@ -215,3 +215,16 @@ def test_cli_repair_writes_next_to_model_never_over_it(tmp_path, monkeypatch, ca
     out = capsys.readouterr().out
     assert "violation" in out and "accuracy" in out
     assert cli.main(["repair", str(src), "--entry", "german-sex", "--strategy", "nope", "--out", str(tmp_path / "o2")]) == 2
+
+    # a model that came as ONNX is handed back as ONNX too
+    onnx = pytest.importorskip("onnx")
+    from onnx.reference import ReferenceEvaluator
+
+    jr.convert.to_onnx(bench.model, tmp_path / "g.onnx")
+    assert cli.main(["repair", str(tmp_path / "g.onnx"), "--entry", "german-sex", "--k", "2", "--generations", "3",
+                     "--population", "8", "--out", str(tmp_path / "o3")]) == 0
+    back = onnx.load(str(tmp_path / "g.repaired.onnx"))
+    x = np.asarray(bench.splits["test"]["x"][:16], np.float32)
+    npz = jr.load(tmp_path / "g.repaired.npz")
+    got = ReferenceEvaluator(back).run(None, {back.graph.input[0].name: x})[0]
+    np.testing.assert_allclose(got, np.asarray(npz(x)), atol=1e-5, rtol=1e-5)
