@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 
 import jaxrepair as jr
@@ -27,7 +28,12 @@ import jaxrepair as jr
 # Per kind: neurons repaired (CARE: 3 for fairness, ~1% of a layer for backdoor, ~half a layer for
 # ACAS Xu; we use more for fairness, see the note in the README), factor bounds, objective weight a.
 KIND = jr.repair.DEFAULTS
-METHODS = ["care", "cma_es", "de", "snes", "open_es", "random", "prune", "finetune-all", "finetune-masked"]
+METHODS = ["care", "care-budget", "cma_es", "de", "snes", "open_es", "random", "prune", "finetune-all",
+           "ace-finetune", "random-finetune"]
+# What each method is: the CARE preset (PSO over factors of the ACE top-k, plain objective); the same
+# with the accuracy budget (``max_drop``); other evosax strategies; random k + PSO (ablation);
+# pruning; optax fine-tuning of all weights; fine-tuning only the weights of the ACE top-``k_grad``
+# neurons, or of ``k_grad`` random ones (ablation). Budgeted methods: ``max_drop`` per kind.
 
 
 def run_entry(name: str, methods, out: Path, pareto: bool, seed: int) -> list[dict]:
@@ -45,21 +51,27 @@ def run_entry(name: str, methods, out: Path, pareto: bool, seed: int) -> list[di
     for m in methods:
         print(f"[experiments] {name}: {m}", file=sys.stderr, flush=True)
         t = time.perf_counter()
-        if m in ("care", "cma_es", "de", "snes", "open_es", "random"):
-            strat = "pso" if m in ("care", "random") else m
+        if m in ("care", "care-budget", "cma_es", "de", "snes", "open_es", "random"):
+            strat = "pso" if m in ("care", "care-budget", "random") else m
             r = jr.repair(bench.model, task, k=cfg["k"], bounds=cfg["bounds"], a=cfg["a"], strategy=strat, seed=seed,
-                          localization=loc, selection="random" if m == "random" else None)
-            if m == "care":
-                jr.repair.plot_history(r, d / f"{name}-fitness.png")
+                          localization=loc, selection="random" if m == "random" else None,
+                          max_drop=cfg["max_drop"] if m == "care-budget" else None)
+            if m in ("care", "care-budget"):
+                jr.repair.plot_history(r, d / f"{name}-{m}-fitness.png")
         elif m == "prune":
             r = jr.repair.prune(bench.model, task, top)
         elif m == "finetune-all":
-            r = jr.repair.finetune(bench.model, task, a=cfg["a"])
-        elif m == "finetune-masked":
-            r = jr.repair.finetune(bench.model, task, neurons=top, a=cfg["a"])
+            r = jr.repair.finetune(bench.model, task, a=cfg["a_grad"], max_drop=cfg["max_drop"])
+        elif m == "ace-finetune":
+            r = jr.repair.finetune(bench.model, task, neurons=loc.ranking()[: cfg["k_grad"]], a=cfg["a_grad"],
+                                   max_drop=cfg["max_drop"])
+        elif m == "random-finetune":
+            cands = jr.repair.candidate_sites(bench.model)
+            rnd = jr.repair.random_selection(bench.model, cands, cfg["k_grad"], jax.random.key(seed + 7))
+            r = jr.repair.finetune(bench.model, task, neurons=rnd, a=cfg["a_grad"], max_drop=cfg["max_drop"])
         else:
             raise ValueError(f"unknown method {m!r}")
-        wall = time.perf_counter() - t + (loc_s if m not in ("random", "finetune-all") else 0.0)
+        wall = time.perf_counter() - t + (loc_s if m not in ("random", "finetune-all", "random-finetune") else 0.0)
         s = r.summary()
         rows.append({"entry": name, "kind": task.kind, "method": m, **s, "wall_s": wall,
                      "generations": r.search.get("generations_run"), "evaluations": r.search.get("evaluations"),
@@ -75,6 +87,10 @@ def run_entry(name: str, methods, out: Path, pareto: bool, seed: int) -> list[di
         jr.repair.plot_pareto(front, d / f"{name}-pareto.png")
         jr.records.write_json(d / f"{name}-pareto.json", front)
     return rows
+
+
+def _json(v):
+    return np.asarray(v).tolist()
 
 
 def _fmt(v, pct=False):
@@ -100,43 +116,53 @@ def causal_vs_random(rows) -> str:
     by = {}
     for r in rows:
         by.setdefault(r["entry"], {})[r["method"]] = r
-    lines = ["| entry | ACE top-k + PSO (after) | random k + PSO (after) | causal better? |", "|---|---|---|---|"]
-    wins = total = 0
-    for e, m in by.items():
-        if "care" in m and "random" in m:
-            fa = _objective(m["care"])
-            fr = _objective(m["random"])
-            win = fa < fr - 1e-9
-            tie = abs(fa - fr) <= 1e-9
-            wins += win
-            total += 1
-            lines.append(f"| {e} | {fa:.4f} | {fr:.4f} | {'yes' if win else ('tie' if tie else 'no')} |")
-    lines.append(f"\nObjective `(1-a)·violation + a·(1-accuracy)` on the test split (lower is better); "
-                 f"causal selection wins on {wins} of {total} entries.\n")
-    return "\n".join(lines)
+    out = []
+    for causal, rand, a_key in (("care", "random", "a"), ("ace-finetune", "random-finetune", "a_grad")):
+        lines = [f"| entry | {causal} (objective after) | {rand} (objective after) | causal better? |", "|---|---|---|---|"]
+        wins = total = 0
+        for e, m in by.items():
+            if causal in m and rand in m:
+                fa, fr = _objective(m[causal], a_key), _objective(m[rand], a_key)
+                win = fa < fr - 1e-9
+                tie = abs(fa - fr) <= 1e-9
+                wins += win
+                total += 1
+                lines.append(f"| {e} | {fa:.4f} | {fr:.4f} | {'yes' if win else ('tie' if tie else 'no')} |")
+        lines.append(f"\n`{causal}` vs `{rand}`: objective `(1-a)·violation + a·(1-accuracy)` on the test split "
+                     f"(lower is better); causal selection wins on {wins} of {total} entries.\n")
+        out.append("\n".join(lines))
+    return "\n".join(out)
 
 
-def _objective(r):
-    a = KIND[r["kind"]]["a"]
+def _objective(r, a_key="a"):
+    a = KIND[r["kind"]][a_key]
     return (1 - a) * r["violation_after"] + a * (1 - r["accuracy_after"])
 
 
 def acceptance(rows) -> str:
-    care = [r for r in rows if r["method"] == "care"]
-    fair = [r for r in care if r["kind"] == "fairness" and r["violation_reduction"] is not None]
     lines = []
-    if fair:
-        mean_red = float(np.mean([r["violation_reduction"] for r in fair]))
-        worst = max(r["accuracy_drop_points"] for r in fair)
-        lines.append(f"- fairness (CARE preset): mean violation reduction {100 * mean_red:.1f}% (target ≥ 62%), "
-                     f"worst accuracy drop {worst:.2f} pts (target ≤ 1)")
-    for r in care:
-        if r["kind"] == "backdoor":
-            lines.append(f"- {r['entry']}: attack success {100 * r['violation_after']:.2f}% (target < 1%), "
-                         f"clean accuracy drop {r['accuracy_drop_points']:.2f} pts (target ≤ 2)")
-        if r["kind"] == "safety":
-            lines.append(f"- {r['entry']}: violation {100 * r['violation_after']:.2f}% (target < 1%), "
-                         f"drawdown {100 * r['drawdown']:.2f}% (target ≤ 5%)")
+    for method in ("care", "care-budget", "ace-finetune", "finetune-all"):
+        mine = [r for r in rows if r["method"] == method]
+        if not mine:
+            continue
+        lines.append(f"**{method}**\n")
+        fair = [r for r in mine if r["kind"] == "fairness" and r["violation_reduction"] is not None]
+        if fair:
+            mean_red = float(np.mean([r["violation_reduction"] for r in fair]))
+            worst = max(r["accuracy_drop_points"] for r in fair)
+            ok = mean_red >= 0.62 and worst <= 1.0
+            lines.append(f"- fairness ({len(fair)} models): mean violation reduction {100 * mean_red:.1f}% (target ≥ 62%), "
+                         f"worst accuracy drop {worst:.2f} pts (target ≤ 1) — {'met' if ok else 'not met'}")
+        for r in mine:
+            if r["kind"] == "backdoor":
+                ok = r["violation_after"] < 0.01 and r["accuracy_drop_points"] <= 2
+                lines.append(f"- {r['entry']}: attack success {100 * r['violation_after']:.2f}% (target < 1%), "
+                             f"clean accuracy drop {r['accuracy_drop_points']:.2f} pts (target ≤ 2) — {'met' if ok else 'not met'}")
+            if r["kind"] == "safety" and r["violation_before"] > 0:
+                ok = r["violation_after"] < 0.01 and r["drawdown"] <= 0.05
+                lines.append(f"- {r['entry']}: violation {100 * r['violation_after']:.2f}% (target < 1%), "
+                             f"drawdown {100 * r['drawdown']:.2f}% (target ≤ 5%) — {'met' if ok else 'not met'}")
+        lines.append("")
     return "\n".join(lines) + "\n"
 
 
@@ -147,13 +173,25 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(Path(__file__).parent / "results"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-pareto", action="store_true")
+    p.add_argument("--resume", action="store_true", help="skip entries already in repair_zoo.partial.json")
     a = p.parse_args(argv)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     t0 = time.perf_counter()
+    partial = out / "repair_zoo.partial.json"
+    done = set()
+    if a.resume and partial.exists():
+        prev = json.loads(partial.read_text())
+        rows = [r for r in prev["rows"] if r["entry"] in a.entries and r["method"] in a.methods]
+        done = {r["entry"] for r in rows}
+        print(f"[experiments] resuming: {sorted(done)} already done", file=sys.stderr, flush=True)
     for name in a.entries:
+        if name in done:
+            continue
         rows += run_entry(name, a.methods, out, not a.no_pareto, a.seed)
+        # after every entry: an atomic snapshot, so a stopped run keeps what it finished (--resume)
+        jr.models.write_atomic(partial, lambda f: f.write(json.dumps({"rows": rows}, default=_json).encode()), overwrite=True)
     env = jr.records.environment()
     rec = {"environment": env, "kind_config": KIND, "rows": rows, "wall_s": time.perf_counter() - t0,
            "command": " ".join(["python", "experiments/repair_zoo.py", *(argv if argv is not None else sys.argv[1:])])}
@@ -164,7 +202,8 @@ def main(argv=None) -> int:
     md = (f"# Repair of the zoo\n\nMeasured {env['date']} on {env['device']} ({env['machine']}), "
           f"jax {env['versions']['jax']}, evosax {env['versions']['evosax']}; total {rec['wall_s']:.0f}s.\n"
           f"Regenerate: `{rec['command']}`.\nPer-kind settings: `{json.dumps(KIND)}`; all searches 20 × 100 "
-          f"with CARE's early stop; figures on held-out test splits.\n\n## Acceptance\n\n{acceptance(rows)}\n"
+          f"with CARE's early stop; figures on held-out test splits. Methods: see the comment on `METHODS` "
+          f"in `experiments/repair_zoo.py`.\n\n## Acceptance\n\n{acceptance(rows)}\n"
           f"## All methods\n\n{table(rows)}\n## Causal vs random selection\n\n{causal_vs_random(rows)}")
     jr.records.write_text(out / "repair_zoo.md", md)
     print(md)

@@ -130,7 +130,7 @@ def cmd_repair(args):
         grid = [float(v) for v in args.pareto.split(",")]
         front = repair.pareto(model, task, a_values=grid, seeds=tuple(range(args.pareto_seeds)), k=k, score=args.score,
                               space=args.space, bounds=bounds, strategy=args.strategy, generations=args.generations,
-                              population_size=args.population, progress=True)
+                              population_size=args.population, progress=True, max_drop=args.max_drop)
         files = repair.write_pareto(front, out)
         print(open(files["markdown"]).read())
         print(f"wrote {out}")
@@ -140,13 +140,14 @@ def cmd_repair(args):
         loc = repair.localize(model, task, sites=repair.candidate_sites(model), progress=True)
         top = loc.top(k, args.score)
         r = (repair.prune(model, task, top) if args.baseline == "prune"
-             else repair.finetune(model, task, neurons=top, a=a))
+             else repair.finetune(model, task, neurons=top, a=a, max_drop=args.max_drop))
         r.localization = loc
     elif args.baseline == "finetune-all":
-        r = repair.finetune(model, task, a=a)
+        r = repair.finetune(model, task, a=a, max_drop=args.max_drop)
     else:
         r = repair.repair(model, task, k=k, score=args.score, space=args.space, bounds=bounds, strategy=args.strategy,
                           generations=args.generations, population_size=args.population, a=a, seed=args.seed,
+                          max_drop=args.max_drop,
                           selection="random" if args.baseline == "random" else None, progress=True)
     files = repair.write_result(r, out, model_path=None if bench is not None and args.model == bench.name else args.model,
                                 extra={"command": " ".join(sys.argv)})
@@ -290,6 +291,8 @@ def main(argv=None):
     rp.add_argument("--k", type=int, help="neurons to repair (default per kind: fairness 10, backdoor 5, safety 25)")
     rp.add_argument("--a", type=float, help="weight of 1-accuracy in (1-a)*violation + a*(1-accuracy)")
     rp.add_argument("--bounds", type=float, nargs="+", help="factor LOW HIGH, or delta bound (x layer std)")
+    rp.add_argument("--max-drop", type=float, help="accuracy budget as a fraction (0.01 = 1 point): penalised in the "
+                    "search, enforced when the result is chosen on the select split")
     rp.add_argument("--generations", type=int)
     rp.add_argument("--population", type=int)
     rp.add_argument("--score", default="interventional_change", choices=["interventional_change", "care_mean", "care_spread"])

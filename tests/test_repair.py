@@ -66,6 +66,27 @@ def test_search_is_deterministic_bounded_and_compiled_once(planted):
         assert np.all(np.diff(h["best"]) <= 1e-7)  # best-so-far never gets worse
 
 
+def test_accuracy_budget_constrains_the_chosen_repair(planted):
+    model, task = planted
+    # Without the carrier, violation can only go by flattening the output: a=0 trades accuracy away.
+    kw = dict(selection=[("layer1", 1), ("layer1", 3)], strategy="pso", bounds=(-1.0, 3.0), a=0.0, **FAST)
+    free = jr.repair(model, task, **kw)
+    traces = _search.TRACE_COUNT["search"]
+    tight = jr.repair(model, task, max_drop=0.0, **kw)
+    loose = jr.repair(model, task, max_drop=0.02, **kw)
+    assert _search.TRACE_COUNT["search"] == traces  # the budget is data, not a new program
+    apply, params = jr.functional(model)
+    _, acc0 = task.objective.metrics(apply, params, task.data["select"])
+    assert free.search["select_accuracy"] < float(acc0) - 0.03
+    assert tight.search["select_accuracy"] >= float(acc0) - 1e-6
+    assert loose.search["select_accuracy"] >= float(acc0) - 0.02 - 1e-6
+    assert loose.search["select_violation"] <= tight.search["select_violation"] + 1e-6
+    assert free.search["select_violation"] <= loose.search["select_violation"] + 1e-6
+    ft = jr.repair.finetune(model, task, a=0.0, steps=60, max_drop=0.0)
+    apply2, params2 = jr.functional(ft.model)
+    assert float(task.objective.metrics(apply2, params2, task.data["select"])[1]) >= float(acc0) - 1e-6
+
+
 def test_early_stop_and_selection_on_select_split(planted):
     model, task = planted
     strat = jr.repair.get_strategy("pso", generations=60, population_size=8, patience=3, tol=0.5)

@@ -28,11 +28,14 @@ from jaxrepair.zoo._train import trainable_mask
 # Per task kind: neurons repaired, factor bounds and objective weight ``a`` used by the CLI, the demo
 # and the experiments. CARE repaired 3 neurons for fairness, ~1% of a layer for backdoors and ~half a
 # layer for ACAS Xu; on our zoo 3 factors cut census unfairness by only ~36%, so fairness uses 10.
+# ``max_drop``: the accuracy budget of the budgeted methods, on the select split (kept below the
+# acceptance limits — 1 point for fairness, 2 for backdoors — to leave room for select/test noise);
+# ``k_grad``/``a_grad``: neurons and objective weight of the gradient repair of localised neurons.
 DEFAULTS = {
-    "fairness": dict(k=10, bounds=(-1.0, 3.0), a=0.5),
-    "backdoor": dict(k=5, bounds=(0.0, 2.0), a=0.5),
-    "safety": dict(k=25, bounds=(-1.0, 3.0), a=0.5),
-    "custom": dict(k=3, bounds=(0.0, 2.0), a=0.2),
+    "fairness": dict(k=10, bounds=(-1.0, 3.0), a=0.5, max_drop=0.0075, k_grad=30, a_grad=0.2),
+    "backdoor": dict(k=5, bounds=(0.0, 2.0), a=0.5, max_drop=0.015, k_grad=30, a_grad=0.2),
+    "safety": dict(k=25, bounds=(-1.0, 3.0), a=0.5, max_drop=0.03, k_grad=50, a_grad=0.2),
+    "custom": dict(k=3, bounds=(0.0, 2.0), a=0.2, max_drop=None, k_grad=10, a_grad=0.2),
 }
 
 
@@ -147,6 +150,7 @@ def repair(
     generations: int | None = None,
     population_size: int | None = None,
     a: float = 0.2,
+    max_drop: float | None = None,
     seed: int = 0,
     num_values: int = 16,
     localization=None,
@@ -165,8 +169,13 @@ def repair(
       strategy: ``pso`` (CARE's settings; preset ``care``), ``cma_es``, ``de``, ``snes``, ``open_es``
         or a :class:`Strategy`; ``generations``/``population_size`` override its budget.
       a: weight of ``1 − accuracy`` in CARE's objective ``(1−a)·violation + a·(1−accuracy)``.
+      max_drop: accuracy budget (a fraction: 0.01 = one point). Solutions that lose more accuracy
+        than this against the unrepaired model are penalised in the search and rejected when the
+        result is chosen on the select split; None: no budget (CARE's plain objective).
     """
     task.check()
+    if max_drop is not None and not max_drop >= 0:
+        raise ValueError(f"max_drop must be a non-negative accuracy fraction, got {max_drop}")
     if not 0.0 <= a <= 1.0:
         raise ValueError(f"a must be in [0, 1], got {a}")
     strat = _search.get_strategy(strategy, generations=generations, population_size=population_size)
@@ -201,14 +210,15 @@ def repair(
               f" dims), population {strat.population_size}, up to {strat.generations} generations",
               file=sys.stderr, flush=True)
     out = _search.run_search(params, task.data["repair"], task.data["select"], jax.random.fold_in(key, 1), a,
-                             apply=apply, space=sp, objective=task.objective, strategy=strat, progress=progress)
+                             apply=apply, space=sp, objective=task.objective, strategy=strat, progress=progress,
+                             max_drop=max_drop)
     out = jax.device_get(out)
     timings["search"] = time.perf_counter() - t
 
     t = time.perf_counter()
     new_params = sp.fold(model.graph, params, jnp.asarray(out["solution"]))
     config = {"k": k, "score": score, "space": space, "bounds": bounds, "strategy": strat.to_json(), "a": a,
-              "seed": seed, "num_values": num_values, "candidate_sites": cands, "selection": method}
+              "max_drop": max_drop, "seed": seed, "num_values": num_values, "candidate_sites": cands, "selection": method}
     record = {"task": task.name, "method": method, "config": config,
               "selected": [(n.site, n.unit) for n in chosen]}
     repaired = _with_meta(model, new_params, record)
@@ -260,7 +270,7 @@ def weight_mask(model, neurons: tuple[Neurons, ...]) -> dict:
 
 
 @jax.jit(static_argnames=("apply", "objective", "steps", "eval_every"))
-def _finetune(params, mask, data_r, data_s, a, lr, *, apply, objective, steps, eval_every):
+def _finetune(params, mask, data_r, data_s, a, lr, max_drop, *, apply, objective, steps, eval_every):
     opt = optax.adam(lr)
     state = opt.init(params)
     fn = lambda p, x: apply(p, x)  # noqa: E731
@@ -275,9 +285,12 @@ def _finetune(params, mask, data_r, data_s, a, lr, *, apply, objective, steps, e
         upd, s = opt.update(g, s, p)
         return (optax.apply_updates(p, upd), s), val
 
+    _, _, acc0 = objective.fitness(fn, params, data_s, a)
+
     def block(c, _):
         (p, s), losses = lax.scan(step, c["ps"], None, length=eval_every)
         f, v, acc = objective.fitness(fn, p, data_s, a)
+        f = f + _search.BUDGET_PENALTY * jnp.maximum(0.0, acc0 - acc - max_drop)
         better = f < c["best_f"]
         best = jax.tree.map(lambda new, old: jnp.where(better, new, old), p, c["best"])
         return dict(ps=(p, s), best=best, best_f=jnp.minimum(f, c["best_f"])), (jnp.mean(losses), f)
@@ -289,7 +302,7 @@ def _finetune(params, mask, data_r, data_s, a, lr, *, apply, objective, steps, e
 
 
 def finetune(model, task: Task, *, neurons: list[Neuron] | None = None, a: float = 0.2, steps: int = 300,
-             learning_rate: float = 1e-3, eval_every: int = 10) -> RepairResult:
+             learning_rate: float = 1e-3, eval_every: int = 10, max_drop: float | None = None) -> RepairResult:
     """Optax Adam on the objective's differentiable surrogate over the repair split (full batch),
     keeping the checkpoint with the best select-split objective. ``neurons``: only their weights."""
     t = time.perf_counter()
@@ -302,7 +315,7 @@ def finetune(model, task: Task, *, neurons: list[Neuron] | None = None, a: float
         mask = jax.tree.map(lambda x, y: x & y, mask, sel)
         method = "finetune-masked"
     best, best_f, losses, sel_f = _finetune(params, mask, task.data["repair"], task.data["select"], jnp.float32(a),
-                                            jnp.float32(learning_rate), apply=apply, objective=task.objective,
+                                            jnp.float32(learning_rate), _search._budget(max_drop), apply=apply, objective=task.objective,
                                             steps=steps, eval_every=eval_every)
     best = jax.device_get(best)
     repaired = _with_meta(model, best, {"task": task.name, "method": method})
@@ -310,7 +323,7 @@ def finetune(model, task: Task, *, neurons: list[Neuron] | None = None, a: float
     before, after = task.report(model), task.report(repaired)
     return RepairResult(task.name, method, repaired, list(neurons or []), {}, before, after,
                         {"select_fitness": float(best_f), "history": {"loss": losses, "select": sel_f}},
-                        {"train": dt}, {"a": a, "steps": steps, "learning_rate": learning_rate})
+                        {"train": dt}, {"a": a, "steps": steps, "learning_rate": learning_rate, "max_drop": max_drop})
 
 
 # --------------------------------------------------------------------------- Pareto front
@@ -318,7 +331,8 @@ def finetune(model, task: Task, *, neurons: list[Neuron] | None = None, a: float
 
 def pareto(model, task: Task, *, a_values=(0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9), seeds=(0,), k: int = 3,
            score: str = causal.DEFAULT_SCORE, sites=None, space: str = "factor", bounds=None, strategy="pso",
-           generations=None, population_size=None, localization=None, num_values: int = 16, progress=False) -> dict:
+           generations=None, population_size=None, localization=None, num_values: int = 16, progress=False,
+           max_drop: float | None = None) -> dict:
     """The accuracy/violation trade-off: the whole repair vmapped over ``a_values × seeds`` in one
     compiled program. Returns every point (select and test metrics) and the non-dominated set
     (chosen on the select split; its test metrics are reported)."""
@@ -334,7 +348,7 @@ def pareto(model, task: Task, *, a_values=(0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9), 
     t = time.perf_counter()
     out = jax.device_get(_search.run_pareto(params, task.data["repair"], task.data["select"], keys,
                                             [g[0] for g in grid], apply=apply, space=sp, objective=task.objective,
-                                            strategy=strat, progress=progress))
+                                            strategy=strat, progress=progress, max_drop=max_drop))
     search_s = time.perf_counter() - t
     points = []
     for i, (av, s) in enumerate(grid):

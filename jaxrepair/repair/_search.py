@@ -120,8 +120,19 @@ def _print_progress(gen, best, sel, total):
           f" select {float(jnp.min(sel)):.4f} elapsed {el:.1f}s ETA {eta:.1f}s", file=sys.stderr, flush=True)
 
 
-def search_core(params, data_r, data_s, key, a, *, apply, space, objective, strategy: Strategy, progress=False):
-    """One whole search (traceable: vmap it over ``key`` and ``a`` for a Pareto front)."""
+#: Fitness added per unit of accuracy lost beyond the budget (100 → 1.0 per point over): larger than
+#: any violation/accuracy trade-off the objective can offer, so the budget acts as a constraint.
+BUDGET_PENALTY = 100.0
+
+
+def search_core(params, data_r, data_s, key, a, max_drop=jnp.inf, *, apply, space, objective, strategy: Strategy,
+                progress=False):
+    """One whole search (traceable: vmap it over ``key`` and ``a`` for a Pareto front).
+
+    ``max_drop``: accuracy budget. A solution whose accuracy on a split falls more than ``max_drop``
+    below the unrepaired model's on that split pays :data:`BUDGET_PENALTY` per unit over — during
+    the search (repair split) and when candidates are chosen (select split). ``inf``: no budget.
+    """
     TRACE_COUNT["search"] += 1
     lo, hi = space.bounds(params)
     width = jnp.where(hi > lo, hi - lo, 1.0)
@@ -129,18 +140,25 @@ def search_core(params, data_r, data_s, key, a, *, apply, space, objective, stra
     def to_x(z):
         return lo + jnp.clip(z, 0.0, 1.0) * (hi - lo)
 
-    def fit(z, data):
+    def raw_fit(z, data):
         p, iv = space.realize(params, to_x(z))
         return objective.fitness(lambda q, x: apply(q, x, iv), p, data, a)
+
+    z_id = jnp.clip((space.identity(params) - lo) / width, 0.0, 1.0)
+    acc0 = {"r": raw_fit(z_id, data_r)[2], "s": raw_fit(z_id, data_s)[2]}
+
+    def fit(z, split):
+        f, v, acc = raw_fit(z, data_r if split == "r" else data_s)
+        return f + BUDGET_PENALTY * jnp.maximum(0.0, acc0[split] - acc - max_drop), v, acc
 
     chunk = strategy.particle_chunk if strategy.particle_chunk >= 0 else (1 if jax.default_backend() == "cpu" else 0)
     if chunk and chunk < strategy.population_size:
         # vmapped chunks inside one lax.map: bounds activation memory (cache-friendlier on CPU)
         def pop_fit(pop):
-            return lax.map(lambda z: fit(z, data_r), pop, batch_size=chunk)
+            return lax.map(lambda z: fit(z, "r"), pop, batch_size=chunk)
     else:
-        pop_fit = jax.vmap(lambda z: fit(z, data_r))
-    z0 = jnp.clip((space.identity(params) - lo) / width, 0.0, 1.0)
+        pop_fit = jax.vmap(lambda z: fit(z, "r"))
+    z0 = z_id
     algo, ap, population_based = _algorithm(strategy, z0.shape[0])
     k_init, k_pop, k_run = jax.random.split(key, 3)
     if population_based:
@@ -151,8 +169,8 @@ def search_core(params, data_r, data_s, key, a, *, apply, space, objective, stra
         best_z, best_f = pop0[i0], f0[i0]
     else:
         state = algo.init(k_init, z0, ap)
-        best_z, best_f = z0, fit(z0, data_r)[0]
-    sel_f0, sel_v0, sel_a0 = fit(z0, data_s)
+        best_z, best_f = z0, fit(z0, "r")[0]
+    sel_f0, sel_v0, sel_a0 = fit(z0, "s")
     init_evals = strategy.population_size if population_based else 1
     carry0 = dict(state=state, best_z=best_z, best_f=best_f, sel_z=z0, sel_f=sel_f0, sel_v=sel_v0, sel_acc=sel_a0,
                   ref_f=best_f, stall=jnp.zeros((), jnp.int32), done=jnp.zeros((), bool), gens=jnp.zeros((), jnp.int32))
@@ -167,7 +185,7 @@ def search_core(params, data_r, data_s, key, a, *, apply, space, objective, stra
         improved = f[i] < c["best_f"]
         best_z = jnp.where(improved, pop[i], c["best_z"])
         best_f = jnp.minimum(f[i], c["best_f"])
-        fs, vs, accs = fit(best_z, data_s)
+        fs, vs, accs = fit(best_z, "s")
         better = fs < c["sel_f"]
         gain = best_f < c["ref_f"] - strategy.tol
         stall = jnp.where(gain, 0, c["stall"] + 1)
@@ -208,23 +226,28 @@ def search_core(params, data_r, data_s, key, a, *, apply, space, objective, stra
 _search = jax.jit(search_core, static_argnames=("apply", "space", "objective", "strategy", "progress"))
 
 
-def _pareto_core(params, data_r, data_s, keys, a_values, **kw):
-    return jax.vmap(lambda k, a: search_core(params, data_r, data_s, k, a, **kw))(keys, a_values)
+def _pareto_core(params, data_r, data_s, keys, a_values, max_drop, **kw):
+    return jax.vmap(lambda k, a: search_core(params, data_r, data_s, k, a, max_drop, **kw))(keys, a_values)
 
 
 _pareto = jax.jit(_pareto_core, static_argnames=("apply", "space", "objective", "strategy", "progress"))
 
 
-def run_search(params, data_r, data_s, key, a, *, apply, space, objective, strategy, progress=False):
-    _PROGRESS["t0"] = time.perf_counter()
-    return _search(params, data_r, data_s, key, jnp.asarray(a, jnp.float32), apply=apply, space=space,
-                   objective=objective, strategy=strategy, progress=progress)
+def _budget(max_drop):
+    return jnp.asarray(jnp.inf if max_drop is None else max_drop, jnp.float32)
 
 
-def run_pareto(params, data_r, data_s, keys, a_values, *, apply, space, objective, strategy, progress=False):
+def run_search(params, data_r, data_s, key, a, *, apply, space, objective, strategy, progress=False, max_drop=None):
     _PROGRESS["t0"] = time.perf_counter()
-    return _pareto(params, data_r, data_s, keys, jnp.asarray(a_values, jnp.float32), apply=apply, space=space,
-                   objective=objective, strategy=strategy, progress=progress)
+    return _search(params, data_r, data_s, key, jnp.asarray(a, jnp.float32), _budget(max_drop), apply=apply,
+                   space=space, objective=objective, strategy=strategy, progress=progress)
+
+
+def run_pareto(params, data_r, data_s, keys, a_values, *, apply, space, objective, strategy, progress=False,
+               max_drop=None):
+    _PROGRESS["t0"] = time.perf_counter()
+    return _pareto(params, data_r, data_s, keys, jnp.asarray(a_values, jnp.float32), _budget(max_drop), apply=apply,
+                   space=space, objective=objective, strategy=strategy, progress=progress)
 
 
 def non_dominated(accuracy, violation) -> list[int]:
