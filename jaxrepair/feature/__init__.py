@@ -4,5 +4,11 @@ live in :mod:`jaxrepair.causal`."""
 
 from jaxrepair.feature._counterfactual import counterfactual_pairs, counterfactual_training
 from jaxrepair.feature._irm import accuracy, colored_digits, irm_benchmark, train_irm
+from jaxrepair.feature._tde import Head, group_accuracy, long_tailed_digits, tde_benchmark
+from jaxrepair.feature._tde import logits as tde_logits
+from jaxrepair.feature._tde import train as train_tde
 
-__all__ = ["accuracy", "colored_digits", "counterfactual_pairs", "counterfactual_training", "irm_benchmark", "train_irm"]
+__all__ = [
+    "Head", "accuracy", "colored_digits", "counterfactual_pairs", "counterfactual_training", "group_accuracy",
+    "irm_benchmark", "long_tailed_digits", "tde_benchmark", "tde_logits", "train_irm", "train_tde",
+]
