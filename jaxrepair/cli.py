@@ -81,6 +81,8 @@ def cmd_localize(args):
     from jaxrepair import causal, records
 
     model, bench = _load_model(args.model)
+    if args.method == "interchange":
+        return _localize_interchange(args, model, bench)
     batch = _load_data(args, bench)
     effect = _parse_effect(args.effect, bench)
     t = time.perf_counter()
@@ -95,6 +97,135 @@ def cmd_localize(args):
     records.write_text(out / "localize.md", f"# ACE localisation of {args.model}\n\n{table}")
     records.plot_scores(loc, out / "scores.png", score=args.score)
     print(f"wrote {out}/localize.json, localize.md, scores.png")
+
+
+def _localize_interchange(args, model, bench):
+    from jaxrepair import causal, records, repair
+
+    if args.data:
+        batch = _load_data(args, bench)
+        if "x_cf" not in batch:
+            raise SystemExit("error: interchange needs pairs: the data file must hold 'x' and 'x_cf'")
+        x, x_cf = batch["x"], batch["x_cf"]
+    elif bench is not None:
+        x, x_cf = repair.interchange_pairs(repair.from_zoo(bench, seed=args.seed))
+        if args.samples and args.samples < len(x):
+            x, x_cf = x[: args.samples], x_cf[: args.samples]
+    else:
+        raise SystemExit("error: --data FILE.npz with 'x' and 'x_cf' arrays is needed for a model file")
+    t = time.perf_counter()
+    loc = causal.interchange(model, x, x_cf, sites=args.sites)
+    print(f"\n{len(x)} pairs; mean squared output difference {loc.total_difference:.5f}; {time.perf_counter() - t:.2f}s\n")
+    table = _print_ranking(loc, args.top, "restored")
+    out = records.new_run_dir(args.out, f"interchange-{Path(args.model).stem}")
+    rec = {"command": "localize --method interchange", "model": args.model, "seed": args.seed,
+           "environment": records.environment(), "localization": loc.to_json(top_k=args.top)}
+    records.write_json(out / "localize.json", rec)
+    records.write_text(out / "localize.md", f"# Interchange-intervention localisation of {args.model}\n\n{table}")
+    records.plot_scores(loc, out / "scores.png", score="restored")
+    print(f"wrote {out}/localize.json, localize.md, scores.png")
+
+
+def _fairness_bench(args, what: str):
+    from jaxrepair import zoo
+
+    if args.model not in zoo.ENTRIES or zoo.ENTRIES[args.model].kind != "fairness":
+        fair = sorted(n for n, e in zoo.ENTRIES.items() if e.kind == "fairness")
+        raise SystemExit(f"error: {what} runs on a fairness zoo entry ({', '.join(fair)}); got {args.model!r}")
+    return zoo.load(args.model, progress=True)
+
+
+def cmd_features(args):
+    from jaxrepair import causal, records
+
+    model, bench = _load_model(args.model)
+    batch = _load_data(args, bench)
+    names = None
+    if bench is not None and bench.entry.kind == "fairness":
+        from jaxrepair import data
+
+        names = data.load_tabular(bench.entry.dataset).columns
+    x = np.asarray(batch["x"], np.float32).reshape(len(batch["x"]), -1)
+    if tuple(model.input_shape) != (x.shape[1],):
+        raise SystemExit(f"error: input-feature ACE needs a model with a flat input; {args.model} takes {model.input_shape}")
+    res = causal.input_ace(model, x, feature_names=names, num_values=args.num_values, method=args.method)
+    from jaxrepair.records import markdown_table
+
+    rank = res.ranking(args.output)
+    table = markdown_table(["rank", "feature", f"ACE spread (output {args.output})"], [(i + 1, n, v) for i, (n, v) in enumerate(rank[: args.top])])
+    print(table)
+    out = records.new_run_dir(args.out, f"features-{Path(args.model).stem}")
+    records.write_json(out / "features.json", {"command": "features", "model": args.model, "seed": args.seed,
+                                                "environment": records.environment(), "input_ace": res.to_json()})
+    records.write_text(out / "features.md", f"# Input-feature ACE of {args.model} ({args.method})\n\n{table}")
+    causal.plot_input_ace(res, out / "features.png", output=args.output)
+    print(f"wrote {out}/features.json, features.md, features.png ({res.timings['ace']:.2f}s)")
+
+
+def cmd_cf_fairness(args):
+    from jaxrepair import causal, data, records
+
+    bench = _fairness_bench(args, "cf-fairness")
+    ds = data.load_tabular(bench.entry.dataset)
+    scm = causal.fit_default(ds, equations=args.equations, key=__import__("jax").random.key(args.seed))
+    x = bench.splits["test"]["x"]
+    res = causal.counterfactual_fairness(bench.model, scm, x, bench.entry.sensitive, ds.sensitive_values(bench.entry.sensitive))
+    print(json.dumps(res, indent=2))
+    out = records.new_run_dir(args.out, f"cf-fairness-{bench.name}")
+    records.write_json(out / "cf-fairness.json", {"command": "cf-fairness", "model": args.model, "scm": scm.to_json(),
+                                                  "environment": records.environment(), **res})
+    print(f"wrote {out}/cf-fairness.json")
+
+
+def cmd_feature_repair(args):
+    from jaxrepair import causal, data, feature, records, repair
+
+    bench = _fairness_bench(args, "feature-repair")
+    ds = data.load_tabular(bench.entry.dataset)
+    task = repair.from_zoo(bench, repair_samples=args.repair_samples, seed=args.seed)
+    scm = None if args.flip else causal.fit_default(ds, equations=args.equations, key=__import__("jax").random.key(args.seed))
+    t = time.perf_counter()
+    r = feature.counterfactual_training(bench.model, task, attribute=bench.entry.sensitive,
+                                        values=ds.sensitive_values(bench.entry.sensitive), columns=ds.columns, scm=scm,
+                                        mode=args.method, lam=args.lam, steps=args.steps, max_drop=args.max_drop,
+                                        seed=args.seed)
+    out = records.new_run_dir(args.out, f"feature-repair-{bench.name}")
+    files = repair.write_result(r, out, extra={"command": " ".join(sys.argv)})
+    print(r.table())
+    extra = ""
+    if "counterfactual_violation" in r.after:
+        extra = f", counterfactual violation {r.before['counterfactual_violation']:.4f} -> {r.after['counterfactual_violation']:.4f}"
+    print(f"{bench.name} ({r.method}): violation {r.before['violation']:.4f} -> {r.after['violation']:.4f}{extra}, "
+          f"accuracy {r.before['accuracy']:.4f} -> {r.after['accuracy']:.4f}; {time.perf_counter() - t:.1f}s")
+    print(f"wrote {out} ({', '.join(Path(f).name for f in files.values())})")
+
+
+def _benchmark_record(args, name, res, table):
+    from jaxrepair import records
+
+    out = records.new_run_dir(args.out, name)
+    records.write_json(out / f"{name}.json", {"command": name, "environment": records.environment(), **res})
+    records.write_text(out / f"{name}.md", f"# {name}\n\n{table}")
+    print(table)
+    print(f"wrote {out}/{name}.json, {name}.md")
+
+
+def cmd_irm(args):
+    from jaxrepair import feature
+    from jaxrepair.records import markdown_table
+
+    res = feature.irm_benchmark(seeds=tuple(range(args.seeds)), penalty_weight=args.penalty, steps=args.steps, progress=True)
+    rows = [(m, v["train_accuracy"], v["test_accuracy"]) for m, v in res["summary"].items()]
+    _benchmark_record(args, "irm", res, markdown_table(["method", "train accuracy (envs e=0.1, 0.2)", "test accuracy (e=0.9)"], rows))
+
+
+def cmd_tde(args):
+    from jaxrepair import feature
+    from jaxrepair.records import markdown_table
+
+    res = feature.tde_benchmark(seeds=tuple(range(args.seeds)), ratio=args.ratio, progress=True)
+    rows = [(m, v["overall"], v["head"], v["medium"], v["tail"]) for m, v in res["summary"].items()]
+    _benchmark_record(args, "tde", res, markdown_table(["method", "overall", "head", "medium", "tail"], rows))
 
 
 def _task_for(args, model, bench):
@@ -147,7 +278,7 @@ def cmd_repair(args):
     else:
         r = repair.repair(model, task, k=k, score=args.score, space=args.space, bounds=bounds, strategy=args.strategy,
                           generations=args.generations, population_size=args.population, a=a, seed=args.seed,
-                          max_drop=args.max_drop,
+                          max_drop=args.max_drop, localizer=args.localizer,
                           selection="random" if args.baseline == "random" else None, progress=True)
     files = repair.write_result(r, out, model_path=None if bench is not None and args.model == bench.name else args.model,
                                 extra={"command": " ".join(sys.argv)})
@@ -298,6 +429,8 @@ def main(argv=None):
     rp.add_argument("--score", default="interventional_change", choices=["interventional_change", "care_mean", "care_spread"])
     rp.add_argument("--baseline", choices=["random", "prune", "finetune-all", "finetune-masked"],
                     help="run a baseline instead of ACE selection + search")
+    rp.add_argument("--localizer", default="ace", choices=["ace", "interchange"],
+                    help="rank neurons by ACE or by interchange interventions on counterfactual pairs")
     rp.add_argument("--pareto", help="comma-separated a values: one vmapped run, non-dominated front")
     rp.add_argument("--pareto-seeds", type=int, default=1)
     rp.add_argument("--repair-samples", type=int, default=5000)
@@ -319,6 +452,8 @@ def main(argv=None):
     lz.add_argument("model", help="zoo entry name or model .npz")
     lz.add_argument("--data", help=".npz with x (and y, x_cf) arrays; default: the zoo entry's split")
     lz.add_argument("--split", default="val", choices=["train", "val", "test"])
+    lz.add_argument("--method", default="ace", choices=["ace", "interchange"],
+                    help="ace: interventions over a value grid; interchange: patch activations from counterfactual pairs")
     lz.add_argument("--effect", default="fairness", help="fairness[:COL:V1,V2[:TARGET]] | target:C[:prob] | pair[:C]")
     lz.add_argument("--sites", nargs="*", help="site names (default: hidden post-activation sites)")
     lz.add_argument("--samples", type=int, default=1000)
@@ -328,6 +463,52 @@ def main(argv=None):
     lz.add_argument("--seed", type=int, default=0)
     lz.add_argument("--out", default="jaxrepair-out")
     lz.set_defaults(fn=cmd_localize)
+
+    fe = sub.add_parser("features", help="input-feature ACE (Chattopadhyay et al.): exact or second-order")
+    fe.add_argument("model")
+    fe.add_argument("--data", help=".npz with an 'x' array; default: the zoo entry's split")
+    fe.add_argument("--split", default="val", choices=["train", "val", "test"])
+    fe.add_argument("--method", default="exact", choices=["exact", "taylor"])
+    fe.add_argument("--output", type=int, default=1, help="which output's ACE to rank by")
+    fe.add_argument("--num-values", type=int, default=16)
+    fe.add_argument("--samples", type=int, default=2000)
+    fe.add_argument("--top", type=int, default=15)
+    fe.add_argument("--seed", type=int, default=0)
+    fe.add_argument("--out", default="jaxrepair-out")
+    fe.set_defaults(fn=cmd_features)
+
+    cf = sub.add_parser("cf-fairness", help="counterfactual fairness under the dataset's default SCM, next to the flip metric")
+    cf.add_argument("model", help="a fairness zoo entry")
+    cf.add_argument("--equations", default="linear", choices=["linear", "mlp"])
+    cf.add_argument("--seed", type=int, default=0)
+    cf.add_argument("--out", default="jaxrepair-out")
+    cf.set_defaults(fn=cmd_cf_fairness)
+
+    fr = sub.add_parser("feature-repair", help="counterfactual logit pairing / augmentation fine-tuning of a fairness zoo entry")
+    fr.add_argument("model", help="a fairness zoo entry")
+    fr.add_argument("--method", default="clp", choices=["clp", "augment"])
+    fr.add_argument("--flip", action="store_true", help="plain attribute flips instead of SCM counterfactuals")
+    fr.add_argument("--equations", default="linear", choices=["linear", "mlp"])
+    fr.add_argument("--lam", type=float, default=1.0)
+    fr.add_argument("--steps", type=int, default=300)
+    fr.add_argument("--max-drop", type=float, default=0.0075)
+    fr.add_argument("--repair-samples", type=int, default=5000)
+    fr.add_argument("--seed", type=int, default=0)
+    fr.add_argument("--out", default="jaxrepair-out")
+    fr.set_defaults(fn=cmd_feature_repair)
+
+    ir = sub.add_parser("irm", help="ERM vs IRMv1 on coloured digits (colour reversed at test time)")
+    ir.add_argument("--seeds", type=int, default=3)
+    ir.add_argument("--penalty", type=float, default=1e4)
+    ir.add_argument("--steps", type=int, default=500)
+    ir.add_argument("--out", default="jaxrepair-out")
+    ir.set_defaults(fn=cmd_irm)
+
+    td = sub.add_parser("tde", help="plain vs de-confounded training + TDE on long-tailed digits")
+    td.add_argument("--seeds", type=int, default=3)
+    td.add_argument("--ratio", type=float, default=50.0)
+    td.add_argument("--out", default="jaxrepair-out")
+    td.set_defaults(fn=cmd_tde)
 
     bn = sub.add_parser("bench", help="benchmarks: ace (localisation), repair (population fitness)")
     bn.add_argument("what", choices=["ace", "repair"])

@@ -64,7 +64,7 @@ class Interchange:
             "output": self.output,
             "num_pairs": self.num_pairs,
             "total_difference": self.total_difference,
-            "top": [dataclasses.asdict(n) for n in self.top(top_k)],
+            "top": [{"site": n.site, "unit": n.unit, "score": n.score} for n in self.top(top_k)],
             "sites": {s: {k: np.asarray(v).tolist() for k, v in d.items()} for s, d in self.scores_by_site.items()},
             "timings": self.timings,
         }

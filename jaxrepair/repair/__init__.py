@@ -12,7 +12,9 @@ from jaxrepair.repair._repair import (
     RepairResult,
     candidate_sites,
     finetune,
+    interchange_pairs,
     localize,
+    localize_interchange,
     make_space,
     pareto,
     prune,
@@ -27,7 +29,7 @@ from jaxrepair.repair._task import Objective, Task, custom_task, from_zoo
 
 __all__ = [
     "DEFAULTS", "DeltaSpace", "FactorSpace", "Neurons", "Objective", "PRESETS", "RepairResult", "STRATEGIES", "Strategy",
-    "Task", "candidate_sites", "custom_task", "finetune", "from_zoo", "get_strategy", "group", "localize",
+    "Task", "candidate_sites", "custom_task", "finetune", "from_zoo", "get_strategy", "group", "interchange_pairs", "localize", "localize_interchange",
     "make_space", "non_dominated", "pareto", "plot_history", "plot_pareto", "prune", "random_selection", "repair",
     "weight_mask", "write_pareto", "write_result",
 ]

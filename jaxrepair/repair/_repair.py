@@ -108,6 +108,29 @@ def localize(model, task: Task, *, sites=None, num_values: int = 16, progress: b
     return causal.ace(model, task.localize_batch, task.effect, sites=sites, num_values=num_values, progress=progress)
 
 
+def interchange_pairs(task: Task) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, x')`` pairs for interchange interventions: the localisation batch and its counterfactual
+    (fairness: the sensitive attribute moved to its next value; backdoor: the triggered copy)."""
+    b = task.localize_batch
+    if "x_cf" in b:
+        return np.asarray(b["x"]), np.asarray(b["x_cf"])
+    if task.kind == "fairness" or hasattr(task.objective.prop, "column"):
+        prop = task.objective.prop
+        x = np.asarray(b["x"])
+        vals = np.asarray(prop.values, np.float32)
+        pos = np.argmin(np.abs(x[:, prop.column][:, None] - vals[None]), axis=1)
+        x_cf = x.copy()
+        x_cf[:, prop.column] = vals[(pos + 1) % len(vals)]
+        return x, x_cf
+    raise ValueError(f"task {task.name!r} ({task.kind}) has no natural counterfactual pairs for interchange interventions")
+
+
+def localize_interchange(model, task: Task, *, sites=None, chunk: int = 16):
+    """Interchange-intervention localisation (CCBR-style) on the task's counterfactual pairs."""
+    x, x_cf = interchange_pairs(task)
+    return causal.interchange(model, x, x_cf, sites=sites, chunk=chunk)
+
+
 def random_selection(model, sites, k: int, key) -> list[Neuron]:
     """``k`` distinct units drawn uniformly from all units (channels of conv sites) of ``sites``."""
     info = models.sites(model)
@@ -154,9 +177,10 @@ def repair(
     seed: int = 0,
     num_values: int = 16,
     localization=None,
+    localizer: str = "ace",
     progress: bool = False,
 ) -> RepairResult:
-    """Localises (ACE), searches a repair of the top-``k`` neurons and reports test metrics.
+    """Localises (ACE, or interchange interventions with ``localizer="interchange"``), searches a repair of the top-``k`` neurons and reports test metrics.
 
     Args:
       model: the network to repair (any jaxrepair model: built, zoo or converted).
@@ -194,12 +218,15 @@ def repair(
         chosen = [Neuron(s, int(u), float("nan")) for s, u in selection]
         method = f"given-{strat.name}"
     else:
+        if localizer not in ("ace", "interchange"):
+            raise ValueError(f"localizer must be 'ace' or 'interchange', got {localizer!r}")
         if loc is None:
             if progress:
-                print(f"[repair] localising {task.name}: ACE over {cands}", file=sys.stderr, flush=True)
-            loc = localize(model, task, sites=cands, num_values=num_values, progress=progress)
+                print(f"[repair] localising {task.name}: {localizer} over {cands}", file=sys.stderr, flush=True)
+            loc = (localize(model, task, sites=cands, num_values=num_values, progress=progress) if localizer == "ace"
+                   else localize_interchange(model, task, sites=cands))
         chosen = [n for n in loc.ranking(score) if n.site in cands][:k]
-        method = f"ace-{strat.name}"
+        method = f"{'interchange' if isinstance(loc, causal.Interchange) else 'ace'}-{strat.name}"
     timings["localize"] = time.perf_counter() - t
 
     neurons = group([(n.site, n.unit) for n in chosen], models.sites(model))
