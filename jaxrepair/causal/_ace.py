@@ -24,6 +24,7 @@ Scores per unit (all ranked high → first):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import sys
 import time
@@ -164,9 +165,11 @@ def _units_view(h: jax.Array, per_channel: bool) -> jax.Array:
 # --------------------------------------------------------------------------- the compiled program
 
 
-@jax.jit(static_argnames=("graph", "site", "effect", "num_values", "chunk_size", "per_channel", "plan"))
-def _site_program(params, batches, weights, units, *, graph, site, effect, num_values, chunk_size, per_channel, plan):
-    """One site's whole localisation. ``batches`` leaves are ``[chunks, batch, ...]``."""
+def _site_body(params, batches, weights, units, *, graph, site, effect, num_values, chunk_size, per_channel, plan,
+               data_axis=None):
+    """One site's whole localisation. ``batches`` leaves are ``[chunks, batch, ...]``. Inside
+    ``shard_map`` with ``data_axis`` set, the data chunks are this device's share: ranges and sums
+    are combined across that axis with collectives."""
     TRACE_COUNT["site_program"] += 1
     structured = _effects.is_structured(effect)
 
@@ -185,6 +188,8 @@ def _site_program(params, batches, weights, units, *, graph, site, effect, num_v
     n_all = site_shape[-1] if per_channel else math.prod(site_shape)
     init = (jnp.full(n_all, jnp.inf), jnp.full(n_all, -jnp.inf))
     (lo, hi), _ = lax.scan(range_step, init, (batches, weights))
+    if data_axis is not None:
+        lo, hi = lax.pmin(lo, data_axis), lax.pmax(hi, data_axis)
     lo, hi = lo[units], hi[units]
     grid = jnp.linspace(0.0, 1.0, num_values)
     alphas = lo[:, None] + (hi - lo)[:, None] * grid[None, :]  # [U, V]
@@ -231,7 +236,28 @@ def _site_program(params, batches, weights, units, *, graph, site, effect, num_v
 
     (sums, base_sum), _ = lax.scan(ace_step, (jnp.zeros(flat_j.shape[0]), jnp.zeros(())), (batches, weights))
     total = jnp.sum(weights)
+    if data_axis is not None:
+        sums, base_sum, total = lax.psum(sums, data_axis), lax.psum(base_sum, data_axis), lax.psum(total, data_axis)
     return lo, hi, alphas, (sums / total).reshape(-1, num_values), base_sum / total
+
+
+_STATIC = ("graph", "site", "effect", "num_values", "chunk_size", "per_channel", "plan")
+_site_program = jax.jit(_site_body, static_argnames=_STATIC)
+
+
+@functools.lru_cache(maxsize=None)
+def _sharded_program(mesh, **kw):
+    """``_site_body`` under ``shard_map``: units split over the mesh's ``units`` axis, data chunks over
+    its ``data`` axis; params and the rest replicated."""
+    from jax.sharding import PartitionSpec as P
+
+    def body(params, batches, weights, units):
+        lo, hi, alphas, curve, base = _site_body(params, batches, weights, units, data_axis="data", **kw)
+        return lo, hi, alphas, curve, base[None]
+
+    f = jax.shard_map(body, mesh=mesh, in_specs=(P(), P("data"), P("data"), P("units")),
+                      out_specs=(P("units"), P("units"), P("units"), P("units"), P("units")), check_vma=False)
+    return jax.jit(f)
 
 
 # --------------------------------------------------------------------------- validation and driver
@@ -302,6 +328,8 @@ def ace(
     batch_size: int | None = None,
     chunk_size: int | None = None,
     memory_budget: float = 512e6,
+    devices=None,
+    data_parallel: int = 1,
     progress: bool = False,
 ) -> Localization:
     """Computes the ACE of every unit of ``sites`` on ``effect`` and ranks them.
@@ -317,6 +345,10 @@ def ace(
       per_channel: intervene per channel (default: for rank-3 sites, i.e. conv feature maps).
       batch_size: samples per chunk of the scan over data (bounds memory; default ≤ 1024).
       chunk_size: (unit, α) pairs evaluated at once (default: what fits ``memory_budget`` bytes).
+      devices: devices to shard over (``None``: all devices of all processes; an int: the first n;
+        1: the single-device program). Units are split over the mesh axis ``units``.
+      data_parallel: size of the mesh axis ``data`` that splits the data chunks (the rest of the
+        devices split units); ranges and sums are combined with ``pmin``/``pmax``/``psum``.
       progress: print one line per site to stderr.
 
     Returns:
@@ -354,18 +386,43 @@ def ace(
         plans[s] = _rank1_plan(graph, s, pc, shape)
 
     groups = int(jax.eval_shape(effect.inputs, jax.tree.map(lambda a: a[0], chunks)).shape[0]) if _effects.is_structured(effect) else batch_size
+    from jaxrepair import distributed
+
+    devs = distributed.devices(devices)
+    if data_parallel < 1 or len(devs) % data_parallel:
+        raise ValueError(f"data_parallel={data_parallel} does not divide the {len(devs)} devices")
+    mesh = distributed.make_mesh({"units": -1, "data": data_parallel}, devs) if len(devs) > 1 else None
+    if mesh is not None:
+        n_units_axis = mesh.shape["units"]
+        n_chunks = int(weights.shape[0])
+        pad = (-n_chunks) % data_parallel
+        host_chunks = jax.tree.map(lambda a: distributed.pad_to(np.asarray(a), data_parallel) if pad else np.asarray(a), chunks)
+        host_weights = np.concatenate([np.asarray(weights), np.zeros((pad, weights.shape[1]), np.float32)]) if pad else np.asarray(weights)
+        from jax.sharding import PartitionSpec as P
+
+        g_params = distributed.put_tree(params, mesh)
+        g_chunks = distributed.put_tree(host_chunks, mesh, P("data"))
+        g_weights = distributed.put(host_weights, mesh, P("data"))
     results, timings = {}, {}
     baseline = None
     for i, s in enumerate(sites):
         u, pc = unit_sets[s]
-        cs = chunk_size or auto_chunk_size(graph, info, s, groups, len(u) * num_values, memory_budget)
+        local_units = len(u) if mesh is None else -(-len(u) // n_units_axis)
+        cs = chunk_size or auto_chunk_size(graph, info, s, groups, local_units * num_values, memory_budget)
         kw = dict(graph=graph, site=s, effect=effect, num_values=num_values, chunk_size=cs, per_channel=pc, plan=plans[s])
         t0 = time.perf_counter()
-        args = (params, chunks, weights, jnp.asarray(u, jnp.int32))
-        compiled = _site_program.lower(*args, **kw).compile() if progress else None
-        t1 = time.perf_counter()
-        out = (compiled(*args) if compiled is not None else _site_program(*args, **kw))
-        lo, hi, alphas, curve, base = jax.device_get(out)
+        if mesh is None:
+            args = (params, chunks, weights, jnp.asarray(u, jnp.int32))
+            compiled = _site_program.lower(*args, **kw).compile() if progress else None
+            t1 = time.perf_counter()
+            out = (compiled(*args) if compiled is not None else _site_program(*args, **kw))
+            lo, hi, alphas, curve, base = jax.device_get(out)
+        else:
+            prog = _sharded_program(mesh, **kw)
+            g_units = distributed.put(distributed.pad_to(np.asarray(u, np.int32), n_units_axis), mesh, P("units"))
+            t1 = time.perf_counter()
+            lo, hi, alphas, curve, base = (distributed.gather(o) for o in prog(g_params, g_chunks, g_weights, g_units))
+            lo, hi, alphas, curve, base = lo[: len(u)], hi[: len(u)], alphas[: len(u)], curve[: len(u)], base[0]
         t2 = time.perf_counter()
         timings[s] = t2 - t0
         baseline = float(base)

@@ -104,8 +104,9 @@ def candidate_sites(model, space: str = "factor") -> list[str]:
     return sites
 
 
-def localize(model, task: Task, *, sites=None, num_values: int = 16, progress: bool = False):
-    return causal.ace(model, task.localize_batch, task.effect, sites=sites, num_values=num_values, progress=progress)
+def localize(model, task: Task, *, sites=None, num_values: int = 16, progress: bool = False, devices=None):
+    return causal.ace(model, task.localize_batch, task.effect, sites=sites, num_values=num_values, progress=progress,
+                      devices=devices)
 
 
 def interchange_pairs(task: Task) -> tuple[np.ndarray, np.ndarray]:
@@ -178,6 +179,7 @@ def repair(
     num_values: int = 16,
     localization=None,
     localizer: str = "ace",
+    devices=None,
     progress: bool = False,
 ) -> RepairResult:
     """Localises (ACE, or interchange interventions with ``localizer="interchange"``), searches a repair of the top-``k`` neurons and reports test metrics.
@@ -193,6 +195,8 @@ def repair(
       strategy: ``pso`` (CARE's settings; preset ``care``), ``cma_es``, ``de``, ``snes``, ``open_es``
         or a :class:`Strategy`; ``generations``/``population_size`` override its budget.
       a: weight of ``1 − accuracy`` in CARE's objective ``(1−a)·violation + a·(1−accuracy)``.
+      devices: devices the population is sharded over (``None``: all; 1: no sharding); the ACE
+        localisation uses the same devices.
       max_drop: accuracy budget (a fraction: 0.01 = one point). Solutions that lose more accuracy
         than this against the unrepaired model are penalised in the search and rejected when the
         result is chosen on the select split; None: no budget (CARE's plain objective).
@@ -223,8 +227,8 @@ def repair(
         if loc is None:
             if progress:
                 print(f"[repair] localising {task.name}: {localizer} over {cands}", file=sys.stderr, flush=True)
-            loc = (localize(model, task, sites=cands, num_values=num_values, progress=progress) if localizer == "ace"
-                   else localize_interchange(model, task, sites=cands))
+            loc = (localize(model, task, sites=cands, num_values=num_values, progress=progress, devices=devices)
+                   if localizer == "ace" else localize_interchange(model, task, sites=cands))
         chosen = [n for n in loc.ranking(score) if n.site in cands][:k]
         method = f"{'interchange' if isinstance(loc, causal.Interchange) else 'ace'}-{strat.name}"
     timings["localize"] = time.perf_counter() - t
@@ -238,7 +242,7 @@ def repair(
               file=sys.stderr, flush=True)
     out = _search.run_search(params, task.data["repair"], task.data["select"], jax.random.fold_in(key, 1), a,
                              apply=apply, space=sp, objective=task.objective, strategy=strat, progress=progress,
-                             max_drop=max_drop)
+                             max_drop=max_drop, mesh=_search.population_mesh(devices))
     out = jax.device_get(out)
     timings["search"] = time.perf_counter() - t
 
@@ -359,7 +363,7 @@ def finetune(model, task: Task, *, neurons: list[Neuron] | None = None, a: float
 def pareto(model, task: Task, *, a_values=(0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9), seeds=(0,), k: int = 3,
            score: str = causal.DEFAULT_SCORE, sites=None, space: str = "factor", bounds=None, strategy="pso",
            generations=None, population_size=None, localization=None, num_values: int = 16, progress=False,
-           max_drop: float | None = None) -> dict:
+           max_drop: float | None = None, devices=None) -> dict:
     """The accuracy/violation trade-off: the whole repair vmapped over ``a_values × seeds`` in one
     compiled program. Returns every point (select and test metrics) and the non-dominated set
     (chosen on the select split; its test metrics are reported)."""
@@ -367,7 +371,7 @@ def pareto(model, task: Task, *, a_values=(0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9), 
     strat = _search.get_strategy(strategy, generations=generations, population_size=population_size)
     apply, params = models.functional(model)
     cands = list(sites) if sites is not None else candidate_sites(model, space)
-    loc = localization or localize(model, task, sites=cands, num_values=num_values, progress=progress)
+    loc = localization or localize(model, task, sites=cands, num_values=num_values, progress=progress, devices=devices)
     chosen = [n for n in loc.ranking(score) if n.site in cands][:k]
     sp = make_space(space, model, group([(n.site, n.unit) for n in chosen], models.sites(model)), bounds=bounds)
     grid = [(float(av), int(s)) for s in seeds for av in a_values]
@@ -375,7 +379,8 @@ def pareto(model, task: Task, *, a_values=(0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9), 
     t = time.perf_counter()
     out = jax.device_get(_search.run_pareto(params, task.data["repair"], task.data["select"], keys,
                                             [g[0] for g in grid], apply=apply, space=sp, objective=task.objective,
-                                            strategy=strat, progress=progress, max_drop=max_drop))
+                                            strategy=strat, progress=progress, max_drop=max_drop,
+                                            mesh=_search.population_mesh(devices)))
     search_s = time.perf_counter() - t
     points = []
     for i, (av, s) in enumerate(grid):

@@ -126,7 +126,7 @@ BUDGET_PENALTY = 100.0
 
 
 def search_core(params, data_r, data_s, key, a, max_drop=jnp.inf, *, apply, space, objective, strategy: Strategy,
-                progress=False):
+                progress=False, mesh=None):
     """One whole search (traceable: vmap it over ``key`` and ``a`` for a Pareto front).
 
     ``max_drop``: accuracy budget. A solution whose accuracy on a split falls more than ``max_drop``
@@ -140,24 +140,51 @@ def search_core(params, data_r, data_s, key, a, max_drop=jnp.inf, *, apply, spac
     def to_x(z):
         return lo + jnp.clip(z, 0.0, 1.0) * (hi - lo)
 
-    def raw_fit(z, data):
-        p, iv = space.realize(params, to_x(z))
-        return objective.fitness(lambda q, x: apply(q, x, iv), p, data, a)
+    # Everything a fitness evaluation reads, passed explicitly (shard_map bodies take no closures).
+    def make_fit(ctx):
+        params_, data_r_, data_s_, a_, md_, lo_, hi_, acc0_ = ctx
+
+        def raw(z, data):
+            p, iv = space.realize(params_, lo_ + jnp.clip(z, 0.0, 1.0) * (hi_ - lo_))
+            return objective.fitness(lambda q, x: apply(q, x, iv), p, data, a_)
+
+        def fit(z, split):
+            f, v, acc = raw(z, data_r_ if split == "r" else data_s_)
+            ref = acc0_[0] if split == "r" else acc0_[1]
+            return f + BUDGET_PENALTY * jnp.maximum(0.0, ref - acc - md_), v, acc
+
+        return raw, fit
 
     z_id = jnp.clip((space.identity(params) - lo) / width, 0.0, 1.0)
-    acc0 = {"r": raw_fit(z_id, data_r)[2], "s": raw_fit(z_id, data_s)[2]}
-
-    def fit(z, split):
-        f, v, acc = raw_fit(z, data_r if split == "r" else data_s)
-        return f + BUDGET_PENALTY * jnp.maximum(0.0, acc0[split] - acc - max_drop), v, acc
+    raw_fit, _ = make_fit((params, data_r, data_s, a, max_drop, lo, hi, jnp.zeros(2)))
+    acc0 = jnp.stack([raw_fit(z_id, data_r)[2], raw_fit(z_id, data_s)[2]])
+    ctx = (params, data_r, data_s, a, max_drop, lo, hi, acc0)
+    _, fit = make_fit(ctx)
 
     chunk = strategy.particle_chunk if strategy.particle_chunk >= 0 else (1 if jax.default_backend() == "cpu" else 0)
-    if chunk and chunk < strategy.population_size:
-        # vmapped chunks inside one lax.map: bounds activation memory (cache-friendlier on CPU)
+
+    def local_fit(pop, c):
+        f = make_fit(c)[1]
+        if chunk and chunk < pop.shape[0]:
+            # vmapped chunks inside one lax.map: bounds activation memory (cache-friendlier on CPU)
+            return lax.map(lambda z: f(z, "r"), pop, batch_size=chunk)
+        return jax.vmap(lambda z: f(z, "r"))(pop)
+
+    if mesh is None:
         def pop_fit(pop):
-            return lax.map(lambda z: fit(z, "r"), pop, batch_size=chunk)
+            return local_fit(pop, ctx)
     else:
-        pop_fit = jax.vmap(lambda z: fit(z, "r"))
+        # the population split over the mesh axis "pop" (padded to a multiple of its size)
+        from jax.sharding import PartitionSpec as P
+
+        n_dev = mesh.shape["pop"]
+        sharded = jax.shard_map(local_fit, mesh=mesh, in_specs=(P("pop"), P()), out_specs=P("pop"), check_vma=False)
+
+        def pop_fit(pop):
+            n = pop.shape[0]
+            pad = (-n) % n_dev
+            padded = jnp.concatenate([pop, jnp.repeat(pop[:1], pad, axis=0)]) if pad else pop
+            return jax.tree.map(lambda v: v[:n], sharded(padded, ctx))
     z0 = z_id
     algo, ap, population_based = _algorithm(strategy, z0.shape[0])
     k_init, k_pop, k_run = jax.random.split(key, 3)
@@ -223,31 +250,62 @@ def search_core(params, data_r, data_s, key, a, max_drop=jnp.inf, *, apply, spac
     }
 
 
-_search = jax.jit(search_core, static_argnames=("apply", "space", "objective", "strategy", "progress"))
+_search = jax.jit(search_core, static_argnames=("apply", "space", "objective", "strategy", "progress", "mesh"))
 
 
 def _pareto_core(params, data_r, data_s, keys, a_values, max_drop, **kw):
     return jax.vmap(lambda k, a: search_core(params, data_r, data_s, k, a, max_drop, **kw))(keys, a_values)
 
 
-_pareto = jax.jit(_pareto_core, static_argnames=("apply", "space", "objective", "strategy", "progress"))
+_pareto = jax.jit(_pareto_core, static_argnames=("apply", "space", "objective", "strategy", "progress", "mesh"))
 
 
 def _budget(max_drop):
     return jnp.asarray(jnp.inf if max_drop is None else max_drop, jnp.float32)
 
 
-def run_search(params, data_r, data_s, key, a, *, apply, space, objective, strategy, progress=False, max_drop=None):
+def population_mesh(devices=None):
+    """The mesh repair shards its population over (axis ``pop``), or None for a single device."""
+    from jaxrepair import distributed
+
+    devs = distributed.devices(devices)
+    return distributed.make_mesh({"pop": len(devs)}, devs) if len(devs) > 1 else None
+
+
+def _place(mesh, *trees):
+    if mesh is None:
+        return trees
+    from jaxrepair import distributed
+
+    return tuple(distributed.put_tree(jax.device_get(t), mesh) for t in trees)
+
+
+def _fetch(mesh, out):
+    if mesh is None:
+        return out
+    from jaxrepair import distributed
+
+    return jax.tree.map(distributed.gather, out)
+
+
+def run_search(params, data_r, data_s, key, a, *, apply, space, objective, strategy, progress=False, max_drop=None,
+               mesh=None):
     _PROGRESS["t0"] = time.perf_counter()
-    return _search(params, data_r, data_s, key, jnp.asarray(a, jnp.float32), _budget(max_drop), apply=apply,
-                   space=space, objective=objective, strategy=strategy, progress=progress)
+    key_data = jax.random.key_data(key)
+    params, data_r, data_s, key_data, a, md = _place(mesh, params, data_r, data_s, key_data,
+                                                     jnp.asarray(a, jnp.float32), _budget(max_drop))
+    return _fetch(mesh, _search(params, data_r, data_s, jax.random.wrap_key_data(key_data), a, md, apply=apply,
+                                space=space, objective=objective, strategy=strategy, progress=progress, mesh=mesh))
 
 
 def run_pareto(params, data_r, data_s, keys, a_values, *, apply, space, objective, strategy, progress=False,
-               max_drop=None):
+               max_drop=None, mesh=None):
     _PROGRESS["t0"] = time.perf_counter()
-    return _pareto(params, data_r, data_s, keys, jnp.asarray(a_values, jnp.float32), _budget(max_drop), apply=apply,
-                   space=space, objective=objective, strategy=strategy, progress=progress)
+    key_data = jax.random.key_data(keys)
+    params, data_r, data_s, key_data, av, md = _place(mesh, params, data_r, data_s, key_data,
+                                                      jnp.asarray(a_values, jnp.float32), _budget(max_drop))
+    return _fetch(mesh, _pareto(params, data_r, data_s, jax.random.wrap_key_data(key_data), av, md, apply=apply,
+                                space=space, objective=objective, strategy=strategy, progress=progress, mesh=mesh))
 
 
 def non_dominated(accuracy, violation) -> list[int]:
