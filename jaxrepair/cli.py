@@ -86,7 +86,8 @@ def cmd_localize(args):
     batch = _load_data(args, bench)
     effect = _parse_effect(args.effect, bench)
     t = time.perf_counter()
-    loc = causal.ace(model, batch, effect, sites=args.sites, num_values=args.num_values, progress=True)
+    loc = causal.ace(model, batch, effect, sites=args.sites, num_values=args.num_values, progress=True,
+                     devices=args.devices, data_parallel=args.data_parallel)
     elapsed = time.perf_counter() - t
     print(f"\nE[effect] without intervention: {loc.baseline:.5f}; {loc.num_samples} samples; {elapsed:.2f}s\n")
     table = _print_ranking(loc, args.top, args.score)
@@ -278,7 +279,7 @@ def cmd_repair(args):
     else:
         r = repair.repair(model, task, k=k, score=args.score, space=args.space, bounds=bounds, strategy=args.strategy,
                           generations=args.generations, population_size=args.population, a=a, seed=args.seed,
-                          max_drop=args.max_drop, localizer=args.localizer,
+                          max_drop=args.max_drop, localizer=args.localizer, devices=args.devices,
                           selection="random" if args.baseline == "random" else None, progress=True)
     files = repair.write_result(r, out, model_path=None if bench is not None and args.model == bench.name else args.model,
                                 extra={"command": " ".join(sys.argv)})
@@ -331,6 +332,21 @@ def cmd_convert(args):
         print(f"verify: max |jaxrepair - onnx reference| on 8 random inputs = {err:.3g}")
         if err > 1e-4 * max(1.0, float(np.max(np.abs(ref)))):
             raise SystemExit("error: the converted model disagrees with the ONNX reference evaluator")
+
+
+def cmd_sweep(args):
+    from jaxrepair import sweep
+
+    res = sweep.run(args.config)
+    print(json.dumps(res, indent=2))
+
+
+def cmd_report(args):
+    from jaxrepair import sweep
+
+    res = sweep.report(args.store, args.out)
+    print(res["table"])
+    print(f"wrote {', '.join(res['files'].values())}")
 
 
 def cmd_demo(args):
@@ -406,6 +422,9 @@ def cmd_evaluate(args):
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="jaxrepair", description="Causality-driven neural-network repair in JAX")
+    p.add_argument("--coordinator", help="multi-process runs: coordinator HOST:PORT (or JAXREPAIR_COORDINATOR)")
+    p.add_argument("--num-processes", type=int, help="multi-process runs: process count (or JAXREPAIR_NUM_PROCESSES)")
+    p.add_argument("--process-id", type=int, help="multi-process runs: this process's id (or JAXREPAIR_PROCESS_ID)")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     d = sub.add_parser("demo", help="the end-to-end demo: build census-sex, localise, repair, before/after")
@@ -429,6 +448,7 @@ def main(argv=None):
     rp.add_argument("--score", default="interventional_change", choices=["interventional_change", "care_mean", "care_spread"])
     rp.add_argument("--baseline", choices=["random", "prune", "finetune-all", "finetune-masked"],
                     help="run a baseline instead of ACE selection + search")
+    rp.add_argument("--devices", type=int, help="devices to shard localisation and the population over (default: all)")
     rp.add_argument("--localizer", default="ace", choices=["ace", "interchange"],
                     help="rank neurons by ACE or by interchange interventions on counterfactual pairs")
     rp.add_argument("--pareto", help="comma-separated a values: one vmapped run, non-dominated front")
@@ -452,6 +472,8 @@ def main(argv=None):
     lz.add_argument("model", help="zoo entry name or model .npz")
     lz.add_argument("--data", help=".npz with x (and y, x_cf) arrays; default: the zoo entry's split")
     lz.add_argument("--split", default="val", choices=["train", "val", "test"])
+    lz.add_argument("--devices", type=int, help="devices to shard the (unit, value) grid over (default: all)")
+    lz.add_argument("--data-parallel", type=int, default=1, help="devices along the mesh axis that splits the data")
     lz.add_argument("--method", default="ace", choices=["ace", "interchange"],
                     help="ace: interventions over a value grid; interchange: patch activations from counterfactual pairs")
     lz.add_argument("--effect", default="fairness", help="fairness[:COL:V1,V2[:TARGET]] | target:C[:prob] | pair[:C]")
@@ -510,6 +532,15 @@ def main(argv=None):
     td.add_argument("--out", default="jaxrepair-out")
     td.set_defaults(fn=cmd_tde)
 
+    sw = sub.add_parser("sweep", help="run a grid of repairs from a TOML/YAML file into a resumable SQLite store")
+    sw.add_argument("config")
+    sw.set_defaults(fn=cmd_sweep)
+
+    rep = sub.add_parser("report", help="markdown table and plots of a sweep store")
+    rep.add_argument("store")
+    rep.add_argument("--out", help="output directory (default: next to the store)")
+    rep.set_defaults(fn=cmd_report)
+
     bn = sub.add_parser("bench", help="benchmarks: ace (localisation), repair (population fitness)")
     bn.add_argument("what", choices=["ace", "repair"])
     bn.add_argument("--samples", type=int, default=1000, help="ace: samples per neuron and value")
@@ -532,6 +563,9 @@ def main(argv=None):
 
     args = p.parse_args(argv)
     try:
+        from jaxrepair import distributed
+
+        distributed.initialize(args.coordinator, args.num_processes, args.process_id)
         args.fn(args)
     except (ValueError, IndexError, FileNotFoundError, FileExistsError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
