@@ -383,6 +383,14 @@ def cmd_bench(args):
         from jaxrepair.bench import _ace
 
         results = _ace.run(samples=args.samples, models_=args.models)
+    elif args.what == "scale":
+        from jaxrepair.bench import _scale
+        from jaxrepair.records import markdown_table
+
+        results = _scale.scaling(args.scale_model, tuple(args.device_counts), samples=min(args.samples, 256))
+        print(markdown_table(["devices", "platform", "evals/s", "evals/s per device", "speed-up", "efficiency"],
+                             [(r["devices"], r["platform"], r["evals_per_s"], r["evals_per_s_per_device"], r["speedup"],
+                               r["efficiency"]) for r in results["rows"]]))
     else:
         from jaxrepair.bench import _repair
 
@@ -541,8 +549,10 @@ def main(argv=None):
     rep.add_argument("--out", help="output directory (default: next to the store)")
     rep.set_defaults(fn=cmd_report)
 
-    bn = sub.add_parser("bench", help="benchmarks: ace (localisation), repair (population fitness)")
-    bn.add_argument("what", choices=["ace", "repair"])
+    bn = sub.add_parser("bench", help="benchmarks: ace (localisation), repair (population fitness), scale (devices)")
+    bn.add_argument("what", choices=["ace", "repair", "scale"])
+    bn.add_argument("--scale-model", default="mlp-784-4096-4096-10", choices=["mlp-784-4096-4096-10", "mlp-784-1024-1024-10"])
+    bn.add_argument("--device-counts", type=int, nargs="+", default=[1, 2, 4, 8])
     bn.add_argument("--samples", type=int, default=1000, help="ace: samples per neuron and value")
     bn.add_argument("--entries", nargs="*", choices=["census-sex", "digits-badnets"], help="repair: zoo entries")
     bn.add_argument("--models", nargs="*", choices=["census-mlp", "wide-mlp"])
