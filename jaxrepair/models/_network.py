@@ -166,8 +166,13 @@ def _json_to_graph(d: dict, path) -> Graph:
 
 
 def write_atomic(path: str | os.PathLike, write, *, overwrite: bool = False) -> Path:
-    """Writes via a temporary file and a rename; refuses to replace an existing file unless asked."""
+    """Writes via a temporary file and a rename; refuses to replace an existing file unless asked.
+
+    In a multi-process run only process 0 writes (every file jaxrepair writes goes through here);
+    the other processes return the path without touching the file system."""
     path = Path(path)
+    if jax.process_count() > 1 and jax.process_index() != 0:
+        return path
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; jaxrepair does not overwrite files (choose another name)")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -89,11 +89,13 @@ def pyplot():
 def save_figure(fig, path) -> Path:
     import matplotlib.pyplot as plt
 
+    import io
+
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=120, format=Path(path).suffix.lstrip(".") or "png")
     plt.close(fig)
-    return path
+    return write_atomic(Path(path), lambda f: f.write(buf.getvalue()), overwrite=True)
 
 
 def plot_scores(localization, path, *, score: str = "interventional_change", top: int = 30) -> Path | None:
