@@ -43,7 +43,7 @@ def mlp_run(samples: int) -> dict:
     out = {"model": "mlp 784-4096-4096-10", "parameters": int(sum(np.size(v) for p in net.params().values() for v in p.values()))}
     for site in ("layer2", "layer1"):
         t = time.perf_counter()
-        loc = jr.causal.ace(net, x, jr.causal.TargetOutput(3), sites=[site], num_values=16)
+        jr.causal.ace(net, x, jr.causal.TargetOutput(3), sites=[site], num_values=16)
         dt = time.perf_counter() - t
         evals = 4096 * 16 * samples
         out[f"ace_{site}"] = {"units": 4096, "values": 16, "samples": samples, "wall_s": dt, "evals_per_s": evals / dt,
@@ -72,7 +72,7 @@ def resnet_run(units: int, samples: int) -> dict:
     out["forward_first_call_s"] = time.perf_counter() - t
     for site in ("s4b2", "s2b2"):
         t = time.perf_counter()
-        loc = jr.causal.ace(net, x, jr.causal.TargetOutput(3), sites=[site], units={site: list(range(units))}, num_values=8)
+        jr.causal.ace(net, x, jr.causal.TargetOutput(3), sites=[site], units={site: list(range(units))}, num_values=8)
         dt = time.perf_counter() - t
         evals = units * 8 * samples
         out[f"ace_{site}"] = {"channels": units, "values": 8, "samples": samples, "wall_s": dt, "evals_per_s": evals / dt,
