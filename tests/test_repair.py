@@ -119,6 +119,11 @@ def test_folding_matches_factor_parameterisation(key):
         cnn = _random_stats(jr.models.cnn((6, 6, 1), [3, 2], [4], 3, key=k[2], batchnorm=bn), k[0])
         xi = jax.random.normal(k[1], (4, 6, 6, 1))
         _folded_equals_intervened(cnn, [("conv1", 1), ("conv2", 0), ("fc1", 2)], np.array([0.3, 1.6, -0.4], np.float32), xi)
+    # the last ResNet block (relu of a residual add) folds through global average pooling, negatives too
+    res = _random_stats(jr.models.resnet((4, 4, 2), [(2, 1), (3, 1)], 3, key=k[2]), k[0])
+    xr = jax.random.normal(k[1], (4, 4, 4, 2))
+    last = jr.models.hidden_sites(res)[-1]
+    _folded_equals_intervened(res, [(last, 0), (last, 2)], np.array([-0.6, 2.2], np.float32), xr)
     with pytest.raises(ValueError, match="negative factors"):
         apply, params = jr.functional(cnn)
         sp = jr.repair.FactorSpace(jr.repair.group([("conv1", 0)], jr.sites(cnn)), -1.0, 1.0)

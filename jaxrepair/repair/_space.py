@@ -136,6 +136,13 @@ class FactorSpace:
             full = np.ones(width, np.float32)
             full[list(n.units)] = f
             cons = _dense_consumers(graph, n.site) if len(n.shape) == 1 else None
+            if cons is None and n.per_channel:
+                # per-channel factors commute with global average pooling: fold into the dense rows after it
+                pools = graph.consumers(n.site)
+                if pools and all(c.op == "global_avgpool" and not c.attr.get("keepdims") for c in pools):
+                    dense = [_dense_consumers(graph, c.name) for c in pools]
+                    if all(d is not None for d in dense):
+                        cons = tuple(c for d in dense for c in d)
             if cons is not None:
                 for c in cons:
                     params[c.name]["kernel"] = params[c.name]["kernel"] * full[:, None]
