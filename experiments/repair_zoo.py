@@ -63,12 +63,14 @@ def run_entry(name: str, methods, out: Path, pareto: bool, seed: int) -> list[di
         elif m == "finetune-all":
             r = jr.repair.finetune(bench.model, task, a=cfg["a_grad"], max_drop=cfg["max_drop"])
         elif m == "ace-finetune":
-            r = jr.repair.finetune(bench.model, task, neurons=loc.ranking()[: cfg["k_grad"]], a=cfg["a_grad"],
-                                   max_drop=cfg["max_drop"])
+            r = jr.repair.localized_finetune(bench.model, task, loc.ranking(), k_values=cfg["k_grad"], a=cfg["a_grad"],
+                                             max_drop=cfg["max_drop"])
         elif m == "random-finetune":
             cands = jr.repair.candidate_sites(bench.model)
-            rnd = jr.repair.random_selection(bench.model, cands, cfg["k_grad"], jax.random.key(seed + 7))
-            r = jr.repair.finetune(bench.model, task, neurons=rnd, a=cfg["a_grad"], max_drop=cfg["max_drop"])
+            # a random order of all candidate units: its top-k is k random units, for every k tried
+            pool = jr.repair.random_selection(bench.model, cands, _num_units(bench.model, cands), jax.random.key(seed + 7))
+            r = jr.repair.localized_finetune(bench.model, task, pool, k_values=cfg["k_grad"], a=cfg["a_grad"],
+                                             max_drop=cfg["max_drop"])
         else:
             raise ValueError(f"unknown method {m!r}")
         wall = time.perf_counter() - t + (loc_s if m not in ("random", "finetune-all", "random-finetune") else 0.0)
@@ -87,6 +89,11 @@ def run_entry(name: str, methods, out: Path, pareto: bool, seed: int) -> list[di
         jr.repair.plot_pareto(front, d / f"{name}-pareto.png")
         jr.records.write_json(d / f"{name}-pareto.json", front)
     return rows
+
+
+def _num_units(model, sites) -> int:
+    info = jr.sites(model)
+    return sum(info[s].shape[-1] if len(info[s].shape) == 3 else info[s].num_units for s in sites)
 
 
 def _json(v):
@@ -174,6 +181,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-pareto", action="store_true")
     p.add_argument("--resume", action="store_true", help="skip entries already in repair_zoo.partial.json")
+    p.add_argument("--merge", action="store_true",
+                   help="re-run only --entries x --methods and keep every other row of repair_zoo.partial.json")
     a = p.parse_args(argv)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -186,11 +195,22 @@ def main(argv=None) -> int:
         rows = [r for r in prev["rows"] if r["entry"] in a.entries and r["method"] in a.methods]
         done = {r["entry"] for r in rows}
         print(f"[experiments] resuming: {sorted(done)} already done", file=sys.stderr, flush=True)
+    keep = []
+    if a.merge:
+        prev = json.loads(partial.read_text())["rows"]
+        keep = [r for r in prev if not (r["entry"] in a.entries and r["method"] in a.methods)]
+        order = list(dict.fromkeys(r["entry"] for r in prev))
     for name in a.entries:
         if name in done:
             continue
         rows += run_entry(name, a.methods, out, not a.no_pareto, a.seed)
+        if a.merge:
+            continue
         # after every entry: an atomic snapshot, so a stopped run keeps what it finished (--resume)
+        jr.models.write_atomic(partial, lambda f: f.write(json.dumps({"rows": rows}, default=_json).encode()), overwrite=True)
+    if a.merge:
+        rank = {m: i for i, m in enumerate(METHODS)}
+        rows = sorted(keep + rows, key=lambda r: (order.index(r["entry"]) if r["entry"] in order else 99, rank[r["method"]]))
         jr.models.write_atomic(partial, lambda f: f.write(json.dumps({"rows": rows}, default=_json).encode()), overwrite=True)
     env = jr.records.environment()
     rec = {"environment": env, "kind_config": KIND, "rows": rows, "wall_s": time.perf_counter() - t0,

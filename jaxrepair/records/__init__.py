@@ -17,6 +17,15 @@ import numpy as np
 from jaxrepair.models import write_atomic
 
 
+def _dist_version(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "?"
+
+
 def environment() -> dict:
     import evosax
     import flax
@@ -25,7 +34,7 @@ def environment() -> dict:
     return {
         "python": platform.python_version(),
         "versions": {"jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__,
-                     "evosax": getattr(evosax, "__version__", "?"), "numpy": np.__version__},
+                     "evosax": getattr(evosax, "__version__", None) or _dist_version("evosax"), "numpy": np.__version__},
         "device": str(jax.devices()[0].device_kind),
         "platform": jax.default_backend(),
         "machine": platform.machine(),

@@ -15,6 +15,7 @@ from jaxrepair.repair._repair import (
     interchange_pairs,
     localize,
     localize_interchange,
+    localized_finetune,
     make_space,
     pareto,
     prune,
@@ -29,7 +30,7 @@ from jaxrepair.repair._task import Objective, Task, custom_task, from_zoo
 
 __all__ = [
     "DEFAULTS", "DeltaSpace", "FactorSpace", "Neurons", "Objective", "PRESETS", "RepairResult", "STRATEGIES", "Strategy",
-    "Task", "candidate_sites", "custom_task", "finetune", "from_zoo", "get_strategy", "group", "interchange_pairs", "localize", "localize_interchange",
+    "Task", "candidate_sites", "custom_task", "finetune", "from_zoo", "get_strategy", "group", "interchange_pairs", "localize", "localize_interchange", "localized_finetune",
     "make_space", "non_dominated", "pareto", "plot_history", "plot_pareto", "prune", "random_selection", "repair",
     "weight_mask", "write_pareto", "write_result",
 ]
