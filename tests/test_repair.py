@@ -85,6 +85,11 @@ def test_accuracy_budget_constrains_the_chosen_repair(planted):
     ft = jr.repair.finetune(model, task, a=0.0, steps=60, max_drop=0.0)
     apply2, params2 = jr.functional(ft.model)
     assert float(task.objective.metrics(apply2, params2, task.data["select"])[1]) >= float(acc0) - 1e-6
+    ranking = [jr.causal.Neuron("layer1", u, 0.0) for u in (1, 3, 0, 2)]
+    best = jr.repair.localized_finetune(model, task, ranking, k_values=(1, 3), a=0.2, steps=40, max_drop=0.02)
+    tried = best.config["tried"]
+    assert [t["k"] for t in tried] == [1, 3] and best.config["k"] in (1, 3)
+    assert best.search["select_fitness"] == min(t["select_fitness"] for t in tried)
 
 
 def test_early_stop_and_selection_on_select_split(planted):
