@@ -8,6 +8,13 @@ import pytest
 import jaxrepair as jr
 from jaxrepair.feature import _tde
 from tests.test_ace import planted_network
+from tests.test_repair import _planted_splits
+
+
+def _planted_task():
+    _, splits = _planted_splits()
+    return jr.repair.custom_task("planted", jr.properties.IndividualFairness(2, (0.0, 1.0)), splits,
+                                 effect=jr.causal.Fairness.make(2, [0, 1]))
 
 
 def test_input_ace_matches_loop_reference(key):
@@ -110,14 +117,7 @@ def test_interchange_puts_the_planted_carrier_first():
     y0 = np.asarray(apply.resume(params, env, overrides={"layer1": jnp.asarray(h)}))
     assert restored[0] == pytest.approx(np.sum((y0 - y) * (y_cf - y)) / np.sum((y_cf - y) ** 2), rel=1e-5)
     # repair accepts the ranking
-    splits = {}
-    for i, name in enumerate(["repair", "select", "test"]):
-        r = np.random.default_rng(10 + i)
-        z = r.normal(size=(200, 3)).astype(np.float32)
-        z[:, 2] = r.integers(0, 2, 200)
-        splits[name] = {"x": z, "y": (np.maximum(z[:, 0], 0) - 0.5 * np.maximum(z[:, 0] + z[:, 1], 0) + 0.3 > 0).astype(np.int32)}
-    task = jr.repair.custom_task("planted", jr.properties.IndividualFairness(2, (0.0, 1.0)), splits,
-                                 effect=jr.causal.Fairness.make(2, [0, 1]))
+    task = _planted_task()
     rep = jr.repair(model, task, k=1, localizer="interchange", generations=15, population_size=8)
     assert rep.method == "interchange-pso" and (rep.selected[0].site, rep.selected[0].unit) == ("layer1", 0)
     assert rep.after["violation"] < 0.25 * rep.before["violation"]
@@ -125,22 +125,17 @@ def test_interchange_puts_the_planted_carrier_first():
 
 def test_counterfactual_logit_pairing_reduces_the_violation(key):
     model = planted_network()
-    splits = {}
-    for i, name in enumerate(["repair", "select", "test"]):
-        r = np.random.default_rng(20 + i)
-        z = r.normal(size=(300, 3)).astype(np.float32)
-        z[:, 2] = r.integers(0, 2, 300)
-        splits[name] = {"x": z, "y": (np.maximum(z[:, 0], 0) - 0.5 * np.maximum(z[:, 0] + z[:, 1], 0) + 0.3 > 0).astype(np.int32)}
-    task = jr.repair.custom_task("planted", jr.properties.IndividualFairness(2, (0.0, 1.0)), splits,
-                                 effect=jr.causal.Fairness.make(2, [0, 1]))
+    task = _planted_task()
+    splits = task.data
     r = jr.feature.counterfactual_training(model, task, attribute="s", values=[0.0, 1.0], columns=["x0", "x1", "s"],
                                            mode="clp", lam=2.0, steps=200, learning_rate=1e-2)
     assert r.after["violation"] < 0.5 * r.before["violation"]
     assert r.after["accuracy"] >= r.before["accuracy"] - 0.02
     rec = r.to_json()
     assert rec["method"] == "counterfactual-clp-flip" and rec["config"]["mode"] == "clp"
-    pairs = jr.feature.counterfactual_pairs(splits["test"]["x"], 2, [0.0, 1.0])
-    np.testing.assert_array_equal(pairs[:, 2], 1 - splits["test"]["x"][:, 2])
+    xt = np.asarray(splits["test"]["accuracy"]["x"])
+    pairs = jr.feature.counterfactual_pairs(xt, 2, [0.0, 1.0])
+    np.testing.assert_array_equal(pairs[:, 2], 1 - xt[:, 2])
     with pytest.raises(ValueError, match="unknown attribute"):
         jr.feature.counterfactual_training(model, task, attribute="nope", values=[0, 1], columns=["x0", "x1", "s"])
 

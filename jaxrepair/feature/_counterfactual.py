@@ -20,12 +20,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax import lax
 
 from jaxrepair import models
 from jaxrepair.causal._scm import SCM, counterfactual_fairness
 from jaxrepair.repair import _search
-from jaxrepair.repair._repair import RepairResult, _with_meta
+from jaxrepair.repair._repair import RepairResult, _with_meta, optimise_with_selection
 from jaxrepair.repair._task import Task
 
 
@@ -50,37 +49,17 @@ def counterfactual_pairs(x, attribute_col: int, values, *, scm: SCM | None = Non
 
 @jax.jit(static_argnames=("apply", "objective", "mode", "steps", "eval_every"))
 def _train(params, x, y, x_cf, data_s, a, lam, lr, max_drop, *, apply, objective, mode, steps, eval_every):
-    opt = optax.adam(lr)
     fn = lambda p, z: apply(p, z)  # noqa: E731
 
     def loss(p):
-        logits = apply(p, x)
+        logits, logits_cf = apply(p, x), apply(p, x_cf)
         ce = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
-        logits_cf = apply(p, x_cf)
         if mode == "augment":
             return 0.5 * (ce + jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits_cf, y)))
         return ce + lam * jnp.mean(jnp.sum((logits - logits_cf) ** 2, axis=-1))
 
-    def step(c, _):
-        p, s = c
-        val, g = jax.value_and_grad(loss)(p)
-        upd, s = opt.update(g, s, p)
-        return (optax.apply_updates(p, upd), s), val
-
-    _, _, acc0 = objective.fitness(fn, params, data_s, a)
-
-    def block(c, _):
-        (p, s), losses = lax.scan(step, c["ps"], None, length=eval_every)
-        f, _, acc = objective.fitness(fn, p, data_s, a)
-        f = f + _search.BUDGET_PENALTY * jnp.maximum(0.0, acc0 - acc - max_drop)
-        better = f < c["best_f"]
-        best = jax.tree.map(lambda n, o: jnp.where(better, n, o), p, c["best"])
-        return dict(ps=(p, s), best=best, best_f=jnp.minimum(f, c["best_f"])), (jnp.mean(losses), f)
-
-    f0, _, _ = objective.fitness(fn, params, data_s, a)
-    c0 = dict(ps=(params, opt.init(params)), best=params, best_f=f0)
-    final, (losses, sel) = lax.scan(block, c0, None, length=steps // eval_every)
-    return final["best"], final["best_f"], losses, sel
+    return optimise_with_selection(params, loss, data_s, a, lr, max_drop, fn=fn, objective=objective, steps=steps,
+                                   eval_every=eval_every)
 
 
 def counterfactual_training(

@@ -301,36 +301,41 @@ def weight_mask(model, neurons: tuple[Neurons, ...]) -> dict:
     return mask
 
 
-@jax.jit(static_argnames=("apply", "objective", "steps", "eval_every"))
-def _finetune(params, mask, data_r, data_s, a, lr, max_drop, *, apply, objective, steps, eval_every):
+def optimise_with_selection(params, loss, data_s, a, lr, max_drop, *, fn, objective, steps, eval_every, mask=None):
+    """Adam on ``loss(params)`` for ``steps`` steps (gradients zeroed outside ``mask``), keeping the
+    checkpoint with the best select-split objective, the accuracy budget included. Traced inside
+    the caller's ``jit``; returns ``(best params, best select fitness, mean loss per block,
+    select fitness per block)``."""
     opt = optax.adam(lr)
-    state = opt.init(params)
-    fn = lambda p, x: apply(p, x)  # noqa: E731
-
-    def loss(p):
-        return objective.surrogate(fn, p, data_r, a)
 
     def step(c, _):
         p, s = c
         val, g = jax.value_and_grad(loss)(p)
-        g = jax.tree.map(lambda gi, m: jnp.where(m, gi, 0.0), g, mask)
+        if mask is not None:
+            g = jax.tree.map(lambda gi, m: jnp.where(m, gi, 0.0), g, mask)
         upd, s = opt.update(g, s, p)
         return (optax.apply_updates(p, upd), s), val
 
-    _, _, acc0 = objective.fitness(fn, params, data_s, a)
+    f0, _, acc0 = objective.fitness(fn, params, data_s, a)
 
     def block(c, _):
         (p, s), losses = lax.scan(step, c["ps"], None, length=eval_every)
-        f, v, acc = objective.fitness(fn, p, data_s, a)
+        f, _, acc = objective.fitness(fn, p, data_s, a)
         f = f + _search.BUDGET_PENALTY * jnp.maximum(0.0, acc0 - acc - max_drop)
         better = f < c["best_f"]
         best = jax.tree.map(lambda new, old: jnp.where(better, new, old), p, c["best"])
         return dict(ps=(p, s), best=best, best_f=jnp.minimum(f, c["best_f"])), (jnp.mean(losses), f)
 
-    f0, _, _ = objective.fitness(fn, params, data_s, a)
-    c0 = dict(ps=(params, state), best=params, best_f=f0)
+    c0 = dict(ps=(params, opt.init(params)), best=params, best_f=f0)
     final, (losses, sel) = lax.scan(block, c0, None, length=steps // eval_every)
     return final["best"], final["best_f"], losses, sel
+
+
+@jax.jit(static_argnames=("apply", "objective", "steps", "eval_every"))
+def _finetune(params, mask, data_r, data_s, a, lr, max_drop, *, apply, objective, steps, eval_every):
+    fn = lambda p, x: apply(p, x)  # noqa: E731
+    return optimise_with_selection(params, lambda p: objective.surrogate(fn, p, data_r, a), data_s, a, lr, max_drop,
+                                   fn=fn, objective=objective, steps=steps, eval_every=eval_every, mask=mask)
 
 
 def finetune(model, task: Task, *, neurons: list[Neuron] | None = None, a: float = 0.2, steps: int = 300,
