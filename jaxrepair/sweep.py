@@ -154,10 +154,15 @@ def run(config_path, *, progress: bool = True) -> dict:
     st = cfg["settings"]
     store = Store(cfg["store"]) if distributed.is_main() else None
     done = store.done() if store is not None else set()
-    if jax.process_count() > 1:  # every process must skip the same cells
+    if jax.process_count() > 1:  # every process must skip the same cells: process 0's view, broadcast
         from jax.experimental import multihost_utils
 
-        done = set(multihost_utils.broadcast_one_to_all(np.asarray(sorted(done), dtype="U16")).tolist()) if done else set()
+        n = int(multihost_utils.broadcast_one_to_all(np.int32(len(done))))
+        codes = np.zeros((n, 16), np.uint8)
+        if store is not None and n:
+            codes[:] = np.frombuffer("".join(sorted(done)).encode(), np.uint8).reshape(n, 16)
+        codes = np.asarray(multihost_utils.broadcast_one_to_all(codes)) if n else codes
+        done = {bytes(row).decode() for row in codes}
     todo = [c for c in cells(cfg) if cell_hash(c, st) not in done]
     groups: dict = {}
     for c in todo:

@@ -184,3 +184,32 @@ def test_sweep_config_errors(tmp_path):
     assert len(sweep.cells(c)) == 8 and c["store"] == tmp_path / "x.sqlite"
     hashes = {sweep.cell_hash(x, c["settings"]) for x in sweep.cells(c)}
     assert len(hashes) == 8
+
+
+def test_sweep_across_two_processes_resumes_consistently(tmp_path):
+    """Process 0 owns the store; the cells it already holds are broadcast, so both processes skip
+    the same ones and run the rest together (a mismatch would deadlock or duplicate work)."""
+    import json
+    import sqlite3
+
+    env = _env(2)
+    env["JAXREPAIR_CACHE"] = str(tmp_path / "cache")
+    cfg = tmp_path / "s.toml"
+
+    def run_pair(seeds):
+        cfg.write_text(SWEEP.format(store="two.sqlite").replace('strategy = ["pso", "de"]', 'strategy = ["pso"]')
+                       .replace("seed = [0, 1]", f"seed = {seeds}"))
+        port = _free_port()
+        procs = [subprocess.Popen([sys.executable, "-m", "jaxrepair.cli", "--coordinator", f"localhost:{port}",
+                                   "--num-processes", "2", "--process-id", str(i), "sweep", str(cfg)], cwd=ROOT, env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for i in range(2)]
+        outs = [p.communicate(timeout=300)[0].decode(errors="replace") for p in procs]
+        assert all(p.returncode == 0 for p in procs), "\n".join(outs)[-3000:]
+        return [json.loads(o[o.rindex("{\n"):]) for o in outs]
+
+    first = run_pair("[0]")
+    assert [r["ran"] for r in first] == [2, 2] and first[0]["stored"] == 2 and first[1]["stored"] is None
+    second = run_pair("[0, 1]")
+    assert [(r["ran"], r["skipped"]) for r in second] == [(2, 2), (2, 2)] and second[0]["stored"] == 4
+    with sqlite3.connect(str(tmp_path / "two.sqlite")) as db:
+        assert db.execute("SELECT COUNT(*) FROM cells").fetchone()[0] == 4
