@@ -183,9 +183,12 @@ def plot_input_ace(res: InputACE, path, *, output: int, top: int = 12):
     idx = {n: i for i, n in enumerate(res.features)}
     for name, _ in rank[: min(5, len(rank))]:
         i = idx[name]
-        ok = res.valid[i] if res.valid is not None else slice(None)
-        ax2.plot(res.alphas[i][ok], res.ace[i, :, output][ok], marker="o", ms=3, label=name)
-    ax2.set_xlabel("α (intervened value)")
+        ok = res.valid[i] if res.valid is not None else np.ones(res.alphas.shape[1], bool)
+        a = res.alphas[i][ok]
+        span = float(a.max() - a.min()) or 1.0
+        ax2.plot((a - a.min()) / span, res.ace[i, :, output][ok], marker="o", ms=3,
+                 label=f"{name} [{a.min():.3g}, {a.max():.3g}]")
+    ax2.set_xlabel("α, as a fraction of the feature's range (range in the legend)")
     ax2.set_ylabel("ACE")
     ax2.legend(fontsize=8)
     fig.tight_layout()
