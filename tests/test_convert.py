@@ -299,8 +299,8 @@ def _tiny(op="Relu", opset=17, dims=("N", 4), elem=TensorProto.FLOAT, **attrs):
 
 
 def test_bad_onnx_inputs_give_clear_errors(tmp_path):
-    with pytest.raises(ConversionError, match=r"unsupported ONNX operator 'Erf' \(node 'the_node', opset 17\); supported operators: Add, "):
-        jr.convert.from_onnx(_tiny("Erf"))
+    with pytest.raises(ConversionError, match=r"unsupported ONNX operator 'Cos' \(node 'the_node', opset 17\); supported operators: Abs, Add, "):
+        jr.convert.from_onnx(_tiny("Cos"))
     with pytest.raises(ConversionError, match="opset 9 is not supported"):
         jr.convert.from_onnx(_tiny(opset=9))
     with pytest.raises(ConversionError, match="dynamic dimensions"):
@@ -360,3 +360,42 @@ def test_cli_convert_and_repair_export(tmp_path, capsys):
     m = onnx.load(str(tmp_path / "again.onnx"))
     x = ORACLE["torch_cnn.x"]
     np.testing.assert_allclose(_reference(m, x), ORACLE["torch_cnn.y"], atol=1e-5, rtol=1e-5)
+
+
+def _activation_chain(opset: int, gelu: str | None):
+    n = [helper.make_node("Gemm", ["X", "W1", "B1"], ["h"]),
+         helper.make_node("Elu", ["h"], ["e"], alpha=0.7),
+         helper.make_node("Selu", ["e"], ["s"]),
+         helper.make_node("Abs", ["s"], ["ab"]),
+         helper.make_node("Sqrt", ["ab"], ["sq"]),
+         helper.make_node("Neg", ["sq"], ["ng"]),
+         helper.make_node("Exp", ["ng"], ["ex"]),
+         helper.make_node("Erf", ["s"], ["er"]),
+         helper.make_node("Add", ["ex", "er"], ["ad"]),
+         helper.make_node("Softplus", ["ad"], ["sp"]),
+         helper.make_node("HardSigmoid", ["sp"], ["hs"], alpha=0.3, beta=0.4)]
+    last = "hs"
+    if gelu is not None:
+        n.append(helper.make_node("Gelu", ["hs"], ["g"], approximate=gelu))
+        last = "g"
+    n += [helper.make_node("Gemm", [last, "W2", "B2"], ["z"]), helper.make_node("LogSoftmax", ["z"], ["Y"], axis=1)]
+    inits = [_init("W1", (6, 8), seed=1), _init("B1", (8,), seed=2), _init("W2", (8, 3), seed=3), _init("B2", (3,), seed=4)]
+    g = helper.make_graph(n, "acts", [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", 6])],
+                          [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N", 3])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8 if opset < 20 else 10
+    return m
+
+
+@pytest.mark.parametrize("opset,gelu", [(13, None), (17, None), (20, "none"), (21, "tanh")])
+def test_more_activations_import_and_export(opset, gelu):
+    m = _activation_chain(opset, gelu)
+    onnx.checker.check_model(m, full_check=True)
+    net = jr.convert.from_onnx(m)
+    x = _rng(opset).normal(size=(7, 6)).astype(np.float32) * 2
+    np.testing.assert_allclose(np.asarray(net(x)), _reference(m, x), atol=1e-5, rtol=1e-5)
+    assert jr.sites(net)["e"].kind == "post-activation"
+    for out_opset in (17, 21):  # Gelu is decomposed before opset 20
+        back = jr.convert.to_onnx(net, opset=out_opset)
+        np.testing.assert_allclose(_reference(back, x), np.asarray(net(x)), atol=1e-5, rtol=1e-5)
+        assert ("Gelu" in [nd.op_type for nd in back.graph.node]) == (gelu is not None and out_opset >= 20)

@@ -133,6 +133,57 @@ class _Exporter:
     def op_identity(self, n, a, p):
         self._elementwise(n, "Identity")
 
+    def op_elu(self, n, a, p):
+        self._elementwise(n, "Elu", alpha=float(a.get("alpha", 1.0)))
+
+    def op_selu(self, n, a, p):
+        self._elementwise(n, "Selu", alpha=float(a.get("alpha", 1.6732632423543772)), gamma=float(a.get("gamma", 1.0507009873554805)))
+
+    def op_softplus(self, n, a, p):
+        self._elementwise(n, "Softplus")
+
+    def op_hard_sigmoid(self, n, a, p):
+        self._elementwise(n, "HardSigmoid", alpha=float(a.get("alpha", 0.2)), beta=float(a.get("beta", 0.5)))
+
+    def op_exp(self, n, a, p):
+        self._elementwise(n, "Exp")
+
+    def op_abs(self, n, a, p):
+        self._elementwise(n, "Abs")
+
+    def op_neg(self, n, a, p):
+        self._elementwise(n, "Neg")
+
+    def op_sqrt(self, n, a, p):
+        self._elementwise(n, "Sqrt")
+
+    def op_erf(self, n, a, p):
+        self._elementwise(n, "Erf")
+
+    def op_gelu(self, n, a, p):
+        approx = a.get("approximate", "none")
+        if self.opset >= 20:
+            self._elementwise(n, "Gelu", approximate=approx)
+            return
+        form, x = self.any_form(n.inputs[0])  # decomposed before opset 20
+
+        def c(name, v):
+            return self.const(f"{n.name}.{name}", np.float32(v))
+
+        if approx == "tanh":
+            x3 = self.node("Mul", [self.node("Mul", [x, x], self.fresh(f"{n.name}.x2")), x], self.fresh(f"{n.name}.x3"))
+            inner = self.node("Add", [x, self.node("Mul", [x3, c("k3", 0.044715)], self.fresh(f"{n.name}.cx3"))], self.fresh(f"{n.name}.in"))
+            t = self.node("Tanh", [self.node("Mul", [inner, c("k", np.sqrt(2 / np.pi))], self.fresh(f"{n.name}.scaled"))], self.fresh(f"{n.name}.t"))
+        else:
+            t = self.node("Erf", [self.node("Div", [x, c("sqrt2", np.sqrt(2.0))], self.fresh(f"{n.name}.z"))], self.fresh(f"{n.name}.t"))
+        one = self.node("Add", [t, c("one", 1.0)], self.fresh(f"{n.name}.1p"))
+        half = self.node("Mul", [self.node("Mul", [x, one], self.fresh(f"{n.name}.xt")), c("half", 0.5)], self.fresh(n.name))
+        self._set(n, form, half)
+
+    def op_log_softmax(self, n, a, p):
+        x = self.get(n.inputs[0], "ours")
+        self._set(n, "ours", self.node("LogSoftmax", [x], self.fresh(n.name), axis=int(a.get("axis", -1))))
+
     def op_leaky_relu(self, n, a, p):
         self._elementwise(n, "LeakyRelu", alpha=float(a.get("alpha", 0.01)))
 

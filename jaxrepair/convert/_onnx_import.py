@@ -35,9 +35,10 @@ MIN_OPSET, MAX_OPSET = 10, 23
 BATCH = np.int64(-(2**40))
 
 SUPPORTED = (
-    "Add", "AveragePool", "BatchNormalization", "Clip", "Concat", "Constant", "Conv", "Div", "Dropout", "Flatten",
-    "Gemm", "GlobalAveragePool", "Identity", "LeakyRelu", "MatMul", "MaxPool", "Mul", "Pad", "ReduceMean", "Relu", "Reshape",
-    "Sigmoid", "Softmax", "Squeeze", "Sub", "Tanh", "Transpose", "Unsqueeze",
+    "Abs", "Add", "AveragePool", "BatchNormalization", "Clip", "Concat", "Constant", "Conv", "Div", "Dropout", "Elu",
+    "Erf", "Exp", "Flatten", "Gelu", "Gemm", "GlobalAveragePool", "HardSigmoid", "Identity", "LeakyRelu", "LogSoftmax",
+    "MatMul", "MaxPool", "Mul", "Neg", "Pad", "ReduceMean", "Relu", "Reshape", "Selu", "Sigmoid", "Softmax", "Softplus",
+    "Sqrt", "Squeeze", "Sub", "Tanh", "Transpose", "Unsqueeze",
 )
 #: Accepted only when every input is a constant (shape arithmetic); folded with numpy.
 CONSTANT_ONLY = ("Cast", "Gather", "Shape")
@@ -380,6 +381,38 @@ class _Converter:
     def op_Identity(self, node, a):
         self._unary(node, "identity")
 
+    def op_Elu(self, node, a):
+        self._unary(node, "elu", alpha=float(a.get("alpha", 1.0)))
+
+    def op_Selu(self, node, a):
+        self._unary(node, "selu", alpha=float(a.get("alpha", 1.67326319217681884765625)),
+                    gamma=float(a.get("gamma", 1.05070102214813232421875)))
+
+    def op_Softplus(self, node, a):
+        self._unary(node, "softplus")
+
+    def op_Gelu(self, node, a):
+        approx = a.get("approximate", b"none")
+        self._unary(node, "gelu", approximate=approx.decode() if isinstance(approx, bytes) else approx)
+
+    def op_HardSigmoid(self, node, a):
+        self._unary(node, "hard_sigmoid", alpha=float(a.get("alpha", 0.2)), beta=float(a.get("beta", 0.5)))
+
+    def op_Exp(self, node, a):
+        self._unary(node, "exp")
+
+    def op_Abs(self, node, a):
+        self._unary(node, "abs")
+
+    def op_Neg(self, node, a):
+        self._unary(node, "neg")
+
+    def op_Sqrt(self, node, a):
+        self._unary(node, "sqrt")
+
+    def op_Erf(self, node, a):
+        self._unary(node, "erf")
+
     def op_Dropout(self, node, a):
         if len(node.output) > 1 and node.output[1]:
             consumers = [n for n in self.model.graph.node if node.output[1] in n.input]
@@ -399,7 +432,10 @@ class _Converter:
             hi = None if hi is None else float(self.get_const(hi, node, "max"))
         self._unary(node, "clip", min=None if lo is None else float(lo), max=None if hi is None else float(hi))
 
-    def op_Softmax(self, node, a):
+    def op_LogSoftmax(self, node, a):
+        self.op_Softmax(node, a, op="log_softmax")
+
+    def op_Softmax(self, node, a, op="softmax"):
         x = node.input[0]
         r = self.rank(x)
         axis = int(a.get("axis", 1 if self.opset < 13 else -1)) % r
@@ -410,7 +446,7 @@ class _Converter:
         name, layout = self.tensors[x]
         if layout == "nhwc":
             axis = _ONNX_AXIS_IN_NHWC[axis]
-        self.output_site(node, self.emit(node.output[0], "softmax", [name], axis=axis - r), layout)
+        self.output_site(node, self.emit(node.output[0], op, [name], axis=axis - r), layout)
 
     def op_Gemm(self, node, a):
         if int(a.get("transA", 0)):

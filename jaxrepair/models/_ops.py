@@ -97,6 +97,10 @@ def _softmax(p, xs, a):
     return jax.nn.softmax(xs[0], axis=a.get("axis", -1))
 
 
+def _log_softmax(p, xs, a):
+    return jax.nn.log_softmax(xs[0], axis=a.get("axis", -1))
+
+
 def _concat(p, xs, a):
     return jnp.concatenate(xs, axis=a.get("axis", -1))
 
@@ -133,6 +137,16 @@ ELEMENTWISE: dict[str, Callable[[jax.Array, dict], jax.Array]] = {
     "identity": lambda x, a: x,
     "clip": lambda x, a: jnp.clip(x, None if a.get("min") is None else jnp.asarray(a["min"], x.dtype),
                                   None if a.get("max") is None else jnp.asarray(a["max"], x.dtype)),
+    "elu": lambda x, a: jax.nn.elu(x, a.get("alpha", 1.0)),
+    "selu": lambda x, a: a.get("gamma", 1.0507009873554805) * jnp.where(x > 0, x, a.get("alpha", 1.6732632423543772) * jnp.expm1(x)),
+    "softplus": lambda x, a: jax.nn.softplus(x),
+    "gelu": lambda x, a: jax.nn.gelu(x, approximate=a.get("approximate", "none") == "tanh"),
+    "hard_sigmoid": lambda x, a: jnp.clip(a.get("alpha", 0.2) * x + a.get("beta", 0.5), 0.0, 1.0),
+    "exp": lambda x, a: jnp.exp(x),
+    "abs": lambda x, a: jnp.abs(x),
+    "neg": lambda x, a: -x,
+    "sqrt": lambda x, a: jnp.sqrt(x),
+    "erf": lambda x, a: jax.lax.erf(x),
 }
 
 OPS: dict[str, Op] = {
@@ -147,6 +161,7 @@ OPS: dict[str, Op] = {
     "standardize": _standardize,
     "denormalize": _denormalize,
     "softmax": _softmax,
+    "log_softmax": _log_softmax,
     "add": lambda p, xs, a: (xs[0] + _constant_operand(p, xs)),
     # ``reverse``: the constant is the left operand (``c - x``, ``c / x``).
     "sub": lambda p, xs, a: (_constant_operand(p, xs) - xs[0]) if a.get("reverse") else (xs[0] - _constant_operand(p, xs)),
@@ -162,7 +177,8 @@ OPS: dict[str, Op] = {
 #: Parameter names held as batch statistics (not trained, not searched).
 STAT_NAMES = frozenset({"mean", "var"})
 
-ACTIVATIONS = frozenset({"relu", "leaky_relu", "sigmoid", "tanh", "softmax"})
+ACTIVATIONS = frozenset({"relu", "leaky_relu", "sigmoid", "tanh", "softmax", "log_softmax", "elu", "selu", "softplus",
+                         "gelu", "hard_sigmoid"})
 
 
 def supported_ops() -> list[str]:
