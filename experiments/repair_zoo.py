@@ -67,8 +67,7 @@ def run_entry(name: str, methods, out: Path, pareto: bool, seed: int) -> list[di
                                              max_drop=cfg["max_drop"])
         elif m == "random-finetune":
             cands = jr.repair.candidate_sites(bench.model)
-            # a random order of all candidate units: its top-k is k random units, for every k tried
-            pool = jr.repair.random_selection(bench.model, cands, _num_units(bench.model, cands), jax.random.key(seed + 7))
+            pool = jr.repair.random_selection(bench.model, cands, None, jax.random.key(seed + 7))
             r = jr.repair.localized_finetune(bench.model, task, pool, k_values=cfg["k_grad"], a=cfg["a_grad"],
                                              max_drop=cfg["max_drop"])
         else:
@@ -89,11 +88,6 @@ def run_entry(name: str, methods, out: Path, pareto: bool, seed: int) -> list[di
         jr.repair.plot_pareto(front, d / f"{name}-pareto.png")
         jr.records.write_json(d / f"{name}-pareto.json", front)
     return rows
-
-
-def _num_units(model, sites) -> int:
-    info = jr.sites(model)
-    return sum(info[s].shape[-1] if len(info[s].shape) == 3 else info[s].num_units for s in sites)
 
 
 def _json(v):

@@ -308,7 +308,7 @@ def cmd_convert(args):
             net = convert.from_state_dict(src, args.state_dict_spec, args.input_shape)
         else:
             kw = {"input_shape": args.input_shape} if args.input_shape else {}
-            net = convert.from_onnx(src, **kw) if src.suffix.lower() == ".onnx" else convert.load_any(src)
+            net = convert.load_any(src, **kw)
     except convert.ConversionError as e:
         raise SystemExit(f"error: {e}") from None
     out = Path(args.out) if args.out else src.with_name(src.stem + (".onnx" if args.to == "onnx" else ".nnet" if args.to == "nnet" else ".npz"))

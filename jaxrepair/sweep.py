@@ -223,7 +223,7 @@ def run(config_path, *, progress: bool = True) -> dict:
         if progress:
             print(f"[sweep] group {gi + 1}/{len(groups)} {entry} {strat_name} k={kk}: {len(members)} cells in one program "
                   f"(search {t_search:.1f}s), stored", file=sys.stderr, flush=True)
-    n = len(store.records()) if store is not None else None
+    n = len(store.done()) if store is not None else None
     if store is not None:
         store.close()
     return {"store": str(cfg["store"]), "ran": len(todo), "skipped": len(done), "stored": n,

@@ -67,7 +67,7 @@ def _check(out: Path, model, x, task):
 
 
 def test_sharded_over_8_devices_equals_single_device(tmp_path):
-    model, x, task = _problem_with_two_sites()
+    model, x, task = reference_problem()
     out = tmp_path / "sharded.npz"
     subprocess.run([sys.executable, "-m", "tests._dist_worker", str(out), "1", "0", "0"], cwd=ROOT, env=_env(8),
                    check=True, timeout=300)
@@ -76,7 +76,7 @@ def test_sharded_over_8_devices_equals_single_device(tmp_path):
 
 
 def test_two_processes_equal_one(tmp_path):
-    model, x, task = _problem_with_two_sites()
+    model, x, task = reference_problem()
     out = tmp_path / "two.npz"
     port = _free_port()
     procs = [subprocess.Popen([sys.executable, "-m", "tests._dist_worker", str(out), "2", str(i), str(port)], cwd=ROOT,
@@ -85,10 +85,6 @@ def test_two_processes_equal_one(tmp_path):
     assert all(p.returncode == 0 for p in procs), "\n".join(logs)[-3000:]
     got = _check(out, model, x, task)
     assert int(got["devices"]) == 4 and int(got["processes"]) == 2
-
-
-def _problem_with_two_sites():
-    return reference_problem()
 
 
 SWEEP = """store = "{store}"

@@ -396,7 +396,7 @@ def ace(
         n_units_axis = mesh.shape["units"]
         n_chunks = int(weights.shape[0])
         pad = (-n_chunks) % data_parallel
-        host_chunks = jax.tree.map(lambda a: distributed.pad_to(np.asarray(a), data_parallel) if pad else np.asarray(a), chunks)
+        host_chunks = jax.tree.map(lambda a: distributed.pad_to(np.asarray(a), data_parallel), chunks)
         host_weights = np.concatenate([np.asarray(weights), np.zeros((pad, weights.shape[1]), np.float32)]) if pad else np.asarray(weights)
         from jax.sharding import PartitionSpec as P
 

@@ -72,9 +72,9 @@ class Interchange:
 
 @jax.jit(static_argnames=("apply", "site", "per_channel", "output", "chunk"))
 def _site_scores(params, x, x_cf, *, apply, site, per_channel, output, chunk):
-    env = apply.sites(params, x)
-    h, h_cf = env[site], apply.sites(params, x_cf)[site]
-    y, y_cf = env[apply.graph.output], apply(params, x_cf)
+    env, env_cf = apply.sites(params, x), apply.sites(params, x_cf)
+    h, h_cf = env[site], env_cf[site]
+    y, y_cf = env[apply.graph.output], env_cf[apply.graph.output]
     if output is not None:
         y, y_cf = y[:, output : output + 1], y_cf[:, output : output + 1]
     diff = (y_cf - y).reshape(y.shape[0], -1)

@@ -34,10 +34,9 @@ def load_any(path: str | os.PathLike, **kw):
     from jaxrepair.models import load
 
     path = Path(path)
-    name = path.name.lower()
-    if name.endswith(".nnet") or name.endswith(".nnet.xz"):
+    fmt = source_format(path)
+    if fmt == "nnet":
         return read_nnet(path)
-    fmt = FORMATS.get(path.suffix.lower())
     if fmt == "onnx":
         return from_onnx(path, **kw)
     if fmt == "keras":

@@ -170,7 +170,8 @@ class _Builder:
             if len(w) != 1 + use_bias:
                 self.fail(layer, f"expected {1 + use_bias} weight arrays, found {len(w)}")
             p = {"kernel": w[0]} | ({"bias": w[1]} if use_bias else {})
-            pre = name if _ACTIVATIONS.get(act if isinstance(act, str) else "x", 1) is None else f"{name}.pre"
+            linear = isinstance(act, str) and act == "linear"
+            pre = name if linear else f"{name}.pre"
             if cls == "Dense":
                 self.add(pre, "dense", [x], p)
             else:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import ast
 import io
 import math
-import os
 import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -276,6 +275,4 @@ def from_state_dict(source, spec, input_shape: Sequence[int], *, opset: int = 17
     model.ir_version = min(model.ir_version, 9)
     net = from_onnx(model)
     net.meta.update(source=where, format="torch-state-dict", spec=[f"{k}({', '.join(f'{a}={v!r}' for a, v in kw.items())})" for k, kw in layers])
-    if not isinstance(source, Mapping) and isinstance(source, (str, os.PathLike)):
-        net.meta["source"] = str(source)
     return net

@@ -133,10 +133,12 @@ def localize_interchange(model, task: Task, *, sites=None, chunk: int = 16):
     return causal.interchange(model, x, x_cf, sites=sites, chunk=chunk)
 
 
-def random_selection(model, sites, k: int, key) -> list[Neuron]:
-    """``k`` distinct units drawn uniformly from all units (channels of conv sites) of ``sites``."""
+def random_selection(model, sites, k: int | None, key) -> list[Neuron]:
+    """``k`` distinct units drawn uniformly from all units (channels of conv sites) of ``sites``;
+    ``k=None``: all of them, in a random order (its top-k is k random units for every k)."""
     info = models.sites(model)
     pool = [(s, u) for s in sites for u in range(info[s].shape[-1] if len(info[s].shape) == 3 else info[s].num_units)]
+    k = len(pool) if k is None else k
     if k > len(pool):
         raise ValueError(f"cannot select {k} of {len(pool)} units")
     idx = np.asarray(jax.random.choice(key, len(pool), (k,), replace=False))

@@ -288,24 +288,24 @@ def _fetch(mesh, out):
     return jax.tree.map(distributed.gather, out)
 
 
+def _run(program, params, data_r, data_s, keys, a, max_drop, mesh, **static):
+    """Places the inputs on ``mesh`` (keys as raw data), runs the compiled program, gathers the output."""
+    _PROGRESS["t0"] = time.perf_counter()
+    params, data_r, data_s, key_data, a, md = _place(mesh, params, data_r, data_s, jax.random.key_data(keys),
+                                                     jnp.asarray(a, jnp.float32), _budget(max_drop))
+    return _fetch(mesh, program(params, data_r, data_s, jax.random.wrap_key_data(key_data), a, md, mesh=mesh, **static))
+
+
 def run_search(params, data_r, data_s, key, a, *, apply, space, objective, strategy, progress=False, max_drop=None,
                mesh=None):
-    _PROGRESS["t0"] = time.perf_counter()
-    key_data = jax.random.key_data(key)
-    params, data_r, data_s, key_data, a, md = _place(mesh, params, data_r, data_s, key_data,
-                                                     jnp.asarray(a, jnp.float32), _budget(max_drop))
-    return _fetch(mesh, _search(params, data_r, data_s, jax.random.wrap_key_data(key_data), a, md, apply=apply,
-                                space=space, objective=objective, strategy=strategy, progress=progress, mesh=mesh))
+    return _run(_search, params, data_r, data_s, key, a, max_drop, mesh, apply=apply, space=space, objective=objective,
+                strategy=strategy, progress=progress)
 
 
 def run_pareto(params, data_r, data_s, keys, a_values, *, apply, space, objective, strategy, progress=False,
                max_drop=None, mesh=None):
-    _PROGRESS["t0"] = time.perf_counter()
-    key_data = jax.random.key_data(keys)
-    params, data_r, data_s, key_data, av, md = _place(mesh, params, data_r, data_s, key_data,
-                                                      jnp.asarray(a_values, jnp.float32), _budget(max_drop))
-    return _fetch(mesh, _pareto(params, data_r, data_s, jax.random.wrap_key_data(key_data), av, md, apply=apply,
-                                space=space, objective=objective, strategy=strategy, progress=progress, mesh=mesh))
+    return _run(_pareto, params, data_r, data_s, keys, a_values, max_drop, mesh, apply=apply, space=space,
+                objective=objective, strategy=strategy, progress=progress)
 
 
 def non_dominated(accuracy, violation) -> list[int]:
