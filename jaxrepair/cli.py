@@ -241,46 +241,59 @@ def _task_for(args, model, bench):
     return repair.from_zoo(bench, repair_samples=args.repair_samples, seed=args.seed), bench
 
 
+def _bounds(args):
+    if not args.bounds:
+        return None
+    if args.space == "delta":
+        return args.bounds[0]
+    if len(args.bounds) != 2:
+        raise SystemExit(f"error: factor --bounds needs LOW HIGH, got {args.bounds}")
+    return tuple(args.bounds)
+
+
+def _max_drop(value: str):
+    """``--max-drop``: a fraction, or ``none`` for no budget."""
+    if value.lower() == "none":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction (0.01 = one point) or 'none', got {value!r}") from None
+
+
 def cmd_repair(args):
     from jaxrepair import records, repair
 
     model, bench = _load_model(args.model)
     task, bench = _task_for(args, model, bench)
-    d = repair.DEFAULTS[task.kind]
-    k = args.k or d["k"]
-    if args.space == "delta":
-        bounds = args.bounds[0] if args.bounds else None
-    elif args.bounds:
-        if len(args.bounds) != 2 or args.bounds[0] >= args.bounds[1]:
-            raise SystemExit(f"error: factor --bounds needs LOW HIGH with LOW < HIGH, got {args.bounds}")
-        bounds = tuple(args.bounds)
-    else:
-        bounds = d["bounds"]
-    a = d["a"] if args.a is None else args.a
+    max_drop = repair.FROM_PRESET if args.max_drop is None else args.max_drop
     out = records.new_run_dir(args.out, f"repair-{Path(args.model).stem}")
+    common = dict(preset=args.preset, k=args.k, score=args.score, space=args.space, bounds=_bounds(args),
+                  strategy=args.strategy, generations=args.generations, population_size=args.population,
+                  max_drop=max_drop, progress=True)
     if args.pareto:
         grid = [float(v) for v in args.pareto.split(",")]
-        front = repair.pareto(model, task, a_values=grid, seeds=tuple(range(args.pareto_seeds)), k=k, score=args.score,
-                              space=args.space, bounds=bounds, strategy=args.strategy, generations=args.generations,
-                              population_size=args.population, progress=True, max_drop=args.max_drop)
+        front = repair.pareto(model, task, a_values=grid, seeds=tuple(range(args.pareto_seeds)), **common)
         files = repair.write_pareto(front, out)
         print(open(files["markdown"]).read())
         print(f"wrote {out}")
         return
     t = time.perf_counter()
+    preset = repair.preset_for(task.kind, args.preset)
+    a = preset.a if args.a is None else args.a
+    budget = preset.max_drop if args.max_drop is None else args.max_drop
     if args.baseline in ("prune", "finetune-masked"):
-        loc = repair.localize(model, task, sites=repair.candidate_sites(model), progress=True)
-        top = loc.top(k, args.score)
+        loc = repair.localize(model, task, sites=repair.candidate_sites(model, "factor", preset.site_kind), progress=True,
+                              effect=repair.localization_effect(task, preset))
+        top = loc.top(args.k or preset.k, args.score or preset.score)
         r = (repair.prune(model, task, top) if args.baseline == "prune"
-             else repair.finetune(model, task, neurons=top, a=a, max_drop=args.max_drop))
+             else repair.finetune(model, task, neurons=top, a=a, max_drop=budget))
         r.localization = loc
     elif args.baseline == "finetune-all":
-        r = repair.finetune(model, task, a=a, max_drop=args.max_drop)
+        r = repair.finetune(model, task, a=a, max_drop=budget)
     else:
-        r = repair.repair(model, task, k=k, score=args.score, space=args.space, bounds=bounds, strategy=args.strategy,
-                          generations=args.generations, population_size=args.population, a=a, seed=args.seed,
-                          max_drop=args.max_drop, localizer=args.localizer, devices=args.devices,
-                          selection="random" if args.baseline == "random" else None, progress=True)
+        r = repair.repair(model, task, a=args.a, seed=args.seed, localizer=args.localizer, devices=args.devices,
+                          selection="random" if args.baseline == "random" else None, **common)
     files = repair.write_result(r, out, model_path=None if bench is not None and args.model == bench.name else args.model,
                                 extra={"command": " ".join(sys.argv)})
     print()
@@ -360,16 +373,15 @@ def cmd_demo(args):
           f"(sampled {m['fairness_violation_sampled']['rate']:.4f}, 95% CI {m['fairness_violation_sampled']['ci95'][0]:.4f}"
           f"-{m['fairness_violation_sampled']['ci95'][1]:.4f})\n")
     task = repair.from_zoo(bench, repair_samples=args.repair_samples)
-    d = repair.DEFAULTS["fairness"]
-    loc = repair.localize(bench.model, task, sites=repair.candidate_sites(bench.model), progress=True)
+    preset = repair.preset_for(task.kind)
+    loc = repair.localize(bench.model, task, progress=True)
     print(f"\nACE localisation (fairness effect, {args.repair_samples} repair-split samples x 16 values, every hidden neuron):")
-    _print_ranking(loc, d["k"], "interventional_change")
-    r = repair.repair(bench.model, task, k=d["k"], bounds=d["bounds"], a=d["a"], strategy="pso", localization=loc,
-                      progress=True)
+    _print_ranking(loc, preset.k, preset.score)
+    r = repair.repair(bench.model, task, localization=loc, progress=True)
     r.timings["localize"] = sum(loc.timings.values())
     out = records.new_run_dir(args.out, "demo")
     repair.write_result(r, out, extra={"command": "demo"})
-    print(f"\nRepair of census-sex (PSO, CARE settings, top-{d['k']} ACE neurons; test split):\n")
+    print(f"\nRepair of census-sex (preset {preset.name!r}: evosax PSO, top-{preset.k} ACE neurons; test split):\n")
     print(r.table())
     s = r.summary()
     print(f"fairness violation {100 * s['violation_reduction']:.1f}% lower, accuracy change "
@@ -444,16 +456,18 @@ def main(argv=None):
     rp.add_argument("model", help="zoo entry name or model file: .npz, .onnx, .keras/.h5, .nnet (with --entry for its data and property)")
     rp.add_argument("--entry", help="zoo entry whose data and property to use (for model files)")
     rp.add_argument("--property", default="default", choices=["default", "fairness", "backdoor", "safety"])
-    rp.add_argument("--strategy", default="pso", help="pso (CARE settings) | care | cma_es | de | snes | open_es")
-    rp.add_argument("--space", default="factor", choices=["factor", "delta"])
-    rp.add_argument("--k", type=int, help="neurons to repair (default per kind: fairness 10, backdoor 5, safety 25)")
+    rp.add_argument("--preset", help="fairness | backdoor | safety | custom | care (default: the task's kind); "
+                    "every option below overrides its value")
+    rp.add_argument("--strategy", help="care (pyswarms PSO as CARE) | pso (evosax) | cma_es | de | snes | open_es")
+    rp.add_argument("--space", choices=["factor", "delta"])
+    rp.add_argument("--k", type=int, help="neurons to repair (preset: fairness 10, backdoor 5, safety 25, care 13)")
     rp.add_argument("--a", type=float, help="weight of 1-accuracy in (1-a)*violation + a*(1-accuracy)")
     rp.add_argument("--bounds", type=float, nargs="+", help="factor LOW HIGH, or delta bound (x layer std)")
-    rp.add_argument("--max-drop", type=float, help="accuracy budget as a fraction (0.01 = 1 point): penalised in the "
-                    "search, enforced when the result is chosen on the select split")
+    rp.add_argument("--max-drop", type=_max_drop, help="accuracy budget as a fraction (0.01 = 1 point) or 'none': "
+                    "penalised in the search, enforced when the result is chosen on the select split")
     rp.add_argument("--generations", type=int)
     rp.add_argument("--population", type=int)
-    rp.add_argument("--score", default="interventional_change", choices=["interventional_change", "care_mean", "care_spread"])
+    rp.add_argument("--score", choices=["interventional_change", "care_mean", "care_spread"])
     rp.add_argument("--baseline", choices=["random", "prune", "finetune-all", "finetune-masked"],
                     help="run a baseline instead of ACE selection + search")
     rp.add_argument("--devices", type=int, help="devices to shard localisation and the population over (default: all)")

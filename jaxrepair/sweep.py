@@ -18,8 +18,9 @@ A config::
     max_drop = 0.0075
     devices = 0                       # 0 or absent: all devices
 
-Cells that differ only in ``a`` and ``seed`` share shapes, so each (entry, strategy, k) group runs as
-**one** vmapped program (:func:`jaxrepair.repair._search.run_pareto` over keys × a). Every cell's
+Cells of one (entry, property, strategy) group — any ``k``, ``a`` and ``seed`` — run as **one** call of
+one compiled program (:meth:`jaxrepair.repair.Problem.search` vmapped over the cells' selections,
+keys and ``a``; ``k`` is data, padded to the group's largest). Every cell's
 record — config hash, config, test metrics, timings per phase, library versions — is inserted with
 its group in one SQLite transaction, so a killed sweep loses at most the group in flight and never
 leaves a partial record; a restarted sweep skips the cells already stored. Only process 0 writes.
@@ -142,13 +143,12 @@ class Store:
 
 
 def _group_key(cell):
-    return (cell["entry"], cell["property"], cell["strategy"], cell["k"])
+    return (cell["entry"], cell["property"], cell["strategy"])
 
 
 def run(config_path, *, progress: bool = True) -> dict:
     """Runs every cell of the config that the store does not hold yet; returns a summary."""
-    from jaxrepair import distributed, models, records, repair, zoo
-    from jaxrepair.repair import _search
+    from jaxrepair import distributed, records, repair, zoo
 
     cfg = load_config(config_path)
     st = cfg["settings"]
@@ -174,45 +174,43 @@ def run(config_path, *, progress: bool = True) -> dict:
         print(f"[sweep] {len(cells(cfg))} cells, {len(done)} already stored, {len(todo)} to run in {len(groups)} "
               f"compiled group(s)", file=sys.stderr, flush=True)
     locs = {}
-    for gi, ((entry, prop, strat_name, k), members) in enumerate(groups.items()):
+    for gi, ((entry, prop, strat_name), members) in enumerate(groups.items()):
         t0 = time.perf_counter()
         bench = zoo.load(entry)
         if prop not in ("default", bench.entry.kind):
             raise ValueError(f"{entry} is a {bench.entry.kind} benchmark; property {prop!r} does not apply")
         task = repair.from_zoo(bench, repair_samples=st["repair_samples"], seed=0)
-        d = repair.DEFAULTS[task.kind]
-        kk = int(k) or d["k"]
-        cands = repair.candidate_sites(bench.model, st["space"])
+        preset = repair.preset_for(task.kind)
+        cands = repair.candidate_sites(bench.model, st["space"], preset.site_kind)
         if (entry, prop) not in locs:
             locs[(entry, prop)] = repair.localize(bench.model, task, sites=cands, devices=devices)
-        loc = locs[(entry, prop)]
+        ranking = [n for n in locs[(entry, prop)].ranking(st["score"]) if n.site in cands]
         t_loc = time.perf_counter() - t0
-        chosen = [n for n in loc.ranking(st["score"]) if n.site in cands][:kk]
-        bounds = st["bounds"] or (d["bounds"] if st["space"] == "factor" else None)
-        sp = repair.make_space(st["space"], bench.model, repair.group([(n.site, n.unit) for n in chosen], models.sites(bench.model)),
-                               bounds=tuple(bounds) if isinstance(bounds, list) else bounds)
-        strat = _search.get_strategy(strat_name, generations=st["generations"], population_size=st["population"])
-        apply, params = models.functional(bench.model)
-        a_vals = [float(c["a"]) if float(c["a"]) >= 0 else d["a"] for c in members]
-        keys = jnp.stack([jax.random.fold_in(jax.random.key(int(c["seed"])), 1) for c in members])
+        ks = [int(c["k"]) or preset.k for c in members]
+        if max(ks) > len(ranking):
+            raise ValueError(f"{entry}: k={max(ks)} but the candidate sites hold only {len(ranking)} units")
+        bounds = st["bounds"] if st["bounds"] is not None else (preset.bounds if st["space"] == "factor" else None)
+        strat = repair.get_strategy(strat_name, generations=st["generations"], population_size=st["population"])
+        problem = repair.prepare(bench.model, task, ranking[: max(ks)], space=st["space"], sites=cands, k_max=max(ks),
+                                 strategy=strat, bounds=tuple(bounds) if isinstance(bounds, list) else bounds,
+                                 init=preset.init, devices=devices)
+        a_vals = [float(c["a"]) if float(c["a"]) >= 0 else preset.a for c in members]
         t1 = time.perf_counter()
-        out = jax.device_get(_search.run_pareto(params, task.data["repair"], task.data["select"], keys, a_vals, apply=apply,
-                                                space=sp, objective=task.objective, strategy=strat,
-                                                max_drop=st["max_drop"], mesh=_search.population_mesh(devices)))
+        out = problem.search(seeds=[int(c["seed"]) for c in members], a=a_vals, max_drop=st["max_drop"],
+                             selections=[ranking[:k] for k in ks])
         t_search = time.perf_counter() - t1
         t2 = time.perf_counter()
         before = task.report(bench.model)
         recs = []
         for i, c in enumerate(members):
-            new = sp.fold(bench.model.graph, params, jnp.asarray(out["solution"][i]))
-            after = task.report(bench.model.with_params(new))
+            after = task.report(problem.model_for(out, i))
             metrics = {"violation_before": before["violation"], "violation_after": after["violation"],
                        "accuracy_before": before["accuracy"], "accuracy_after": after["accuracy"],
                        "select_fitness": float(out["select_fitness"][i]), "generations_run": int(out["generations_run"][i]),
-                       "selected": [(n.site, n.unit) for n in chosen]}
+                       "selected": [(n.site, n.unit) for n in ranking[: ks[i]]]}
             if "drawdown" in after:
                 metrics["drawdown"] = after["drawdown"]
-            recs.append({"hash": cell_hash(c, st), "config": {**c, "a_used": a_vals[i], "k_used": kk, **st},
+            recs.append({"hash": cell_hash(c, st), "config": {**c, "a_used": a_vals[i], "k_used": ks[i], **st},
                          "metrics": metrics, "versions": versions, "created": time.time(),
                          "timings": {"localize_s": t_loc, "search_s": t_search / len(members), "group_search_s": t_search}})
         t_rep = time.perf_counter() - t2
@@ -221,7 +219,7 @@ def run(config_path, *, progress: bool = True) -> dict:
         if store is not None:
             store.add(recs)
         if progress:
-            print(f"[sweep] group {gi + 1}/{len(groups)} {entry} {strat_name} k={kk}: {len(members)} cells in one program "
+            print(f"[sweep] group {gi + 1}/{len(groups)} {entry} {strat_name} k={sorted(set(ks))}: {len(members)} cells in one program "
                   f"(search {t_search:.1f}s), stored", file=sys.stderr, flush=True)
     n = len(store.done()) if store is not None else None
     if store is not None:

@@ -39,9 +39,9 @@ def test_nnet_matches_numpy(ij):
     want = numpy_nnet(text, x)
     # The graph evaluated in float64 (params straight from the file) matches numpy to 1e-6.
     with jax.enable_x64(True):
-        from jaxrepair.data._acasxu import _parse_nnet, network_from_nnet
+        from jaxrepair.convert import network_from_nnet, parse_nnet
 
-        d = _parse_nnet(text, "t")
+        d = parse_nnet(text, "t")
         p64 = {n: dict(v) for n, v in network_from_nnet(d).params().items()}
         p64["input.norm"] = {"mean": np.array(d["means"][:5]), "var": np.array(d["ranges"][:5]) ** 2}
         p64["scores"] = {"mean": np.array(d["means"][-1]), "var": np.array(d["ranges"][-1]) ** 2}
@@ -78,9 +78,9 @@ def test_phi6_samples_union_and_bad_files(tmp_path):
     bad = tmp_path / "bad.nnet"
     bad.write_text("7,5,5,50,\n5,50,50,\n")
     with pytest.raises(ValueError, match="bad.nnet"):
-        jr.data.read_nnet(bad)
+        jr.convert.from_nnet(bad)
     text = lzma.decompress((resources.files("jaxrepair.data") / "bundled" / "acasxu" /
                             "ACASXU_run2a_1_1_batch_2000.nnet.xz").read_bytes()).decode()
     (tmp_path / "trunc.nnet").write_text(text[: len(text) // 2])
     with pytest.raises(ValueError, match="truncated"):
-        jr.data.read_nnet(tmp_path / "trunc.nnet")
+        jr.convert.from_nnet(tmp_path / "trunc.nnet")

@@ -214,19 +214,20 @@ def test_keras_models_match_keras(name, key):
 
 def test_repaired_converted_model_exports_back(tmp_path):
     """import → repair a neuron (factor folded into the weights) → export → reference evaluator agrees."""
-    from jaxrepair.repair import FactorSpace, group
+    from jaxrepair.repair import FactorSpace
 
     net = jr.convert.from_onnx(FIX / "torch_cnn.onnx")
     info = jr.sites(net)
     conv_relu = next(s for s in info if s.endswith("Relu_output_0"))
     selection = [(conv_relu, 1), (conv_relu, 3)]
-    space = FactorSpace(group(selection, info), 0.0, 2.0)
+    space = FactorSpace.build(net.graph, info, [conv_relu], 2)
+    slots = space.slots(selection)
     flat = jnp.asarray([0.25, 1.7])
     apply, params = jr.functional(net)
     x = ORACLE["torch_cnn.x"]
-    p2, iv = space.realize(params, flat)
+    p2, iv = space.realize(params, slots, flat)
     expected = np.asarray(apply(p2, x, iv))
-    repaired = net.with_params(space.fold(net.graph, params, flat))
+    repaired = net.with_params(space.fold(params, slots, flat))
     np.testing.assert_allclose(np.asarray(repaired(x)), expected, atol=1e-5)
     assert np.max(np.abs(expected - ORACLE["torch_cnn.y"])) > 1e-3  # the repair changed the function
     path = jr.convert.to_onnx(repaired, tmp_path / "cnn.repaired.onnx") and tmp_path / "cnn.repaired.onnx"
@@ -271,11 +272,11 @@ def test_ace_on_converted_model_equals_native(key):
 
 
 def test_nnet_export_round_trip(tmp_path):
-    from jaxrepair.data._acasxu import _parse_nnet, network_from_nnet
+    from jaxrepair.convert import network_from_nnet, parse_nnet
 
     net = jr.data.load_acasxu(1, 1)
     text = jr.convert.nnet_text(net)
-    back = network_from_nnet(_parse_nnet(text, "round-trip"))
+    back = network_from_nnet(parse_nnet(text, "round-trip"))
     x = np.random.default_rng(0).uniform(-1, 1, (64, 5)).astype(np.float32) * np.array([60000, 3.14, 3.14, 1200, 1200], np.float32)
     np.testing.assert_allclose(np.asarray(back(x)), np.asarray(net(x)), rtol=1e-5, atol=1e-4)
     path = jr.convert.to_nnet(net, tmp_path / "n11.nnet")

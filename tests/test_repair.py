@@ -103,12 +103,18 @@ def test_early_stop_and_selection_on_select_split(planted):
     assert r.search["select_fitness"] <= r.search["identity_select_fitness"]
 
 
+def _factor_space(model, neurons):
+    sites = list(dict.fromkeys(s for s, _ in neurons))
+    space = jr.repair.FactorSpace.build(model.graph, jr.sites(model), sites, len(neurons))
+    return space, space.slots(neurons)
+
+
 def _folded_equals_intervened(model, neurons, factors, x):
     apply, params = jr.functional(model)
-    space = jr.repair.FactorSpace(jr.repair.group(neurons, jr.sites(model)), -1.0, 3.0)
-    p, iv = space.realize(params, jnp.asarray(factors))
+    space, slots = _factor_space(model, neurons)
+    p, iv = space.realize(params, slots, jnp.asarray(factors))
     want = apply(p, x, iv)
-    got = apply(space.fold(model.graph, params, factors), x)
+    got = apply(space.fold(params, slots, factors), x)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     return want
 
@@ -131,19 +137,19 @@ def test_folding_matches_factor_parameterisation(key):
     _folded_equals_intervened(res, [(last, 0), (last, 2)], np.array([-0.6, 2.2], np.float32), xr)
     with pytest.raises(ValueError, match="negative factors"):
         apply, params = jr.functional(cnn)
-        sp = jr.repair.FactorSpace(jr.repair.group([("conv1", 0)], jr.sites(cnn)), -1.0, 1.0)
-        sp.fold(cnn.graph, params, np.array([-0.5], np.float32))
+        sp, slots = _factor_space(cnn, [("conv1", 0)])
+        sp.fold(params, slots, np.array([-0.5], np.float32))
 
 
 def test_delta_space_matches_numpy_edit(key):
     mlp = jr.models.mlp([4, 5, 3, 2], key=key)
     apply, params = jr.functional(mlp)
-    neurons = jr.repair.group([("layer1", 1), ("layer1", 4)], jr.sites(mlp))
-    sp = jr.repair.DeltaSpace(neurons, mlp.graph, bound=0.5)
-    lo, hi = sp.bounds(params)
+    sp = jr.repair.DeltaSpace.build(mlp.graph, jr.sites(mlp), ["layer1", "layer2"], 3, params)
+    slots = sp.slots([("layer1", 1), ("layer1", 4)])  # two of three slots used: the third is pinned to 0
+    lo, hi = sp.bounds(params, slots, 0.5)
     flat = np.random.default_rng(0).uniform(np.asarray(lo), np.asarray(hi)).astype(np.float32)
-    sol = sp.unflatten(jnp.asarray(flat), params)["layer1"]
-    new, iv = sp.realize(params, jnp.asarray(flat))
+    sol = sp.unflatten(slots, flat)["layer1"]
+    new, iv = sp.realize(params, slots, jnp.asarray(flat))
     assert iv == {}
     w1 = np.array(params["layer1.pre"]["kernel"])
     b1 = np.array(params["layer1.pre"]["bias"])
@@ -155,10 +161,13 @@ def test_delta_space_matches_numpy_edit(key):
     np.testing.assert_allclose(new["layer1.pre"]["bias"], b1, atol=1e-6)
     np.testing.assert_allclose(new["layer2.pre"]["kernel"], w2, atol=1e-6)
     np.testing.assert_array_equal(new["logits"]["kernel"], params["logits"]["kernel"])
+    np.testing.assert_array_equal(new["layer2.pre"]["bias"], params["layer2.pre"]["bias"])
     assert np.all(np.abs(flat) <= np.asarray(hi) + 1e-7)
+    assert np.all(hi.reshape(3, -1)[2] == 0) and np.all(hi.reshape(3, -1)[:2, 4:5] == 0)  # empty slot; unused fan-in
+    np.testing.assert_allclose(np.asarray(sp.fold(params, slots, flat)["layer1.pre"]["kernel"]), w1, atol=1e-6)
     cnn = jr.models.cnn((6, 6, 1), [2], [4], 3, key=key)
     with pytest.raises(ValueError, match="dense → activation → dense"):
-        jr.repair.DeltaSpace(jr.repair.group([("conv1", 0)], jr.sites(cnn)), cnn.graph)
+        jr.repair.DeltaSpace.build(cnn.graph, jr.sites(cnn), ["conv1"], 1, cnn.params())
 
 
 def test_delta_repair_reduces_planted_violation(planted):

@@ -6,8 +6,8 @@ For each zoo entry (census-sex with 5,000 repair samples; digits-badnets) and a 
 * ``speedup_vs_loop``: against a straightforward loop that evaluates one particle per jitted call;
 * ``flops_ratio_pop_vs_one``: XLA's FLOP count for the population call ÷ that of one particle —
   below the population size because everything upstream of the repaired sites is shared;
-* ``care_repair_s``: wall time of a full CARE-preset repair (PSO 20 × 100, early stop), compile
-  separate from run, localisation excluded.
+* ``repair_s``: wall time of a full repair with the task's preset (PSO 20 × 100, early stop), the
+  first call (with compilation) separate, localisation excluded.
 """
 
 from __future__ import annotations
@@ -35,20 +35,20 @@ def _flops(f, *args) -> float | None:
 def bench_entry(name: str, *, population: int = 20, repair_samples: int = 5000, loop_particles: int = 20, seed: int = 0):
     bench = zoo.load(name, progress=True)
     task = repair.from_zoo(bench, repair_samples=repair_samples, seed=seed)
-    d = repair.DEFAULTS[task.kind]
-    apply, params = models.functional(bench.model)
-    loc = repair.localize(bench.model, task, sites=repair.candidate_sites(bench.model))
-    chosen = loc.top(d["k"])
-    space = repair.make_space("factor", bench.model, repair.group([(n.site, n.unit) for n in chosen], models.sites(bench.model)),
-                              bounds=d["bounds"])
+    preset = repair.preset_for(task.kind)
+    apply = models.Apply(bench.model.graph)
+    loc = repair.localize(bench.model, task)
+    chosen = loc.top(preset.k)
+    problem = repair.prepare(bench.model, task, chosen, bounds=preset.bounds)
+    space, slots, (params, stats) = problem.space, problem.slots, problem.args[:2]
     data = task.data["repair"]
-    a = jnp.float32(d["a"])
+    a = jnp.float32(preset.a)
 
     def fit(x):
-        p, iv = space.realize(params, x)
-        return task.objective.fitness(lambda q, xx: apply(q, xx, iv), p, data, a)[0]
+        p, iv = space.realize(params, slots, x)
+        return task.objective.fitness(lambda q, xx: apply(q, xx, iv), models.merge(p, stats), data, a)[0]
 
-    lo, hi = space.bounds(params)
+    lo, hi = space.bounds(params, slots, preset.bounds)
     pop = lo + jax.random.uniform(jax.random.key(seed), (population, space.num_dims)) * (hi - lo)
     pop_fit = jax.jit(jax.vmap(fit))
     one_fit = jax.jit(fit)
@@ -64,17 +64,16 @@ def bench_entry(name: str, *, population: int = 20, repair_samples: int = 5000, 
     t_loop = _time(loop, pop, repeat=3) / loop_particles
     f_pop, f_one = _flops(jax.vmap(fit), pop), _flops(fit, pop[0])
 
-    strat = repair.get_strategy("care")
     t = time.perf_counter()
-    r1 = repair.repair(bench.model, task, k=d["k"], bounds=d["bounds"], a=d["a"], strategy=strat, localization=loc, seed=seed)
+    r1 = repair.repair(bench.model, task, localization=loc, seed=seed)
     first = r1.timings["search"]
-    r2 = repair.repair(bench.model, task, k=d["k"], bounds=d["bounds"], a=d["a"], strategy=strat, localization=loc, seed=seed + 1)
+    r2 = repair.repair(bench.model, task, localization=loc, seed=seed + 1)
     total = time.perf_counter() - t
     return {
         "entry": name,
         "population": population,
         "repair_samples": int(data["property"]["x"].shape[0]),
-        "selected_neurons": d["k"],
+        "selected_neurons": preset.k,
         "population_call_s": t_pop,
         "evaluations_per_s": population / t_pop,
         "loop_s_per_evaluation": t_loop,
@@ -85,10 +84,11 @@ def bench_entry(name: str, *, population: int = 20, repair_samples: int = 5000, 
         "flops_population": f_pop,
         "flops_one": f_one,
         "flops_ratio_pop_vs_one": (f_pop / f_one) if f_pop and f_one else None,
-        "care_repair_first_call_s": first,
-        "care_repair_s": r2.timings["search"],
-        "care_generations_run": [r1.search["generations_run"], r2.search["generations_run"]],
-        "care_evaluations_per_s": r2.search["evaluations"] / r2.timings["search"],
+        "preset": preset.name,
+        "repair_first_call_s": first,
+        "repair_s": r2.timings["search"],
+        "generations_run": [r1.search["generations_run"], r2.search["generations_run"]],
+        "repair_evaluations_per_s": r2.search["evaluations"] / r2.timings["search"],
         "bench_wall_s": total,
         "device": str(jax.devices()[0].device_kind),
     }
@@ -105,7 +105,7 @@ def run(*, entries=None, repair_samples: int = 5000, progress: bool = True):
                   f" (lax.map chunks of 1 / 4 particles: {r['particle_chunk_speedup_vs_loop']['1']:.1f}x /"
                   f" {r['particle_chunk_speedup_vs_loop']['4']:.1f}x);"
                   f" FLOPs(pop)/FLOPs(one) {('n/a' if fr is None else f'{fr:.1f}')};"
-                  f" CARE preset repair {r['care_repair_s']:.2f}s ({r['care_repair_first_call_s']:.2f}s with compile)",
+                  f" {r['preset']} preset repair {r['repair_s']:.2f}s ({r['repair_first_call_s']:.2f}s with compile)",
                   flush=True)
         out.append(r)
     return out

@@ -4,14 +4,14 @@ interventions, input-feature ACE and structural causal models over tabular featu
 Depends on :mod:`jaxrepair.models` and :mod:`jaxrepair.interventions`.
 """
 
-from jaxrepair.causal._ace import DEFAULT_SCORE, SCORES, Localization, Neuron, SiteACE, ace
-from jaxrepair.causal._effects import CounterfactualPair, Fairness, TargetOutput
+from jaxrepair.causal._ace import DEFAULT_SCORE, SCORES, Localization, Localizer, Neuron, SiteACE, ace
+from jaxrepair.causal._effects import CounterfactualPair, Effect, Fairness, TargetOutput, describe
 from jaxrepair.causal._input_ace import InputACE, input_ace, plot_input_ace
 from jaxrepair.causal._interchange import Interchange, interchange
 from jaxrepair.causal._scm import SCM, counterfactual_fairness, default_dag, fit_default
 
 __all__ = [
-    "DEFAULT_SCORE", "SCORES", "SCM", "CounterfactualPair", "Fairness", "InputACE", "Interchange", "Localization",
-    "Neuron", "SiteACE", "TargetOutput", "ace", "counterfactual_fairness", "default_dag", "fit_default", "input_ace", "interchange",
+    "DEFAULT_SCORE", "SCORES", "SCM", "CounterfactualPair", "Effect", "Fairness", "InputACE", "Interchange", "Localization", "Localizer",
+    "Neuron", "SiteACE", "TargetOutput", "ace", "counterfactual_fairness", "default_dag", "describe", "fit_default", "input_ace", "interchange",
     "plot_input_ace",
 ]

@@ -28,7 +28,7 @@ import functools
 import math
 import sys
 import time
-from typing import Mapping, NamedTuple, Sequence
+from typing import Mapping, NamedTuple, Protocol, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -51,6 +51,14 @@ class Neuron(NamedTuple):
     site: str
     unit: int
     score: float
+
+
+class Localizer(Protocol):
+    """A localisation result repair can draw neurons from (:class:`Localization`, ``Interchange``)."""
+
+    def ranking(self, score: str) -> list[Neuron]: ...
+
+    def top(self, k: int, score: str) -> list[Neuron]: ...
 
 
 @dataclasses.dataclass

@@ -14,10 +14,21 @@ the intervention being evaluated) also works, through a path without prefix shar
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import Protocol, Sequence, runtime_checkable
 
 import jax
 import jax.numpy as jnp
+
+
+@runtime_checkable
+class Effect(Protocol):
+    """What ACE measures: the inputs it needs and their reduction to one number per example."""
+
+    def inputs(self, batch) -> jax.Array:
+        """``[G·B, ...]`` inputs to evaluate for a batch of ``B`` examples."""
+
+    def reduce(self, out: jax.Array, batch) -> jax.Array:
+        """``[B]`` effect values from the outputs on :meth:`inputs`."""
 
 
 def _select(out: jax.Array, target: int | None, output: str) -> jax.Array:
@@ -102,7 +113,7 @@ class CounterfactualPair:
 
 
 def is_structured(effect) -> bool:
-    return hasattr(effect, "inputs") and hasattr(effect, "reduce")
+    return isinstance(effect, Effect)
 
 
 def describe(effect) -> str:

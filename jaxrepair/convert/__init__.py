@@ -4,6 +4,7 @@
 >>> net = jr.convert.from_torch(module, example_input)   # via ONNX export, in memory
 >>> net = jr.convert.from_state_dict("w.safetensors", ["Linear", "ReLU", "Linear"], input_shape=(13,))
 >>> net = jr.convert.from_keras("model.keras")          # .keras / .h5, read without Keras
+>>> net = jr.convert.from_nnet("ACASXU_1_1.nnet")        # .nnet (or .nnet.xz)
 >>> jr.convert.to_onnx(repaired, "model.repaired.onnx")  # checked with onnx.checker
 >>> jr.convert.to_nnet(repaired, "model.repaired.nnet")  # fully connected ReLU networks
 
@@ -17,7 +18,7 @@ import os
 from pathlib import Path
 
 from jaxrepair.convert._keras import from_keras
-from jaxrepair.convert._nnet import nnet_text, to_nnet
+from jaxrepair.convert._nnet import from_nnet, network_from_nnet, nnet_text, parse_nnet, to_nnet
 from jaxrepair.convert._onnx_export import to_onnx
 from jaxrepair.convert._onnx_import import SUPPORTED, ConversionError, from_onnx
 from jaxrepair.convert._torch import from_state_dict, from_torch, load_state_dict, parse_spec
@@ -30,13 +31,12 @@ EXPORTS = {"onnx": ".onnx", "nnet": ".nnet", "keras": ".onnx"}
 
 def load_any(path: str | os.PathLike, **kw):
     """A model from any supported file: ``.npz`` (jaxrepair), ``.onnx``, ``.keras``/``.h5``, ``.nnet[.xz]``."""
-    from jaxrepair.data import read_nnet
     from jaxrepair.models import load
 
     path = Path(path)
     fmt = source_format(path)
     if fmt == "nnet":
-        return read_nnet(path)
+        return from_nnet(path)
     if fmt == "onnx":
         return from_onnx(path, **kw)
     if fmt == "keras":
@@ -71,6 +71,6 @@ def export_like(model, source: str | os.PathLike, path: str | os.PathLike) -> Pa
 
 
 __all__ = [
-    "ConversionError", "EXPORTS", "FORMATS", "SUPPORTED", "export_like", "from_keras", "from_onnx", "from_state_dict",
-    "from_torch", "load_any", "load_state_dict", "nnet_text", "parse_spec", "source_format", "to_nnet", "to_onnx",
+    "ConversionError", "EXPORTS", "FORMATS", "SUPPORTED", "export_like", "from_keras", "from_nnet", "from_onnx", "from_state_dict",
+    "from_torch", "load_any", "load_state_dict", "network_from_nnet", "nnet_text", "parse_nnet", "parse_spec", "source_format", "to_nnet", "to_onnx",
 ]

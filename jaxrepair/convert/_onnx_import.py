@@ -26,8 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrepair.models import INPUT, Graph, Network, Node
-from jaxrepair.models._ops import run_op
+from jaxrepair.models import INPUT, Graph, Network, Node, run_op
 
 MIN_OPSET, MAX_OPSET = 10, 23
 

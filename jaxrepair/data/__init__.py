@@ -4,8 +4,8 @@ Everything here is read from files shipped inside the package (``bundled/``, see
 or from a path the user gives; nothing is downloaded.
 """
 
-from jaxrepair.data._acasxu import ADVISORIES, load_acasxu, read_nnet
+from jaxrepair.data._acasxu import ADVISORIES, load_acasxu
 from jaxrepair.data._images import Trigger, load_cifar_binary, load_digits, load_mnist_idx, load_npz, read_idx
 from jaxrepair.data._tabular import DATASETS, Split, TabularDataset, age_bucket, load_tabular
 
-__all__ = ["Trigger", "load_cifar_binary", "load_digits", "load_mnist_idx", "load_npz", "read_idx", "ADVISORIES", "load_acasxu", "read_nnet", "DATASETS", "Split", "TabularDataset", "age_bucket", "load_tabular"]
+__all__ = ["Trigger", "load_cifar_binary", "load_digits", "load_mnist_idx", "load_npz", "read_idx", "ADVISORIES", "load_acasxu", "DATASETS", "Split", "TabularDataset", "age_bucket", "load_tabular"]

@@ -22,10 +22,8 @@ import numpy as np
 import optax
 
 from jaxrepair import models
-from jaxrepair.causal._scm import SCM, counterfactual_fairness
-from jaxrepair.repair import _search
-from jaxrepair.repair._repair import RepairResult, _with_meta, optimise_with_selection
-from jaxrepair.repair._task import Task
+from jaxrepair.causal import SCM, counterfactual_fairness
+from jaxrepair.repair import RepairResult, Task, budget, optimise_with_selection, repaired_model
 
 
 def counterfactual_pairs(x, attribute_col: int, values, *, scm: SCM | None = None, attribute: str | None = None, key=None):
@@ -48,18 +46,18 @@ def counterfactual_pairs(x, attribute_col: int, values, *, scm: SCM | None = Non
 
 
 @jax.jit(static_argnames=("apply", "objective", "mode", "steps", "eval_every"))
-def _train(params, x, y, x_cf, data_s, a, lam, lr, max_drop, *, apply, objective, mode, steps, eval_every):
-    fn = lambda p, z: apply(p, z)  # noqa: E731
-
+def _train(params, stats, x, y, x_cf, data_s, numbers, a, lam, lr, max_drop, *, apply, objective, mode, steps,
+           eval_every):
     def loss(p):
-        logits, logits_cf = apply(p, x), apply(p, x_cf)
+        full = models.merge(p, stats)
+        logits, logits_cf = apply(full, x), apply(full, x_cf)
         ce = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
         if mode == "augment":
             return 0.5 * (ce + jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits_cf, y)))
         return ce + lam * jnp.mean(jnp.sum((logits - logits_cf) ** 2, axis=-1))
 
-    return optimise_with_selection(params, loss, data_s, a, lr, max_drop, fn=fn, objective=objective, steps=steps,
-                                   eval_every=eval_every)
+    return optimise_with_selection(params, stats, loss, data_s, a, lr, max_drop, apply=apply,
+                                   objective=objective.join(numbers), steps=steps, eval_every=eval_every)
 
 
 def counterfactual_training(
@@ -98,13 +96,14 @@ def counterfactual_training(
     train = task.data["repair"]["accuracy"]
     key = jax.random.key(seed)
     x_cf = counterfactual_pairs(train["x"], col, values, scm=scm, attribute=attribute, key=key)
-    apply, params = models.functional(model)
+    apply, params, stats = models.split(model)  # batch statistics and the input normaliser stay fixed
+    static, numbers = task.objective.split()
     best, best_f, losses, sel = _train(
-        params, jnp.asarray(train["x"]), jnp.asarray(train["y"]), jnp.asarray(x_cf), task.data["select"],
-        jnp.float32(a), jnp.float32(lam), jnp.float32(learning_rate), _search._budget(max_drop), apply=apply,
-        objective=task.objective, mode=mode, steps=steps, eval_every=eval_every)
+        params, stats, jnp.asarray(train["x"]), jnp.asarray(train["y"]), jnp.asarray(x_cf), task.data["select"], numbers,
+        jnp.float32(a), jnp.float32(lam), jnp.float32(learning_rate), budget(max_drop), apply=apply,
+        objective=static, mode=mode, steps=steps, eval_every=eval_every)
     method = f"counterfactual-{mode}" + ("" if scm is not None else "-flip")
-    repaired = _with_meta(model, jax.device_get(best), {"task": task.name, "method": method})
+    repaired = repaired_model(model, models.merge(jax.device_get(best), stats), {"task": task.name, "method": method})
     train_s = time.perf_counter() - t
     before, after = task.report(model), task.report(repaired)
     if scm is not None:

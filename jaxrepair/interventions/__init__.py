@@ -18,7 +18,9 @@ and gives exactly the un-intervened output. Arrays broadcast against the site's 
 ``[batch, *site_shape]``, so a per-channel mask of a conv site has shape ``[1, 1, C]`` and a
 per-example value (interchange interventions) has a leading batch axis.
 
-Depends on nothing but jax; :func:`evaluate` needs :mod:`jaxrepair.models`.
+Depends on nothing but jax: :func:`evaluate` takes a model's ``apply`` (``jr.functional(model)[0]``),
+whose ``sites``/``resume`` methods do the evaluation, so :mod:`jaxrepair.models` imports this package
+and not the other way round.
 """
 
 from __future__ import annotations
@@ -102,12 +104,10 @@ def evaluate(apply, params, x: jax.Array, interventions: Mapping[str, Interventi
     Returns:
         ``[num_interventions, batch, *output_shape]``.
     """
-    return _evaluate(apply.graph, params, x, dict(interventions))
+    return _evaluate(apply, params, x, dict(interventions))
 
 
 @jax.jit(static_argnums=0)
-def _evaluate(graph, params, x, interventions):
-    from jaxrepair.models._graph import resume, run
-
-    env = run(graph, params, x, all_sites=True)
-    return jax.vmap(lambda iv: resume(graph, params, env, iv))(interventions)
+def _evaluate(apply, params, x, interventions):
+    env = apply.sites(params, x)
+    return jax.vmap(lambda iv: apply.resume(params, env, iv))(interventions)

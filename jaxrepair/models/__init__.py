@@ -14,14 +14,16 @@ from jaxrepair.models._network import (
     functional,
     hidden_sites,
     load,
+    merge,
     save,
+    split,
     sites,
     write_atomic,
 )
-from jaxrepair.models._ops import ACTIVATIONS, ELEMENTWISE, OPS, supported_ops
+from jaxrepair.models._ops import ACTIVATIONS, ELEMENTWISE, OPS, STAT_NAMES, run_op, supported_ops
 
 __all__ = [
-    "ACTIVATIONS", "Apply", "ELEMENTWISE", "Graph", "INPUT", "Network", "Node", "OPS", "Params", "SiteInfo",
-    "check_finite", "cnn", "descendants", "from_config", "functional", "hidden_sites", "load", "mlp",
-    "resnet", "resume", "run", "save", "site_shapes", "sites", "supported_ops", "write_atomic",
+    "ACTIVATIONS", "Apply", "ELEMENTWISE", "Graph", "INPUT", "Network", "Node", "OPS", "Params", "STAT_NAMES", "SiteInfo",
+    "check_finite", "cnn", "descendants", "from_config", "functional", "hidden_sites", "load", "merge", "mlp",
+    "resnet", "resume", "run", "run_op", "save", "site_shapes", "sites", "split", "supported_ops", "write_atomic",
 ]

@@ -19,6 +19,7 @@ from typing import Any, Mapping, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxrepair.interventions import apply_intervention
 from jaxrepair.models._ops import OPS, run_op
 
 Params = dict[str, dict[str, jax.Array]]
@@ -101,8 +102,6 @@ def descendants(graph: Graph, sources: frozenset[str]) -> frozenset[str]:
 
 
 def _execute(graph: Graph, params: Params, env: dict, intervention, recompute) -> dict:
-    from jaxrepair.interventions import apply_intervention
-
     intervention = intervention or {}
     env = dict(env)
     if INPUT in intervention:

@@ -78,8 +78,33 @@ class Network(nnx.Module):
         return Network(self.graph, params, meta=self.meta)
 
 
+def split(model: Network) -> tuple[Apply, Params, Params]:
+    """Splits a network the NNX way — ``nnx.split(model, nnx.Param, nnx.BatchStat)`` — into a pure
+    function, its trainable parameters and its batch statistics (normalisation constants included).
+
+    Repairs and fine-tuning change only the first; ``apply`` takes :func:`merge` of both.
+
+    >>> import jaxrepair as jr, jax
+    >>> apply, params, stats = jr.models.split(jr.models.mlp([3, 4, 2], key=jax.random.key(0)))
+    >>> sorted(params), stats
+    (['layer1.pre', 'logits'], {})
+    """
+    _, p, s = nnx.split(model, nnx.Param, nnx.BatchStat)
+    params = {k: v for k, v in nnx.to_pure_dict(p).get("weights", {}).items() if v}
+    stats = {k: v for k, v in nnx.to_pure_dict(s).get("weights", {}).items() if v}
+    return Apply(model.graph), params, stats
+
+
+def merge(params: Params, stats: Params) -> Params:
+    """One ``{node: {name: array}}`` dict from trainable parameters and batch statistics."""
+    out = {k: dict(v) for k, v in params.items()}
+    for k, v in stats.items():
+        out.setdefault(k, {}).update(v)
+    return out
+
+
 def functional(model: Network) -> tuple[Apply, Params]:
-    """Splits a network into a pure function and its parameters.
+    """Splits a network into a pure function and all its arrays (parameters and batch statistics).
 
     >>> import jaxrepair as jr, jax
     >>> apply, params = jr.functional(jr.models.mlp([3, 4, 2], key=jax.random.key(0)))

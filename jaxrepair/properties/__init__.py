@@ -16,8 +16,10 @@ from jaxrepair.properties._core import (
     combine,
     demographic_parity_difference,
     equalized_odds_difference,
+    Static,
     sample_domain,
     sampled_rate,
+    split,
     wilson_interval,
 )
 
@@ -25,5 +27,6 @@ __all__ = [
     "AttackSuccess", "failing_set",
     "ACASXU_PROPERTIES", "Safety", "safety_report",
     "Combined", "IndividualFairness", "Misclassification", "Property", "accuracy", "combine",
-    "demographic_parity_difference", "equalized_odds_difference", "sample_domain", "sampled_rate", "wilson_interval",
+    "Static", "demographic_parity_difference", "equalized_odds_difference", "sample_domain", "sampled_rate", "split",
+    "wilson_interval",
 ]

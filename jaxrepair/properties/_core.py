@@ -31,6 +31,41 @@ class Property:
         return jnp.mean(self.violation(apply_fn, params, batch))
 
 
+def _is_data(leaf) -> bool:
+    return isinstance(leaf, (int, float, np.ndarray, np.generic, jax.Array)) and not isinstance(leaf, bool)
+
+
+@dataclasses.dataclass(frozen=True)
+class Static:
+    """The part of a property (or objective) that shapes a compiled program; hashable."""
+
+    treedef: object
+    data_positions: tuple[int, ...]
+    static_leaves: tuple
+
+    def join(self, data):
+        """The property rebuilt from its static part and ``data`` (arrays or tracers)."""
+        leaves, it_d, it_s = [], iter(data), iter(self.static_leaves)
+        for i in range(len(self.data_positions) + len(self.static_leaves)):
+            leaves.append(next(it_d) if i in self.data_positions else next(it_s))
+        return jax.tree_util.tree_unflatten(self.treedef, leaves)
+
+
+def split(prop) -> tuple[Static, tuple]:
+    """Splits a property into what shapes a program and its numbers (sensitive column and values,
+    target class, weights — the registered data fields), so one compiled program serves every
+    property of the same kind: ``static.join(numbers)`` rebuilds it inside ``jit``."""
+    leaves, treedef = jax.tree_util.tree_flatten(prop)
+    pos = tuple(i for i, leaf in enumerate(leaves) if _is_data(leaf))
+    static = tuple(leaf for i, leaf in enumerate(leaves) if i not in pos)
+    return Static(treedef, pos, static), tuple(jnp.asarray(leaves[i]) for i in pos)
+
+
+@jax.jit(static_argnames=("apply_fn", "static"))
+def _violations(params, x, numbers, *, apply_fn, static):
+    return static.join(numbers)(apply_fn, params, {"x": x})
+
+
 def _pred(apply_fn, params, x, decide: str = "argmax"):
     out = apply_fn(params, x)
     if decide == "argmin":  # ACAS Xu: the advisory is the minimal score
@@ -122,7 +157,8 @@ def sampled_rate(prop, apply_fn, params, x_pool, *, key, num_samples: int = 10_0
     """Violation rate on ``num_samples`` inputs drawn (seeded, with replacement) from ``x_pool``,
     with a 95% Wilson confidence interval."""
     idx = jax.random.randint(key, (num_samples,), 0, x_pool.shape[0])
-    v = np.asarray(jax.jit(lambda p, x: prop(apply_fn, p, {"x": x}))(params, jnp.asarray(x_pool)[idx]))
+    static, numbers = split(prop)
+    v = np.asarray(_violations(params, jnp.asarray(x_pool)[idx], numbers, apply_fn=apply_fn, static=static))
     k = float(v.sum())
     lo, hi = wilson_interval(k, num_samples)
     return {"rate": k / num_samples, "ci95": [lo, hi], "num_samples": num_samples}
@@ -164,6 +200,10 @@ class Combined:
         return sum(w * p.surrogate(apply_fn, params, batch) for w, p in self.terms)
 
 
+jax.tree_util.register_dataclass(IndividualFairness, data_fields=["column", "values"], meta_fields=["name"])
+jax.tree_util.register_dataclass(Combined, data_fields=["terms"], meta_fields=["name"])
+
+
 def combine(*weighted) -> Combined:
     """``combine((0.8, fairness), (0.2, Misclassification()))``."""
     return Combined(tuple((float(w), p) for w, p in weighted))
@@ -194,6 +234,9 @@ class AttackSuccess:
         """Differentiable stand-in: the target-class probability of triggered eligible inputs."""
         p = jax.nn.softmax(apply_fn(params, self.trigger.stamp(batch["x"])), axis=-1)[:, self.target]
         return p * self.eligible(batch)
+
+
+jax.tree_util.register_dataclass(AttackSuccess, data_fields=["target"], meta_fields=["trigger", "name"])
 
 
 def failing_set(apply_fn, params, batch) -> dict:

@@ -1,38 +1,46 @@
-"""Causality-driven repair: ACE-localised neurons, evosax search, baselines, Pareto fronts.
+"""Causality-driven repair: a prepared :class:`Problem` (one compiled search for every selection,
+seed, ``a`` and budget), ACE-localised neurons, evosax search, baselines, Pareto fronts, presets.
 
 >>> import jaxrepair as jr
 >>> bench = jr.zoo.load("census-sex")                      # doctest: +SKIP
 >>> task = jr.repair.from_zoo(bench)                        # doctest: +SKIP
->>> result = jr.repair.repair(bench.model, task, k=3)       # doctest: +SKIP
+>>> result = jr.repair(bench.model, task)                   # the task kind's preset  # doctest: +SKIP
 >>> print(result.table())                                   # doctest: +SKIP
+
+Depends on :mod:`jaxrepair.models`, :mod:`jaxrepair.causal` and :mod:`jaxrepair.properties`.
 """
 
+from jaxrepair.repair._presets import PRESETS, Preset, preset_for
+from jaxrepair.repair._problem import Problem, candidate_sites, prepare
 from jaxrepair.repair._repair import (
-    DEFAULTS,
+    FROM_PRESET,
     RepairResult,
-    candidate_sites,
     finetune,
     interchange_pairs,
+    localization_effect,
     localize,
     localize_interchange,
     localized_finetune,
-    make_space,
+    optimise_with_selection,
     pareto,
     prune,
     random_selection,
     repair,
+    repaired_model,
     weight_mask,
 )
 from jaxrepair.repair._report import plot_history, plot_pareto, write_pareto, write_result
-from jaxrepair.repair._search import PRESETS, STRATEGIES, Strategy, get_strategy, non_dominated
-from jaxrepair.repair._space import DeltaSpace, FactorSpace, Neurons, group
-from jaxrepair.repair._task import Objective, Task, custom_task, from_zoo
+from jaxrepair.repair._search import STRATEGIES, Strategy, budget, get_strategy, non_dominated
+from jaxrepair.repair._space import DeltaSpace, FactorSpace, Neurons, Slots, Space, group
+from jaxrepair.repair._task import Objective, Task, custom_task, from_zoo, metrics
 
 __all__ = [
-    "DEFAULTS", "DeltaSpace", "FactorSpace", "Neurons", "Objective", "PRESETS", "RepairResult", "STRATEGIES", "Strategy",
-    "Task", "candidate_sites", "custom_task", "finetune", "from_zoo", "get_strategy", "group", "interchange_pairs", "localize", "localize_interchange", "localized_finetune",
-    "make_space", "non_dominated", "pareto", "plot_history", "plot_pareto", "prune", "random_selection", "repair",
-    "weight_mask", "write_pareto", "write_result",
+    "DeltaSpace", "FROM_PRESET", "FactorSpace", "Neurons", "Objective", "PRESETS", "Preset", "Problem", "RepairResult",
+    "STRATEGIES", "Slots", "Space", "Strategy", "Task", "budget", "candidate_sites", "custom_task", "finetune", "from_zoo",
+    "get_strategy", "group", "interchange_pairs", "localization_effect", "localize", "localize_interchange",
+    "localized_finetune", "metrics", "non_dominated", "optimise_with_selection", "pareto", "plot_history", "plot_pareto",
+    "prepare", "preset_for", "prune", "random_selection", "repair", "repaired_model", "weight_mask", "write_pareto",
+    "write_result",
 ]
 
 

@@ -9,6 +9,11 @@ skipped by ``lax.cond`` (its history entry repeats the last values).
 Selection: after every generation the best-so-far solution on the *repair* split is scored on the
 *select* split, and the result is the solution with the best select fitness (the unrepaired model
 is the first candidate, so a search that only overfits returns "no change").
+
+What is static (compiled once): the space (graph, candidate sites, ``k_max``), the strategy and the
+objective's structure. Everything else is data: the selected neurons, bounds, params and batch
+statistics, the data splits, the property's numbers (sensitive column, target class), and per run
+the key, ``a`` and ``max_drop`` — :func:`program` vmaps over runs.
 """
 
 from __future__ import annotations
@@ -17,12 +22,16 @@ import dataclasses
 import sys
 import time
 from collections import Counter
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 from jax import lax
 
+from jaxrepair import models
+
+#: Traces of the search program; tests assert that it stays put.
 TRACE_COUNT: Counter = Counter()
 
 _CARE_PSO = (("inertia_coeff", 0.8), ("cognitive_coeff", 0.41), ("social_coeff", 0.41))
@@ -43,31 +52,33 @@ class Strategy:
     # chunks of k inside one lax.map, -1 = auto (0 on GPU/TPU; 1 on CPU, where 20 particles' activations
     # overflow the cache and one vmap measured 2x slower than chunks: `jaxrepair bench repair`).
     particle_chunk: int = -1
+    relative_tol: bool = False  # stop threshold tol·(1 + |best|), as pyswarms' ftol
 
     def to_json(self) -> dict:
         return {**dataclasses.asdict(self), "settings": dict(self.settings)}
 
 
 STRATEGIES = {
-    # PSO's defaults are CARE's (ICSE 2022): 20 particles, 100 iterations, w=0.8, c1=c2=0.41.
+    # CARE's (ICSE 2022) search: pyswarms' global-best PSO, 20 particles, 100 iterations, w=0.8,
+    # c1=c2=0.41, early stop after 10 iterations improving by < 1e-3·(1 + |best|).
+    "care": Strategy("care", relative_tol=True),
+    # evosax's PSO with CARE's coefficients.
     "pso": Strategy("pso", settings=_CARE_PSO),
     "cma_es": Strategy("cma_es"),
     "de": Strategy("de"),
     "snes": Strategy("snes"),
     "open_es": Strategy("open_es"),
 }
-PRESETS = {"care": STRATEGIES["pso"]}
 
 
 def get_strategy(strategy: "str | Strategy", **overrides) -> Strategy:
+    """A :class:`Strategy` by name (``pso``, ``cma_es``, ``de``, ``snes``, ``open_es``) with overrides."""
     if isinstance(strategy, Strategy):
         s = strategy
-    elif strategy in PRESETS:
-        s = PRESETS[strategy]
     elif strategy in STRATEGIES:
         s = STRATEGIES[strategy]
     else:
-        raise ValueError(f"unknown strategy {strategy!r}; choose one of {sorted(STRATEGIES)} or preset {sorted(PRESETS)}")
+        raise ValueError(f"unknown strategy {strategy!r}; choose one of {sorted(STRATEGIES)}")
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if "settings" in overrides and isinstance(overrides["settings"], dict):
         overrides["settings"] = tuple(sorted(overrides["settings"].items()))
@@ -84,8 +95,12 @@ def _algorithm(s: Strategy, num_dims: int):
 
     sol = jnp.zeros(num_dims)
     n = s.population_size
-    population_based = s.name in ("pso", "de")
-    if s.name == "pso":
+    population_based = s.name in ("pso", "de", "care")
+    if s.name == "care":
+        from jaxrepair.repair._pyswarms import PySwarmsPSO
+
+        algo = PySwarmsPSO(n, num_dims)
+    elif s.name == "pso":
         algo = ea.PSO(n, sol)
     elif s.name == "de":
         algo = ea.DifferentialEvolution(n, sol)
@@ -98,12 +113,12 @@ def _algorithm(s: Strategy, num_dims: int):
     else:
         raise ValueError(f"unknown strategy {s.name!r}")
     p = algo.default_params
-    if hasattr(p, "std_init"):
+    if "std_init" in p.__dataclass_fields__:
         p = p.replace(std_init=jnp.asarray(s.sigma))
     settings = dict(s.settings)
-    unknown = [k for k in settings if not hasattr(p, k)]
+    unknown = [k for k in settings if k not in p.__dataclass_fields__]
     if unknown:
-        raise ValueError(f"{s.name} has no setting(s) {unknown}; its settings are {sorted(vars(p))}")
+        raise ValueError(f"{s.name} has no setting(s) {unknown}; its settings are {sorted(p.__dataclass_fields__)}")
     return algo, p.replace(**settings), population_based
 
 
@@ -125,16 +140,43 @@ def _print_progress(gen, best, sel, total):
 BUDGET_PENALTY = 100.0
 
 
-def search_core(params, data_r, data_s, key, a, max_drop=jnp.inf, *, apply, space, objective, strategy: Strategy,
-                progress=False, mesh=None):
-    """One whole search (traceable: vmap it over ``key`` and ``a`` for a Pareto front).
+class Spec(NamedTuple):
+    """The static part of a search program (hashable)."""
 
-    ``max_drop``: accuracy budget. A solution whose accuracy on a split falls more than ``max_drop``
-    below the unrepaired model's on that split pays :data:`BUDGET_PENALTY` per unit over — during
-    the search (repair split) and when candidates are chosen (select split). ``inf``: no budget.
-    """
+    space: object  # a Space
+    strategy: Strategy
+    objective: object  # the objective's static part (see Objective.split)
+    init: str = "random"  # "random": uniform swarm with the unrepaired model in it; "identity": all start unrepaired
+
+
+class Args(NamedTuple):
+    """The traced part shared by every run of a program."""
+
+    params: dict  # trainable parameters
+    stats: dict  # batch statistics (never searched)
+    data_r: dict  # repair split {"property", "accuracy"}
+    data_s: dict  # select split
+    objective: object  # the objective's numbers (sensitive column, target class, ...)
+
+
+class Run(NamedTuple):
+    """What differs between runs of one program (a leading axis when vmapped)."""
+
+    key: jax.Array
+    a: jax.Array
+    max_drop: jax.Array
+    lo: jax.Array  # [D]
+    hi: jax.Array  # [D]
+    slots: object  # Slots: the selected neurons ([k_max] site and unit indices)
+
+
+def search_core(spec: Spec, args: Args, run: Run, *, progress=False, mesh=None):
+    """One whole search (traceable). Returns the chosen solution and the search record."""
     TRACE_COUNT["search"] += 1
-    lo, hi = space.bounds(params)
+    space, strategy = spec.space, spec.strategy
+    objective = spec.objective.join(args.objective)
+    apply = models.Apply(space.graph)
+    lo, hi = run.lo, run.hi
     width = jnp.where(hi > lo, hi - lo, 1.0)
 
     def to_x(z):
@@ -142,11 +184,12 @@ def search_core(params, data_r, data_s, key, a, max_drop=jnp.inf, *, apply, spac
 
     # Everything a fitness evaluation reads, passed explicitly (shard_map bodies take no closures).
     def make_fit(ctx):
-        params_, data_r_, data_s_, a_, md_, lo_, hi_, acc0_ = ctx
+        params_, stats_, slots_, data_r_, data_s_, a_, md_, lo_, hi_, acc0_ = ctx
 
         def raw(z, data):
-            p, iv = space.realize(params_, lo_ + jnp.clip(z, 0.0, 1.0) * (hi_ - lo_))
-            return objective.fitness(lambda q, x: apply(q, x, iv), p, data, a_)
+            p, iv = space.realize(params_, slots_, lo_ + jnp.clip(z, 0.0, 1.0) * (hi_ - lo_))
+            full = models.merge(p, stats_)
+            return objective.fitness(lambda q, x: apply(q, x, iv), full, data, a_)
 
         def fit(z, split):
             f, v, acc = raw(z, data_r_ if split == "r" else data_s_)
@@ -155,10 +198,11 @@ def search_core(params, data_r, data_s, key, a, max_drop=jnp.inf, *, apply, spac
 
         return raw, fit
 
-    z_id = jnp.clip((space.identity(params) - lo) / width, 0.0, 1.0)
-    raw_fit, _ = make_fit((params, data_r, data_s, a, max_drop, lo, hi, jnp.zeros(2)))
-    acc0 = jnp.stack([raw_fit(z_id, data_r)[2], raw_fit(z_id, data_s)[2]])
-    ctx = (params, data_r, data_s, a, max_drop, lo, hi, acc0)
+    z_id = jnp.clip((jnp.asarray(space.identity()) - lo) / width, 0.0, 1.0)
+    base = (args.params, args.stats, run.slots, args.data_r, args.data_s, run.a, run.max_drop, lo, hi)
+    raw_fit, _ = make_fit((*base, jnp.zeros(2)))
+    acc0 = jnp.stack([raw_fit(z_id, args.data_r)[2], raw_fit(z_id, args.data_s)[2]])
+    ctx = (*base, acc0)
     _, fit = make_fit(ctx)
 
     chunk = strategy.particle_chunk if strategy.particle_chunk >= 0 else (1 if jax.default_backend() == "cpu" else 0)
@@ -185,11 +229,15 @@ def search_core(params, data_r, data_s, key, a, max_drop=jnp.inf, *, apply, spac
             pad = (-n) % n_dev
             padded = jnp.concatenate([pop, jnp.repeat(pop[:1], pad, axis=0)]) if pad else pop
             return jax.tree.map(lambda v: v[:n], sharded(padded, ctx))
+
     z0 = z_id
     algo, ap, population_based = _algorithm(strategy, z0.shape[0])
-    k_init, k_pop, k_run = jax.random.split(key, 3)
+    k_init, k_pop, k_run = jax.random.split(run.key, 3)
     if population_based:
-        pop0 = jax.random.uniform(k_pop, (strategy.population_size, z0.shape[0])).at[0].set(z0)
+        if spec.init == "identity":
+            pop0 = jnp.broadcast_to(z0, (strategy.population_size, z0.shape[0]))
+        else:
+            pop0 = jax.random.uniform(k_pop, (strategy.population_size, z0.shape[0])).at[0].set(z0)
         f0, _, _ = pop_fit(pop0)
         state = algo.init(k_init, pop0, f0, ap)
         i0 = jnp.argmin(f0)
@@ -202,7 +250,7 @@ def search_core(params, data_r, data_s, key, a, max_drop=jnp.inf, *, apply, spac
     carry0 = dict(state=state, best_z=best_z, best_f=best_f, sel_z=z0, sel_f=sel_f0, sel_v=sel_v0, sel_acc=sel_a0,
                   ref_f=best_f, stall=jnp.zeros((), jnp.int32), done=jnp.zeros((), bool), gens=jnp.zeros((), jnp.int32))
 
-    def run(c, k):
+    def generation(c, k):
         ka, kt = jax.random.split(k)
         pop, st = algo.ask(ka, c["state"], ap)
         pop = jnp.clip(pop, 0.0, 1.0)
@@ -214,7 +262,8 @@ def search_core(params, data_r, data_s, key, a, max_drop=jnp.inf, *, apply, spac
         best_f = jnp.minimum(f[i], c["best_f"])
         fs, vs, accs = fit(best_z, "s")
         better = fs < c["sel_f"]
-        gain = best_f < c["ref_f"] - strategy.tol
+        tol = strategy.tol * (1.0 + jnp.abs(c["ref_f"])) if strategy.relative_tol else strategy.tol
+        gain = best_f < c["ref_f"] - tol
         stall = jnp.where(gain, 0, c["stall"] + 1)
         gens = c["gens"] + 1
         new = dict(
@@ -234,7 +283,7 @@ def search_core(params, data_r, data_s, key, a, max_drop=jnp.inf, *, apply, spac
         return c, dict(best=c["best_f"], mean=nan, select=c["sel_f"], violation=nan, accuracy=nan)
 
     def step(c, k):
-        return lax.cond(c["done"], skip, run, c, k)
+        return lax.cond(c["done"], skip, generation, c, k)
 
     final, hist = lax.scan(step, carry0, jax.random.split(k_run, strategy.generations))
     return {
@@ -250,17 +299,16 @@ def search_core(params, data_r, data_s, key, a, max_drop=jnp.inf, *, apply, spac
     }
 
 
-_search = jax.jit(search_core, static_argnames=("apply", "space", "objective", "strategy", "progress", "mesh"))
+def _runs(spec, args, runs, *, progress=False, mesh=None):
+    return jax.vmap(lambda r: search_core(spec, args, r, progress=progress, mesh=mesh))(runs)
 
 
-def _pareto_core(params, data_r, data_s, keys, a_values, max_drop, **kw):
-    return jax.vmap(lambda k, a: search_core(params, data_r, data_s, k, a, max_drop, **kw))(keys, a_values)
+#: The one search program: ``(spec, args, runs) -> outputs with a leading run axis``.
+program = jax.jit(_runs, static_argnames=("spec", "progress", "mesh"))
 
 
-_pareto = jax.jit(_pareto_core, static_argnames=("apply", "space", "objective", "strategy", "progress", "mesh"))
-
-
-def _budget(max_drop):
+def budget(max_drop) -> jax.Array:
+    """The accuracy budget as data (``None``: no budget)."""
     return jnp.asarray(jnp.inf if max_drop is None else max_drop, jnp.float32)
 
 
@@ -272,40 +320,18 @@ def population_mesh(devices=None):
     return distributed.make_mesh({"pop": len(devs)}, devs) if len(devs) > 1 else None
 
 
-def _place(mesh, *trees):
-    if mesh is None:
-        return trees
-    from jaxrepair import distributed
-
-    return tuple(distributed.put_tree(jax.device_get(t), mesh) for t in trees)
-
-
-def _fetch(mesh, out):
-    if mesh is None:
-        return out
-    from jaxrepair import distributed
-
-    return jax.tree.map(distributed.gather, out)
-
-
-def _run(program, params, data_r, data_s, keys, a, max_drop, mesh, **static):
+def run_program(spec: Spec, args: Args, runs: Run, *, progress=False, mesh=None) -> dict:
     """Places the inputs on ``mesh`` (keys as raw data), runs the compiled program, gathers the output."""
     _PROGRESS["t0"] = time.perf_counter()
-    params, data_r, data_s, key_data, a, md = _place(mesh, params, data_r, data_s, jax.random.key_data(keys),
-                                                     jnp.asarray(a, jnp.float32), _budget(max_drop))
-    return _fetch(mesh, program(params, data_r, data_s, jax.random.wrap_key_data(key_data), a, md, mesh=mesh, **static))
+    key_data = jax.random.key_data(runs.key)
+    if mesh is not None:
+        from jaxrepair import distributed
 
-
-def run_search(params, data_r, data_s, key, a, *, apply, space, objective, strategy, progress=False, max_drop=None,
-               mesh=None):
-    return _run(_search, params, data_r, data_s, key, a, max_drop, mesh, apply=apply, space=space, objective=objective,
-                strategy=strategy, progress=progress)
-
-
-def run_pareto(params, data_r, data_s, keys, a_values, *, apply, space, objective, strategy, progress=False,
-               max_drop=None, mesh=None):
-    return _run(_pareto, params, data_r, data_s, keys, a_values, max_drop, mesh, apply=apply, space=space,
-                objective=objective, strategy=strategy, progress=progress)
+        args, key_data, rest = (distributed.put_tree(jax.device_get(t), mesh) for t in (args, key_data, runs[1:]))
+        runs = Run(jax.random.wrap_key_data(key_data), *rest)
+        out = program(spec, args, runs, progress=progress, mesh=mesh)
+        return jax.device_get(jax.tree.map(distributed.gather, out))
+    return jax.device_get(program(spec, args, runs, progress=progress, mesh=None))
 
 
 def non_dominated(accuracy, violation) -> list[int]:

@@ -1,36 +1,49 @@
 """Search spaces: what a repair solution is, how it changes the model, and how it is folded back.
 
-A space is a frozen (hashable) description of the selected neurons. Its solutions are flat vectors
-(what evosax searches) that :meth:`unflatten` turns into a readable pytree. ``realize`` returns the
-modified ``(params, intervention)`` pair that the objective evaluates; ``fold`` returns plain params
-of a normal model that computes the same function.
+A space is split the way ``jit`` needs it. The space object itself is static and hashable: the
+graph, the *candidate* sites a selection may draw from, and ``k_max`` slots. Which neurons are
+selected is data — :class:`Slots` (a site index and a unit index per slot, ``-1`` for an empty
+slot) — so a new selection, or any ``k ≤ k_max``, runs the same compiled program.
+
+A solution is a flat vector of ``k_max × slot_dims`` numbers (what evosax searches). ``realize``
+turns it into the modified ``(params, intervention)`` pair the objective evaluates; ``fold`` (on the
+host) returns plain params of a normal model computing the same function; ``unflatten`` gives a
+readable ``{site: values}`` view of the selected neurons only.
 
 * :class:`FactorSpace` — CARE: one multiplicative factor per selected neuron (per channel on conv
   sites), applied as the intervention ``h_j ← f_j·h_j`` and folded into the outgoing weights (dense
-  consumers) or, for positively homogeneous activations and factors ≥ 0, into the incoming ones.
+  consumers), into the producing dense/conv/batchnorm layer (pre-activation sites, any sign), or
+  through a positively homogeneous activation into the incoming ones (factors ≥ 0).
 * :class:`DeltaSpace` — additive deltas on a selected neuron's incoming weights and bias and its
-  outgoing weights (dense → activation → dense sites). ``realize`` already gives plain params.
+  outgoing weights (dense → activation → dense sites), bounded by ``±bound × std`` of each layer.
 
-Only the leaves a solution touches depend on it, so under ``vmap`` over a population everything
-upstream of the earliest selected site is computed once and shared by all particles.
+Every candidate site carries an intervention (units outside the selection get factor 1, which
+leaves them bit-for-bit unchanged), so everything upstream of the first *candidate* site is
+computed once and shared by all particles: pass fewer ``sites`` to share more.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Sequence
+from typing import NamedTuple, Protocol, Sequence
 
 import jax
-import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrepair.interventions import Intervention, unit_mask
+from jaxrepair.interventions import Intervention
 from jaxrepair.models import ELEMENTWISE, Graph
 
 # Activations with act(c·z) = c·act(z) for c ≥ 0: factors can be folded into the incoming weights.
 _HOMOGENEOUS = {"relu", "leaky_relu", "identity"}
+
+
+class Slots(NamedTuple):
+    """The selected neurons as data: ``site[i]`` indexes the space's candidate sites (-1: empty slot)."""
+
+    site: jax.Array  # [k_max] int32
+    unit: jax.Array  # [k_max] int32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +57,7 @@ class Neurons:
 
 
 def group(selection: Sequence[tuple[str, int]], site_info: dict, per_channel: bool | None = None) -> tuple[Neurons, ...]:
-    """``[(site, unit), ...]`` → one :class:`Neurons` per site, in first-seen order."""
+    """``[(site, unit), ...]`` → one :class:`Neurons` per site, in first-seen order (checked)."""
     by_site: dict[str, list[int]] = {}
     for s, u in selection:
         if s not in site_info:
@@ -64,7 +77,7 @@ def group(selection: Sequence[tuple[str, int]], site_info: dict, per_channel: bo
     return tuple(out)
 
 
-def _chain_up(graph: Graph, site: str):
+def chain_up(graph: Graph, site: str):
     """``(producer, [elementwise nodes])``: walks from ``site`` back through single-input
     element-wise nodes to the node that produced the values (each step read by nothing else)."""
     chain, cur = [], graph.node(site)
@@ -77,7 +90,8 @@ def _chain_up(graph: Graph, site: str):
     return cur, chain
 
 
-def _dense_consumers(graph: Graph, site: str):
+def dense_consumers(graph: Graph, site: str):
+    """The dense layers reading ``site`` when nothing else reads it, else None."""
     cons = graph.consumers(site)
     if cons and all(c.op == "dense" and c.inputs == (site,) for c in cons):
         return cons
@@ -85,167 +99,287 @@ def _dense_consumers(graph: Graph, site: str):
 
 
 @dataclasses.dataclass(frozen=True)
-class FactorSpace:
-    """CARE's parameterisation: a factor per selected neuron in ``[low, high]`` (1 = unchanged)."""
+class SiteSlot:
+    """A candidate site of a space (static)."""
 
-    neurons: tuple[Neurons, ...]
-    low: float = 0.0
-    high: float = 2.0
+    name: str
+    shape: tuple[int, ...]
+    per_channel: bool
+    src: str = ""  # delta: the dense layer producing the site
+    dsts: tuple[str, ...] = ()  # delta: the dense layers reading it
+    fan_in: int = 0
+    fan_out: tuple[int, ...] = ()
+
+    @property
+    def num_units(self) -> int:
+        return self.shape[-1] if self.per_channel else math.prod(self.shape)
+
+
+class Space(Protocol):
+    """What a repair space provides; :class:`FactorSpace` and :class:`DeltaSpace` implement it."""
+
+    kind: str
+    sites: tuple[SiteSlot, ...]
+    k_max: int
+
+    @property
+    def num_dims(self) -> int: ...
+
+    def slots(self, selection: Sequence[tuple[str, int]]) -> Slots: ...
+
+    def bounds(self, params, slots: Slots, bounds) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def identity(self) -> np.ndarray: ...
+
+    def realize(self, params, slots: Slots, flat: jax.Array) -> tuple[dict, dict]: ...
+
+    def fold(self, params, slots: Slots, flat) -> dict: ...
+
+    def unflatten(self, slots: Slots, flat) -> dict: ...
+
+
+def _slots(sites: tuple[SiteSlot, ...], k_max: int, selection) -> Slots:
+    index = {s.name: i for i, s in enumerate(sites)}
+    seen, site, unit = set(), [], []
+    for s, u in selection:
+        if s not in index:
+            raise ValueError(f"site {s!r} is not a candidate site of this repair space; candidates: {list(index)}")
+        u = int(u)
+        n = sites[index[s]].num_units
+        if not 0 <= u < n:
+            raise IndexError(f"site {s!r} has {n} units; selected unit {u} is out of range")
+        if (s, u) in seen:
+            continue
+        seen.add((s, u))
+        site.append(index[s])
+        unit.append(u)
+    if len(site) > k_max:
+        raise ValueError(f"{len(site)} neurons selected, but the space holds at most k_max={k_max}")
+    pad = k_max - len(site)
+    return Slots(np.asarray(site + [-1] * pad, np.int32), np.asarray(unit + [0] * pad, np.int32))
+
+
+def _active(slots: Slots) -> list[tuple[int, int, int]]:
+    """Host view: ``[(slot, site index, unit)]`` of the filled slots."""
+    s, u = np.asarray(slots.site), np.asarray(slots.unit)
+    return [(i, int(s[i]), int(u[i])) for i in range(len(s)) if s[i] >= 0]
+
+
+def _scatter(n: int, site_idx: int, slots: Slots, values: jax.Array, fill: float) -> jax.Array:
+    """``[n]`` vector: ``fill`` everywhere, ``values[i]`` at the units of the slots on this site."""
+    idx = jnp.where(slots.site == site_idx, slots.unit, n)  # other slots point past the end: dropped
+    return jnp.full(n, fill, values.dtype).at[idx].set(values, mode="drop")
+
+
+@dataclasses.dataclass(frozen=True)
+class FactorSpace:
+    """CARE's parameterisation: a factor per selected neuron (1 = unchanged)."""
+
+    graph: Graph
+    sites: tuple[SiteSlot, ...]
+    k_max: int
     kind: str = "factor"
+
+    @staticmethod
+    def build(graph: Graph, site_info: dict, sites: Sequence[str], k_max: int) -> "FactorSpace":
+        slots = []
+        for s in sites:
+            if s not in site_info:
+                raise ValueError(f"unknown site {s!r}; the model's sites are {list(site_info)}")
+            shape = tuple(site_info[s].shape)
+            slots.append(SiteSlot(s, shape, len(shape) == 3))
+        return FactorSpace(graph, tuple(slots), int(k_max))
+
+    @property
+    def slot_dims(self) -> int:
+        return 1
 
     @property
     def num_dims(self) -> int:
-        return sum(len(n.units) for n in self.neurons)
+        return self.k_max
 
-    def identity(self, params=None) -> jax.Array:
-        return jnp.ones(self.num_dims)
+    def slots(self, selection) -> Slots:
+        return _slots(self.sites, self.k_max, selection)
 
-    def bounds(self, params=None) -> tuple[jax.Array, jax.Array]:
-        return jnp.full(self.num_dims, self.low), jnp.full(self.num_dims, self.high)
+    def identity(self) -> np.ndarray:
+        return np.ones(self.num_dims, np.float32)
 
-    def unflatten(self, flat, params=None) -> dict[str, jax.Array]:
-        out, i = {}, 0
-        for n in self.neurons:
-            out[n.site] = flat[i : i + len(n.units)]
-            i += len(n.units)
-        return out
+    def bounds(self, params, slots: Slots, bounds=(0.0, 2.0)) -> tuple[np.ndarray, np.ndarray]:
+        lo, hi = (float(b) for b in bounds)
+        if not lo < hi:
+            raise ValueError(f"factor bounds need LOW < HIGH, got {bounds}")
+        on = np.asarray(slots.site) >= 0
+        return np.where(on, lo, 1.0).astype(np.float32), np.where(on, hi, 1.0).astype(np.float32)
 
-    def _scale(self, n: Neurons, f: jax.Array) -> tuple[np.ndarray, jax.Array]:
-        mask = unit_mask(n.shape, list(n.units), per_channel=n.per_channel)
-        if n.per_channel:
-            scale = jnp.ones(n.shape[-1]).at[jnp.asarray(n.units)].set(f)
-        else:
-            scale = jnp.ones(math.prod(n.shape)).at[jnp.asarray(n.units)].set(f).reshape(n.shape)
-        return mask, scale
-
-    def realize(self, params, flat):
-        sol = self.unflatten(flat)
+    def realize(self, params, slots: Slots, flat: jax.Array):
         iv = {}
-        for n in self.neurons:
-            mask, scale = self._scale(n, sol[n.site])
-            iv[n.site] = Intervention(jnp.asarray(mask), scale, jnp.zeros(()))
+        for i, s in enumerate(self.sites):
+            scale = _scatter(s.num_units, i, slots, flat, 1.0)
+            if not s.per_channel:
+                scale = scale.reshape(s.shape)
+            iv[s.name] = Intervention(jnp.ones((), bool), scale, jnp.zeros((), scale.dtype))
         return params, iv
 
-    def fold(self, graph: Graph, params, flat):
+    def unflatten(self, slots: Slots, flat) -> dict:
+        flat = np.asarray(flat)
+        out: dict = {}
+        for i, si, _ in _active(slots):
+            out.setdefault(self.sites[si].name, []).append(float(flat[i]))
+        return {k: np.asarray(v, np.float32) for k, v in out.items()}
+
+    def factors(self, slots: Slots, flat) -> dict[str, np.ndarray]:
+        """``{site: [units]}`` full factor vectors of the sites with a selected neuron."""
+        flat = np.asarray(flat, np.float32)
+        out: dict = {}
+        for i, si, u in _active(slots):
+            s = self.sites[si]
+            out.setdefault(s.name, np.ones(s.num_units, np.float32))[u] = flat[i]
+        return out
+
+    def fold(self, params, slots: Slots, flat):
         """Plain params computing the same function as ``realize`` (factors folded into weights)."""
-        sol = jax.device_get(self.unflatten(flat))
-        params = {k: dict(v) for k, v in params.items()}
-        for n in self.neurons:
-            f = np.asarray(sol[n.site], np.float32)
-            width = n.shape[-1] if n.per_channel else math.prod(n.shape)
-            full = np.ones(width, np.float32)
-            full[list(n.units)] = f
-            cons = _dense_consumers(graph, n.site) if len(n.shape) == 1 else None
-            if cons is None and n.per_channel:
-                # per-channel factors commute with global average pooling: fold into the dense rows after it
-                pools = graph.consumers(n.site)
-                if pools and all(c.op == "global_avgpool" and not c.attr.get("keepdims") for c in pools):
-                    dense = [_dense_consumers(graph, c.name) for c in pools]
-                    if all(d is not None for d in dense):
-                        cons = tuple(c for d in dense for c in d)
-            if cons is not None:
-                for c in cons:
-                    params[c.name]["kernel"] = params[c.name]["kernel"] * full[:, None]
-                continue
-            prod, chain = _chain_up(graph, n.site)
-            homogeneous = all(c.op in _HOMOGENEOUS for c in chain)
-            if prod is None or not homogeneous or prod.op not in ("dense", "conv2d", "batchnorm"):
-                raise ValueError(
-                    f"cannot fold factors on site {n.site!r} into weights: its consumers are not dense layers and "
-                    f"it is not a ReLU-like activation of a dense/conv/batchnorm node"
-                )
-            if np.any(f < 0):
-                raise ValueError(f"negative factors on site {n.site!r} cannot be folded through {chain[0].op}")
-            p = params[prod.name]
-            if prod.op == "batchnorm":
-                p["scale"] = p["scale"] * full
-                p["bias"] = p["bias"] * full
-            else:
-                p["kernel"] = p["kernel"] * full  # last axis = output units / channels
-                if "bias" in p:
-                    p["bias"] = p["bias"] * full
-        return params
+        return fold_factors(self.graph, params, {s.name: s for s in self.sites}, self.factors(slots, flat))
+
+
+def fold_factors(graph: Graph, params, site_slots: dict, factors: dict[str, np.ndarray]):
+    """Folds ``{site: full factor vector}`` into the weights (see the module docstring)."""
+    params = {k: dict(v) for k, v in jax.device_get(params).items()}
+    for site, full in factors.items():
+        s = site_slots[site]
+        cons = dense_consumers(graph, site) if len(s.shape) == 1 else None
+        if cons is None and s.per_channel:
+            # per-channel factors commute with global average pooling: fold into the dense rows after it
+            pools = graph.consumers(site)
+            if pools and all(c.op == "global_avgpool" and not c.attr.get("keepdims") for c in pools):
+                dense = [dense_consumers(graph, c.name) for c in pools]
+                if all(d is not None for d in dense):
+                    cons = tuple(c for d in dense for c in d)
+        if cons is not None:
+            for c in cons:
+                params[c.name]["kernel"] = np.asarray(params[c.name]["kernel"]) * full[:, None]
+            continue
+        prod, chain = chain_up(graph, site)
+        homogeneous = all(c.op in _HOMOGENEOUS for c in chain)
+        if prod is None or not homogeneous or prod.op not in ("dense", "conv2d", "batchnorm"):
+            raise ValueError(
+                f"cannot fold factors on site {site!r} into weights: its consumers are not dense layers and "
+                f"it is not a ReLU-like activation of a dense/conv/batchnorm node"
+            )
+        if chain and np.any(full < 0):
+            raise ValueError(f"negative factors on site {site!r} cannot be folded through {chain[0].op}")
+        p = params[prod.name]
+        if prod.op == "batchnorm":
+            p["scale"] = np.asarray(p["scale"]) * full
+            p["bias"] = np.asarray(p["bias"]) * full
+        else:
+            p["kernel"] = np.asarray(p["kernel"]) * full  # last axis = output units / channels
+            if "bias" in p:
+                p["bias"] = np.asarray(p["bias"]) * full
+    return params
 
 
 @dataclasses.dataclass(frozen=True)
 class DeltaSpace:
     """Additive deltas on selected neurons' incoming weights + bias and outgoing weights.
 
-    Each delta is bounded by ``±bound × std`` of the layer's kernel. Needs dense → element-wise →
-    dense sites (MLP and CNN classifier layers, ACAS Xu).
+    A slot holds ``max fan-in + 1 + max total fan-out`` numbers, laid out ``[in | bias | out]``;
+    the part a site does not use is pinned to 0 by its bounds. Each delta is bounded by
+    ``±bound × std`` of the layer's kernel. Needs dense → element-wise → dense sites.
     """
 
-    neurons: tuple[Neurons, ...]
     graph: Graph
-    bound: float = 1.0
+    sites: tuple[SiteSlot, ...]
+    k_max: int
     kind: str = "delta"
 
-    def __post_init__(self):
-        for n in self.neurons:
-            prod, _ = _chain_up(self.graph, n.site)
-            if len(n.shape) != 1 or prod is None or prod.op != "dense" or _dense_consumers(self.graph, n.site) is None:
-                raise ValueError(
-                    f"delta repair needs a dense → activation → dense site; {n.site!r} is not one "
-                    f"(use the factor parameterisation there)"
-                )
+    @staticmethod
+    def build(graph: Graph, site_info: dict, sites: Sequence[str], k_max: int, params) -> "DeltaSpace":
+        slots = []
+        for s in sites:
+            if s not in site_info:
+                raise ValueError(f"unknown site {s!r}; the model's sites are {list(site_info)}")
+            prod, _ = chain_up(graph, s)
+            dsts = dense_consumers(graph, s)
+            if len(site_info[s].shape) != 1 or prod is None or prod.op != "dense" or dsts is None:
+                raise ValueError(f"delta repair needs a dense → activation → dense site; {s!r} is not one "
+                                 f"(use the factor parameterisation there)")
+            slots.append(SiteSlot(s, tuple(site_info[s].shape), False, prod.name, tuple(d.name for d in dsts),
+                                  int(np.shape(params[prod.name]["kernel"])[0]),
+                                  tuple(int(np.shape(params[d.name]["kernel"])[1]) for d in dsts)))
+        return DeltaSpace(graph, tuple(slots), int(k_max))
 
-    def _layers(self, n: Neurons):
-        prod, _ = _chain_up(self.graph, n.site)
-        return prod.name, [c.name for c in _dense_consumers(self.graph, n.site)]
+    @property
+    def max_in(self) -> int:
+        return max(s.fan_in for s in self.sites)
 
-    def _sizes(self, params, n: Neurons):
-        src, dsts = self._layers(n)
-        fan_in = params[src]["kernel"].shape[0]
-        fan_out = [params[d]["kernel"].shape[1] for d in dsts]
-        return fan_in, fan_out
+    @property
+    def slot_dims(self) -> int:
+        return self.max_in + 1 + max(sum(s.fan_out) for s in self.sites)
 
-    def _template(self, params):
-        tmpl = {}
-        for n in self.neurons:
-            fan_in, fan_out = self._sizes(params, n)
-            k = len(n.units)
-            tmpl[n.site] = {"in": jnp.zeros((k, fan_in)), "bias": jnp.zeros(k), "out": [jnp.zeros((k, fo)) for fo in fan_out]}
-        return tmpl
+    @property
+    def num_dims(self) -> int:
+        return self.k_max * self.slot_dims
 
-    def identity(self, params) -> jax.Array:
-        return jax.flatten_util.ravel_pytree(self._template(params))[0]
+    def slots(self, selection) -> Slots:
+        return _slots(self.sites, self.k_max, selection)
 
-    def bounds(self, params):
-        tree = {}
-        for n in self.neurons:
-            src, dsts = self._layers(n)
-            fan_in, fan_out = self._sizes(params, n)
-            k = len(n.units)
-            s_in = self.bound * jnp.std(params[src]["kernel"])
-            tree[n.site] = {
-                "in": jnp.full((k, fan_in), s_in),
-                "bias": jnp.full(k, s_in),
-                "out": [jnp.full((k, fo), self.bound * jnp.std(params[d]["kernel"])) for d, fo in zip(dsts, fan_out)],
-            }
-        hi = jax.flatten_util.ravel_pytree(tree)[0]
-        return -hi, hi
+    def identity(self) -> np.ndarray:
+        return np.zeros(self.num_dims, np.float32)
 
-    def unflatten(self, flat, params):
-        return jax.flatten_util.ravel_pytree(self._template(params))[1](flat)
+    def _parts(self, s: SiteSlot) -> dict:
+        """Slices of one slot's vector that site ``s`` uses."""
+        parts, off = {"in": slice(0, s.fan_in), "bias": slice(self.max_in, self.max_in + 1)}, self.max_in + 1
+        for d, fo in zip(s.dsts, s.fan_out):
+            parts[d] = slice(off, off + fo)
+            off += fo
+        return parts
 
-    def realize(self, params, flat):
-        sol = self.unflatten(flat, params)
+    def bounds(self, params, slots: Slots, bounds=1.0) -> tuple[np.ndarray, np.ndarray]:
+        bound = float(bounds if np.ndim(bounds) == 0 else np.asarray(bounds).ravel()[-1])
+        if not bound > 0:
+            raise ValueError(f"the delta bound (× layer std) must be positive, got {bounds}")
+        hi = np.zeros((self.k_max, self.slot_dims), np.float32)
+        for i, si, _ in _active(slots):
+            s = self.sites[si]
+            parts = self._parts(s)
+            s_in = bound * float(np.std(np.asarray(params[s.src]["kernel"])))
+            hi[i, parts["in"]] = s_in
+            if "bias" in params[s.src]:
+                hi[i, parts["bias"]] = s_in
+            for d in s.dsts:
+                hi[i, parts[d]] = bound * float(np.std(np.asarray(params[d]["kernel"])))
+        return -hi.ravel(), hi.ravel()
+
+    def realize(self, params, slots: Slots, flat: jax.Array):
+        d = flat.reshape(self.k_max, self.slot_dims)
         new = dict(params)
-        for n in self.neurons:
-            src, dsts = self._layers(n)
-            u = jnp.asarray(n.units)
-            d = sol[n.site]
-            p = dict(new[src])
-            p["kernel"] = p["kernel"].at[:, u].add(d["in"].T)
+        for i, s in enumerate(self.sites):
+            idx = jnp.where(slots.site == i, slots.unit, s.num_units)  # other slots: dropped
+            parts = self._parts(s)
+            p = dict(new[s.src])
+            p["kernel"] = p["kernel"].at[:, idx].add(d[:, parts["in"]].T, mode="drop")
             if "bias" in p:
-                p["bias"] = p["bias"].at[u].add(d["bias"])
-            new[src] = p
-            for name, dout in zip(dsts, d["out"]):
-                q = dict(new[name])
-                q["kernel"] = q["kernel"].at[u, :].add(dout)
-                new[name] = q
+                p["bias"] = p["bias"].at[idx].add(d[:, parts["bias"]][:, 0], mode="drop")
+            new[s.src] = p
+            for dst in s.dsts:
+                q = dict(new[dst])
+                q["kernel"] = q["kernel"].at[idx, :].add(d[:, parts[dst]], mode="drop")
+                new[dst] = q
         return new, {}
 
-    def fold(self, graph: Graph, params, flat):
-        return jax.device_get(self.realize(params, jnp.asarray(flat))[0])
+    def unflatten(self, slots: Slots, flat) -> dict:
+        d = np.asarray(flat, np.float32).reshape(self.k_max, self.slot_dims)
+        out: dict = {}
+        for i, si, _ in _active(slots):
+            s = self.sites[si]
+            parts = self._parts(s)
+            e = out.setdefault(s.name, {"in": [], "bias": [], "out": [[] for _ in s.dsts]})
+            e["in"].append(d[i, parts["in"]])
+            e["bias"].append(d[i, parts["bias"]][0])
+            for j, dst in enumerate(s.dsts):
+                e["out"][j].append(d[i, parts[dst]])
+        return {k: {"in": np.asarray(v["in"]), "bias": np.asarray(v["bias"]), "out": [np.asarray(o) for o in v["out"]]}
+                for k, v in out.items()}
 
+    def fold(self, params, slots: Slots, flat):
+        return jax.device_get(self.realize(params, Slots(*map(jnp.asarray, slots)), jnp.asarray(flat))[0])

@@ -24,10 +24,19 @@ from jaxrepair import causal, models, properties
 
 @dataclasses.dataclass(frozen=True)
 class Objective:
-    """``(1−a)·prop.rate + a·(1−accuracy)``; hashable, so compiled searches are reused."""
+    """``(1−a)·prop.rate + a·(1−accuracy)``.
+
+    :meth:`split` separates what shapes a compiled program (the property's kind, ``decide``) from its
+    numbers (sensitive column and values, target class, weights), which are passed as data: two
+    tasks that differ only in those numbers share one compiled search.
+    """
 
     prop: object
     decide: str = "argmax"
+
+    def split(self) -> tuple[properties.Static, tuple]:
+        """``(static part, numbers)``; ``static.join(numbers)`` rebuilds the objective."""
+        return properties.split(self)
 
     def metrics(self, apply_fn, params, data) -> tuple[jax.Array, jax.Array]:
         v = self.prop.rate(apply_fn, params, data["property"])
@@ -44,6 +53,23 @@ class Objective:
         s = jnp.mean(self.prop.surrogate(apply_fn, params, data["property"]))
         ce = jnp.mean(properties.Misclassification(decide=self.decide).surrogate(apply_fn, params, data["accuracy"]))
         return (1.0 - a) * s + a * ce
+
+
+jax.tree_util.register_dataclass(Objective, data_fields=["prop"], meta_fields=["decide"])
+
+
+@jax.jit(static_argnames=("apply", "objective"))
+def _metrics(params, data, numbers, *, apply, objective):
+    return objective.join(numbers).metrics(apply, params, data)
+
+
+def metrics(objective: Objective, model, data) -> tuple[float, float]:
+    """``(violation rate, accuracy)`` of ``model`` on a split, by one compiled program per
+    objective kind and data shape (reused across models, repairs and reports)."""
+    apply, params = models.functional(model)
+    static, numbers = objective.split()
+    v, acc = _metrics(params, data, numbers, apply=apply, objective=static)
+    return float(v), float(acc)
 
 
 @dataclasses.dataclass
@@ -85,17 +111,33 @@ def _both(batch):
     return {"property": batch, "accuracy": batch}
 
 
-def custom_task(name: str, prop, splits: dict, *, effect, decide: str = "argmax", localize_split: str = "repair") -> Task:
-    """A task from your own property and ``{"repair"|"select"|"test": {"x", "y", ...}}`` batches."""
+def _split_data(name: str, split: str, batch: dict) -> dict:
+    if "property" in batch or "accuracy" in batch:
+        if set(batch) != {"property", "accuracy"}:
+            raise ValueError(f"task {name!r}: split {split!r} must be one batch or exactly "
+                             f"{{'property': batch, 'accuracy': batch}}; it has {sorted(batch)}")
+        return {"property": _jnp(batch["property"]), "accuracy": _jnp(batch["accuracy"])}
+    return _both(_jnp(batch))
+
+
+def custom_task(name: str, prop, splits: dict, *, effect, decide: str = "argmax", localize_split: str = "repair",
+                localize_batch: dict | None = None, kind: str = "custom") -> Task:
+    """A task from your own property and ``{"repair"|"select"|"test": batch}`` splits.
+
+    Each split is one batch ``{"x", "y", ...}`` used for both terms of the objective, or separate
+    sets ``{"property": batch, "accuracy": batch}`` (CARE measures the violation on discriminatory
+    instances and the accuracy on labelled rows). ACE localises on ``localize_batch`` (default: the
+    property batch of ``localize_split``).
+    """
     obj = Objective(prop, decide)
-    data = {k: _both(_jnp(v)) for k, v in splits.items()}
+    data = {k: _split_data(name, k, v) for k, v in splits.items()}
 
     def report(model):
-        apply, params = models.functional(model)
-        v, acc = obj.metrics(apply, params, data["test"])
-        return {"violation": float(v), "accuracy": float(acc)}
+        v, acc = metrics(obj, model, data["test"])
+        return {"violation": v, "accuracy": acc}
 
-    t = Task(name, "custom", obj, data, effect, data[localize_split]["property"], report)
+    t = Task(name, kind, obj, data, effect,
+             _jnp(localize_batch) if localize_batch is not None else data[localize_split]["property"], report)
     t.check()
     return t
 

@@ -15,18 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxrepair.models import Network, functional
-from jaxrepair.models._ops import STAT_NAMES
-
-
-def trainable_mask(params) -> dict:
-    """True for weights, False for batch statistics / normalisation constants."""
-    return {n: {k: k not in STAT_NAMES for k in p} for n, p in params.items()}
-
-
-def masked(opt: optax.GradientTransformation, params) -> optax.GradientTransformation:
-    mask = trainable_mask(params)
-    return optax.chain(optax.masked(opt, mask), optax.masked(optax.set_to_zero(), jax.tree.map(lambda m: not m, mask)))
+from jaxrepair.models import Network, merge, split
 
 
 def cross_entropy(apply, params, x, y, w=None):
@@ -47,10 +36,15 @@ def train_classifier(
     loss: Callable | None = None,
     progress: bool = False,
 ) -> Network:
-    """Trains with Adam(W) on cross-entropy (or ``loss(apply, params, x, y)``); returns a new network."""
-    apply, params = functional(model)
+    """Trains with Adam(W) on cross-entropy (or ``loss(apply, params, x, y)``); returns a new network.
+    Only ``nnx.Param`` leaves train; batch statistics and normalisation constants stay as they are."""
+    raw_apply, params, stats = split(model)
     loss = loss or cross_entropy
-    opt = masked(optax.adamw(learning_rate, weight_decay=weight_decay), params)
+
+    def apply(p, x, intervention=None):
+        return raw_apply(merge(p, stats), x, intervention)
+
+    opt = optax.adamw(learning_rate, weight_decay=weight_decay)
     state = opt.init(params)
     x, y = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.int32)
     n = x.shape[0]
@@ -74,4 +68,4 @@ def train_classifier(
         params, state, value = epoch(params, state, k)
         if progress:
             print(f"  epoch {e + 1}/{epochs} loss {float(value):.4f}", file=sys.stderr, flush=True)
-    return model.with_params(params)
+    return model.with_params(merge(params, stats))
