@@ -10,10 +10,14 @@ The public API in one screen::
     loc.top(3)                                     # ranked neurons
 """
 
-from jaxrepair import causal, convert, data, distributed, feature, interventions, models, properties, records, repair, zoo
-from jaxrepair.interventions import Intervention
-from jaxrepair.models import Network, functional, load, save, sites
+from jaxrepair import compile_cache
+
+compile_cache.enable()
+
+from jaxrepair import causal, convert, data, distributed, feature, interventions, models, properties, records, repair, zoo  # noqa: E402
+from jaxrepair.interventions import Intervention  # noqa: E402
+from jaxrepair.models import Network, functional, load, save, sites  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["Intervention", "Network", "causal", "convert", "data", "distributed", "feature", "functional", "interventions", "load", "models", "properties", "records", "repair", "save", "sites", "zoo"]
+__all__ = ["Intervention", "Network", "causal", "compile_cache", "convert", "data", "distributed", "feature", "functional", "interventions", "load", "models", "properties", "records", "repair", "save", "sites", "zoo"]

@@ -391,7 +391,11 @@ def cmd_demo(args):
 def cmd_bench(args):
     from jaxrepair import records
 
-    if args.what == "ace":
+    if args.what == "cold":
+        from jaxrepair.bench import _cold
+
+        results = _cold.run(care_dir=args.care_dir, seed=0)
+    elif args.what == "ace":
         from jaxrepair.bench import _ace
 
         results = _ace.run(samples=args.samples, models_=args.models)
@@ -563,8 +567,11 @@ def main(argv=None):
     rep.add_argument("--out", help="output directory (default: next to the store)")
     rep.set_defaults(fn=cmd_report)
 
-    bn = sub.add_parser("bench", help="benchmarks: ace (localisation), repair (population fitness), scale (devices)")
-    bn.add_argument("what", choices=["ace", "repair", "scale"])
+    bn = sub.add_parser("bench", help="benchmarks: ace (localisation), repair (population fitness), scale (devices), "
+                        "cold (CARE's census task end to end from a cold process)")
+    bn.add_argument("what", choices=["ace", "repair", "scale", "cold"])
+    bn.add_argument("--care-dir", help="cold: directory with CARE's census files (census_sex_ref.npz); "
+                    "default: the zoo's census-sex model")
     bn.add_argument("--scale-model", default="mlp-784-4096-4096-10", choices=["mlp-784-4096-4096-10", "mlp-784-1024-1024-10"])
     bn.add_argument("--device-counts", type=int, nargs="+", default=[1, 2, 4, 8])
     bn.add_argument("--samples", type=int, default=1000, help="ace: samples per neuron and value")

@@ -139,7 +139,10 @@ class Space(Protocol):
 
 
 def _slots(sites: tuple[SiteSlot, ...], k_max: int, selection) -> Slots:
+    """Slots in :func:`group`'s order (sites in first-seen order, units in order within a site)."""
     index = {s.name: i for i, s in enumerate(sites)}
+    order = list(dict.fromkeys(s for s, _ in selection))
+    selection = sorted(selection, key=lambda su: order.index(su[0]))
     seen, site, unit = set(), [], []
     for s, u in selection:
         if s not in index:
