@@ -97,7 +97,7 @@ def _child(care_dir: str | None, seed: int) -> dict:
             "selected": [(n.site, n.unit) for n in result.selected], "generations_run": result.search["generations_run"],
             "before": {"di_share": result.before["violation"], "accuracy": result.before["accuracy"]},
             "after": {"di_share": result.after["violation"], "accuracy": result.after["accuracy"]},
-            "compile_cache": os.environ.get("JAX_COMPILATION_CACHE_DIR", "off")}
+            "compile_cache": jax.config.jax_compilation_cache_dir or "off"}
 
 
 def _spawn(care_dir, seed, env) -> dict:

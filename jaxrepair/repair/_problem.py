@@ -110,11 +110,11 @@ class Problem:
         slot_runs = [self.slots if s is None else self.select(s) for s in each["selections"]]
         bound_runs = [self.bounds if b is None else b for b in each["bounds"]]
         lohi = [self.space.bounds(self.args.params, s, b) for s, b in zip(slot_runs, bound_runs)]
-        keys = jnp.stack([jax.random.fold_in(jax.random.key(int(s)), 1) for s in each["seeds"]])
-        runs = _search.Run(
-            key=keys, a=jnp.asarray(a_runs, jnp.float32), max_drop=jnp.stack([_search.budget(m) for m in md_runs]),
-            lo=jnp.asarray(np.stack([lh[0] for lh in lohi])), hi=jnp.asarray(np.stack([lh[1] for lh in lohi])),
-            slots=Slots(jnp.asarray(np.stack([s.site for s in slot_runs])), jnp.asarray(np.stack([s.unit for s in slot_runs]))))
+        runs = _search.Run(  # host arrays: placed by the program call (no eager device ops to compile)
+            seed=np.asarray([int(s) for s in each["seeds"]], np.int32), a=np.asarray(a_runs, np.float32),
+            max_drop=np.asarray([np.inf if m is None else m for m in md_runs], np.float32),
+            lo=np.stack([lh[0] for lh in lohi]), hi=np.stack([lh[1] for lh in lohi]),
+            slots=Slots(np.stack([s.site for s in slot_runs]), np.stack([s.unit for s in slot_runs])))
         out = _search.run_program(self.spec, self.args, runs, progress=progress, mesh=self.mesh)
         out["slots"] = slot_runs
         return out

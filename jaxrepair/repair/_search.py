@@ -162,7 +162,7 @@ class Args(NamedTuple):
 class Run(NamedTuple):
     """What differs between runs of one program (a leading axis when vmapped)."""
 
-    key: jax.Array
+    seed: jax.Array  # int32: the run's key is fold_in(key(seed), 1)
     a: jax.Array
     max_drop: jax.Array
     lo: jax.Array  # [D]
@@ -199,10 +199,10 @@ def search_core(spec: Spec, args: Args, run: Run, *, progress=False, mesh=None):
         return raw, fit
 
     z_id = jnp.clip((jnp.asarray(space.identity()) - lo) / width, 0.0, 1.0)
-    base = (args.params, args.stats, run.slots, args.data_r, args.data_s, run.a, run.max_drop, lo, hi)
-    raw_fit, _ = make_fit((*base, jnp.zeros(2)))
-    acc0 = jnp.stack([raw_fit(z_id, args.data_r)[2], raw_fit(z_id, args.data_s)[2]])
-    ctx = (*base, acc0)
+    # the unrepaired model's accuracy on both splits: the reference of the accuracy budget
+    unrepaired = models.merge(args.params, args.stats)
+    acc0 = jnp.stack([objective.accuracy(apply, unrepaired, args.data_r), objective.accuracy(apply, unrepaired, args.data_s)])
+    ctx = (args.params, args.stats, run.slots, args.data_r, args.data_s, run.a, run.max_drop, lo, hi, acc0)
     _, fit = make_fit(ctx)
 
     chunk = strategy.particle_chunk if strategy.particle_chunk >= 0 else (1 if jax.default_backend() == "cpu" else 0)
@@ -231,61 +231,71 @@ def search_core(spec: Spec, args: Args, run: Run, *, progress=False, mesh=None):
             return jax.tree.map(lambda v: v[:n], sharded(padded, ctx))
 
     z0 = z_id
-    algo, ap, population_based = _algorithm(strategy, z0.shape[0])
-    k_init, k_pop, k_run = jax.random.split(run.key, 3)
+    n, d = strategy.population_size, z0.shape[0]
+    algo, ap, population_based = _algorithm(strategy, d)
+    key = jax.random.fold_in(jax.random.key(run.seed), 1)
+    k_init, k_pop, k_run = jax.random.split(key, 3)
     if population_based:
         if spec.init == "identity":
-            pop0 = jnp.broadcast_to(z0, (strategy.population_size, z0.shape[0]))
+            pop0 = jnp.broadcast_to(z0, (n, d))
         else:
-            pop0 = jax.random.uniform(k_pop, (strategy.population_size, z0.shape[0])).at[0].set(z0)
-        f0, _, _ = pop_fit(pop0)
-        state = algo.init(k_init, pop0, f0, ap)
-        i0 = jnp.argmin(f0)
-        best_z, best_f = pop0[i0], f0[i0]
+            pop0 = jax.random.uniform(k_pop, (n, d)).at[0].set(z0)
+        state0 = algo.init(k_init, pop0, jnp.zeros(n), ap)  # re-initialised with the fitness in iteration 0
     else:
-        state = algo.init(k_init, z0, ap)
-        best_z, best_f = z0, fit(z0, "r")[0]
-    sel_f0, sel_v0, sel_a0 = fit(z0, "s")
-    init_evals = strategy.population_size if population_based else 1
-    carry0 = dict(state=state, best_z=best_z, best_f=best_f, sel_z=z0, sel_f=sel_f0, sel_v=sel_v0, sel_acc=sel_a0,
-                  ref_f=best_f, stall=jnp.zeros((), jnp.int32), done=jnp.zeros((), bool), gens=jnp.zeros((), jnp.int32))
+        pop0 = jnp.broadcast_to(z0, (n, d))
+        state0 = algo.init(k_init, z0, ap)
+    init_evals = n if population_based else 1
+    inf = jnp.full((), jnp.inf)
+    carry0 = dict(state=state0, best_z=z0, best_f=inf, sel_z=z0, sel_f=inf, sel_v=inf, sel_acc=-inf, ref_f=inf,
+                  stall=jnp.zeros((), jnp.int32), done=jnp.zeros((), bool), gens=jnp.zeros((), jnp.int32),
+                  first=jnp.ones((), bool))
 
+    # Iteration 0 evaluates the initial population and the unrepaired model on the select split;
+    # iterations 1..G are the generations. The fitness appears once per split in the program.
     def generation(c, k):
         ka, kt = jax.random.split(k)
-        pop, st = algo.ask(ka, c["state"], ap)
+        first = c["first"]
+        pop, st = lax.cond(first, lambda: (pop0, c["state"]), lambda: algo.ask(ka, c["state"], ap))
         pop = jnp.clip(pop, 0.0, 1.0)
         f, v, acc = pop_fit(pop)
-        st, _ = algo.tell(kt, pop, f, st, ap)
+        if population_based:
+            st = lax.cond(first, lambda: algo.init(k_init, pop, f, ap), lambda: algo.tell(kt, pop, f, st, ap)[0])
+        else:
+            st = lax.cond(first, lambda: st, lambda: algo.tell(kt, pop, f, st, ap)[0])
         i = jnp.argmin(f)
         improved = f[i] < c["best_f"]
         best_z = jnp.where(improved, pop[i], c["best_z"])
         best_f = jnp.minimum(f[i], c["best_f"])
-        fs, vs, accs = fit(best_z, "s")
-        better = fs < c["sel_f"]
+        fs, vs, accs = fit(jnp.where(first, z0, best_z), "s")
+        better = first | (fs < c["sel_f"])
         tol = strategy.tol * (1.0 + jnp.abs(c["ref_f"])) if strategy.relative_tol else strategy.tol
-        gain = best_f < c["ref_f"] - tol
+        gain = first | (best_f < c["ref_f"] - tol)
         stall = jnp.where(gain, 0, c["stall"] + 1)
-        gens = c["gens"] + 1
+        gens = c["gens"] + jnp.where(first, 0, 1)
         new = dict(
             state=st, best_z=best_z, best_f=best_f,
-            sel_z=jnp.where(better, best_z, c["sel_z"]), sel_f=jnp.where(better, fs, c["sel_f"]),
+            sel_z=jnp.where(better, jnp.where(first, z0, best_z), c["sel_z"]), sel_f=jnp.where(better, fs, c["sel_f"]),
             sel_v=jnp.where(better, vs, c["sel_v"]), sel_acc=jnp.where(better, accs, c["sel_acc"]),
             ref_f=jnp.where(gain, best_f, c["ref_f"]), stall=stall, done=stall >= strategy.patience, gens=gens,
+            first=jnp.zeros((), bool),
         )
         if progress:
             jax.debug.callback(_print_progress, gens, best_f, new["sel_f"], strategy.generations)
         hist = dict(best=best_f, mean=jnp.mean(jnp.where(jnp.isfinite(f), f, jnp.nan)), select=new["sel_f"],
-                    violation=v[i], accuracy=acc[i])
+                    violation=v[i], accuracy=acc[i], identity_select=jnp.where(first, fs, jnp.nan))
         return new, hist
 
     def skip(c, k):
         nan = jnp.full((), jnp.nan)
-        return c, dict(best=c["best_f"], mean=nan, select=c["sel_f"], violation=nan, accuracy=nan)
+        return c, dict(best=c["best_f"], mean=nan, select=c["sel_f"], violation=nan, accuracy=nan, identity_select=nan)
 
     def step(c, k):
         return lax.cond(c["done"], skip, generation, c, k)
 
-    final, hist = lax.scan(step, carry0, jax.random.split(k_run, strategy.generations))
+    keys = jax.random.split(k_run, strategy.generations)
+    final, hist = lax.scan(step, carry0, jnp.concatenate([keys[:1], keys]))
+    sel_f0 = hist.pop("identity_select")[0]
+    hist = jax.tree.map(lambda h: h[1:], hist)
     return {
         "solution": to_x(final["sel_z"]),
         "select_fitness": final["sel_f"],
@@ -321,14 +331,12 @@ def population_mesh(devices=None):
 
 
 def run_program(spec: Spec, args: Args, runs: Run, *, progress=False, mesh=None) -> dict:
-    """Places the inputs on ``mesh`` (keys as raw data), runs the compiled program, gathers the output."""
+    """Places the inputs on ``mesh``, runs the compiled program, gathers the output."""
     _PROGRESS["t0"] = time.perf_counter()
-    key_data = jax.random.key_data(runs.key)
     if mesh is not None:
         from jaxrepair import distributed
 
-        args, key_data, rest = (distributed.put_tree(jax.device_get(t), mesh) for t in (args, key_data, runs[1:]))
-        runs = Run(jax.random.wrap_key_data(key_data), *rest)
+        args, runs = (distributed.put_tree(jax.device_get(t), mesh) for t in (args, runs))
         out = program(spec, args, runs, progress=progress, mesh=mesh)
         return jax.device_get(jax.tree.map(distributed.gather, out))
     return jax.device_get(program(spec, args, runs, progress=progress, mesh=None))

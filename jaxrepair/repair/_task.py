@@ -43,6 +43,9 @@ class Objective:
         acc = properties.accuracy(apply_fn, params, data["accuracy"], self.decide)
         return v, acc
 
+    def accuracy(self, apply_fn, params, data) -> jax.Array:
+        return properties.accuracy(apply_fn, params, data["accuracy"], self.decide)
+
     def fitness(self, apply_fn, params, data, a) -> tuple[jax.Array, jax.Array, jax.Array]:
         v, acc = self.metrics(apply_fn, params, data)
         f = (1.0 - a) * v + a * (1.0 - acc)
