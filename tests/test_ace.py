@@ -116,10 +116,10 @@ def test_no_recompilation_and_determinism(small):
     x2 = rng.normal(size=(12, 5)).astype(np.float32)
     eff = jr.causal.TargetOutput(0)
     a = jr.causal.ace(model, x1, eff, num_values=4)
-    traces = _ace.TRACE_COUNT["site_program"]
+    traces = _ace.TRACE_COUNT["program"]
     b = jr.causal.ace(model, x1, jr.causal.TargetOutput(0), num_values=4)  # equal effect, new object
     c = jr.causal.ace(model, x2, eff, num_values=4)  # new data, same shapes
-    assert _ace.TRACE_COUNT["site_program"] == traces
+    assert _ace.TRACE_COUNT["program"] == traces
     for s in a.sites:
         np.testing.assert_array_equal(a.sites[s].curve, b.sites[s].curve)
     assert not np.array_equal(a.sites["layer1"].curve, c.sites["layer1"].curve)
@@ -129,7 +129,7 @@ def test_bad_input_fails_before_compiling(small):
     model = small["mlp"]
     x = np.zeros((4, 5), np.float32)
     eff = jr.causal.TargetOutput(0)
-    before = _ace.TRACE_COUNT["site_program"]
+    before = _ace.TRACE_COUNT["program"]
     with pytest.raises(ValueError, match="unknown site.*'layer9'"):
         jr.causal.ace(model, x, eff, sites=["layer9"])
     with pytest.raises(IndexError, match="site 'layer1' has 7 units"):
@@ -148,7 +148,7 @@ def test_bad_input_fails_before_compiling(small):
         jr.causal.ace(model, x, lambda f, b: f(b["x"]))
     with pytest.raises(ValueError, match="one number per example"):
         jr.causal.ace(model, x, lambda f, b: f(b["x"]).sum())
-    assert _ace.TRACE_COUNT["site_program"] == before
+    assert _ace.TRACE_COUNT["program"] == before
 
 
 def test_memory_is_bounded_by_chunks(small):

@@ -5,9 +5,9 @@ unit's observed ``[min, max]`` on the data, ACE computes ``E_x[effect | do(h_j =
 (Sun et al., "Causality-based neural network repair", ICSE 2022; baseline-subtracted ACE after
 Chattopadhyay et al., "Neural network attributions: a causal perspective", ICML 2019).
 
-Per site this is *one* compiled program: a scan over sample chunks that evaluates the network once
-per chunk (all sites kept), then maps over (unit, α) pairs in vmapped chunks of ``chunk_size``,
-re-evaluating only what lies downstream of the site. When the site feeds a dense layer through
+All sites are *one* compiled program: a scan over sample chunks that evaluates the network once
+per chunk (all sites kept, shared by every site), then maps over each site's (unit, α) pairs in
+vmapped chunks of ``chunk_size``, re-evaluating only what lies downstream of the site. When the site feeds a dense layer through
 element-wise activations only, a single-unit ``do`` changes that layer's pre-activation by the
 rank-1 term ``(act(α) − act(h_j)) · W[j, :]``, so the intervened evaluation skips that matmul.
 
@@ -44,7 +44,7 @@ SCORES = ("interventional_change", "care_mean", "care_spread")
 DEFAULT_SCORE = "interventional_change"
 
 #: Incremented each time a site program is traced (compiled); tests assert it stays put.
-TRACE_COUNT = {"site_program": 0}
+TRACE_COUNT = {"program": 0}
 
 
 class Neuron(NamedTuple):
@@ -173,43 +173,60 @@ def _units_view(h: jax.Array, per_channel: bool) -> jax.Array:
 # --------------------------------------------------------------------------- the compiled program
 
 
-def _site_body(params, batches, weights, units, *, graph, site, effect, num_values, chunk_size, per_channel, plan,
-               data_axis=None):
-    """One site's whole localisation. ``batches`` leaves are ``[chunks, batch, ...]``. Inside
-    ``shard_map`` with ``data_axis`` set, the data chunks are this device's share: ranges and sums
-    are combined across that axis with collectives."""
-    TRACE_COUNT["site_program"] += 1
-    structured = _effects.is_structured(effect)
+class SitePlan(NamedTuple):
+    """How one site is localised (static): per-channel or per-unit, the rank-1 shortcut, pairs in flight."""
 
-    # Pass 1: observed range of every unit on the data.
+    site: str
+    per_channel: bool
+    plan: tuple | None  # (element-wise chain, dense node) when a single-unit do is a rank-1 update
+    chunk_size: int
+
+
+def _program_body(params, batches, weights, units, *, graph, sites, effect, num_values, data_axis=None):
+    """Every site's whole localisation in one program. ``batches`` leaves are ``[chunks, batch, ...]``;
+    ``units[i]`` are the units of ``sites[i]``. Each sample chunk is evaluated once (all sites kept)
+    and shared by every site. Inside ``shard_map`` with ``data_axis`` set, the data chunks are this
+    device's share: ranges and sums are combined across that axis with collectives."""
+    TRACE_COUNT["program"] += 1
+    structured = _effects.is_structured(effect)
+    shapes = {k: v.shape[1:] for k, v in jax.eval_shape(
+        lambda p, x: run(graph, p, x, all_sites=True), params, batches["x"][0, :1]).items()}
+
+    # Pass 1: observed range of every unit of every site on the data.
     def range_step(carry, inp):
         b, w = inp
-        h = run(graph, params, b["x"], all_sites=True)[site]
-        hv = _units_view(h, per_channel)
-        valid = jnp.broadcast_to(w.reshape(w.shape[0], *([1] * (h.ndim - 1))) > 0, h.shape)
-        valid = _units_view(valid, per_channel)
-        lo = jnp.minimum(carry[0], jnp.min(jnp.where(valid, hv, jnp.inf), axis=0))
-        hi = jnp.maximum(carry[1], jnp.max(jnp.where(valid, hv, -jnp.inf), axis=0))
-        return (lo, hi), None
+        env = run(graph, params, b["x"], all_sites=True)
+        out = []
+        for sp, (lo, hi) in zip(sites, carry):
+            h = env[sp.site]
+            hv = _units_view(h, sp.per_channel)
+            valid = _units_view(jnp.broadcast_to(w.reshape(w.shape[0], *([1] * (h.ndim - 1))) > 0, h.shape), sp.per_channel)
+            out.append((jnp.minimum(lo, jnp.min(jnp.where(valid, hv, jnp.inf), axis=0)),
+                        jnp.maximum(hi, jnp.max(jnp.where(valid, hv, -jnp.inf), axis=0))))
+        return tuple(out), None
 
-    site_shape = run(graph, params, batches["x"][0, :1], all_sites=True)[site].shape[1:]
-    n_all = site_shape[-1] if per_channel else math.prod(site_shape)
-    init = (jnp.full(n_all, jnp.inf), jnp.full(n_all, -jnp.inf))
-    (lo, hi), _ = lax.scan(range_step, init, (batches, weights))
-    if data_axis is not None:
-        lo, hi = lax.pmin(lo, data_axis), lax.pmax(hi, data_axis)
-    lo, hi = lo[units], hi[units]
+    def width(sp):
+        shape = shapes[sp.site]
+        return shape[-1] if sp.per_channel else math.prod(shape)
+
+    init = tuple((jnp.full(width(sp), jnp.inf), jnp.full(width(sp), -jnp.inf)) for sp in sites)
+    ranges, _ = lax.scan(range_step, init, (batches, weights))
     grid = jnp.linspace(0.0, 1.0, num_values)
-    alphas = lo[:, None] + (hi - lo)[:, None] * grid[None, :]  # [U, V]
-    flat_j = jnp.repeat(units, num_values)  # [U·V]
-    flat_a = alphas.reshape(-1)
+    per_site = []
+    for sp, (lo, hi), u in zip(sites, ranges, units):
+        if data_axis is not None:
+            lo, hi = lax.pmin(lo, data_axis), lax.pmax(hi, data_axis)
+        lo, hi = lo[u], hi[u]
+        alphas = lo[:, None] + (hi - lo)[:, None] * grid[None, :]  # [U, V]
+        per_site.append((lo, hi, alphas, jnp.repeat(u, num_values), alphas.reshape(-1)))  # pairs [U·V]
 
-    def mask_for(j):
-        if per_channel:
-            return (jnp.arange(site_shape[-1]) == j).reshape((1,) * (len(site_shape) - 1) + (-1,))
-        return (jnp.arange(math.prod(site_shape)) == j).reshape(site_shape)
+    def mask_for(sp, j):
+        shape = shapes[sp.site]
+        if sp.per_channel:
+            return (jnp.arange(shape[-1]) == j).reshape((1,) * (len(shape) - 1) + (-1,))
+        return (jnp.arange(math.prod(shape)) == j).reshape(shape)
 
-    # Pass 2: E[effect | do(h_j = α)] for every pair, summed over sample chunks.
+    # Pass 2: E[effect | do(h_j = α)] for every pair of every site, summed over sample chunks.
     def ace_step(carry, inp):
         b, w = inp
         if structured:
@@ -217,54 +234,59 @@ def _site_body(params, batches, weights, units, *, graph, site, effect, num_valu
             env = run(graph, params, xs, all_sites=True)
             base = effect.reduce(env[graph.output], b)
 
-            def one(j, a):
-                if plan is not None:
-                    chain, dense = plan
-                    m = env[site].shape[0]
-                    new, old = a, env[site].reshape(m, -1)[:, j]
+            def one(sp, j, a):
+                if sp.plan is not None:
+                    chain, dense = sp.plan
+                    m = env[sp.site].shape[0]
+                    new, old = a, env[sp.site].reshape(m, -1)[:, j]
                     for node in chain:
                         new = ELEMENTWISE[node.op](new, node.attr)
                         old = env[node.name].reshape(m, -1)[:, j]
                     row = params[dense]["kernel"][j]  # [out]
                     out = resume(graph, params, env, overrides={dense: env[dense] + (new - old)[:, None] * row})
                 else:
-                    iv = {site: Intervention(mask_for(j), jnp.zeros(()), a)}
-                    out = resume(graph, params, env, iv)
+                    out = resume(graph, params, env, {sp.site: Intervention(mask_for(sp, j), jnp.zeros(()), a)})
                 return jnp.sum(w * effect.reduce(out, b))
-
         else:
             base = effect(lambda xx: run(graph, params, xx), b)
 
-            def one(j, a):
-                iv = {site: Intervention(mask_for(j), jnp.zeros(()), a)}
+            def one(sp, j, a):
+                iv = {sp.site: Intervention(mask_for(sp, j), jnp.zeros(()), a)}
                 return jnp.sum(w * effect(lambda xx: run(graph, params, xx, iv), b))
 
-        sums = lax.map(lambda ja: one(*ja), (flat_j, flat_a), batch_size=chunk_size)
-        return (carry[0] + sums, carry[1] + jnp.sum(w * base)), None
+        sums = tuple(c + lax.map(lambda ja, sp=sp: one(sp, *ja), (flat_j, flat_a), batch_size=sp.chunk_size)
+                     for sp, c, (_, _, _, flat_j, flat_a) in zip(sites, carry[0], per_site))
+        return (sums, carry[1] + jnp.sum(w * base)), None
 
-    (sums, base_sum), _ = lax.scan(ace_step, (jnp.zeros(flat_j.shape[0]), jnp.zeros(())), (batches, weights))
+    init = (tuple(jnp.zeros(ps[3].shape[0]) for ps in per_site), jnp.zeros(()))
+    (sums, base_sum), _ = lax.scan(ace_step, init, (batches, weights))
     total = jnp.sum(weights)
     if data_axis is not None:
-        sums, base_sum, total = lax.psum(sums, data_axis), lax.psum(base_sum, data_axis), lax.psum(total, data_axis)
-    return lo, hi, alphas, (sums / total).reshape(-1, num_values), base_sum / total
+        sums = tuple(lax.psum(x, data_axis) for x in sums)
+        base_sum, total = lax.psum(base_sum, data_axis), lax.psum(total, data_axis)
+    curves = tuple((x / total).reshape(-1, num_values) for x in sums)
+    return tuple((lo, hi, alphas, c) for (lo, hi, alphas, _, _), c in zip(per_site, curves)), base_sum / total
 
 
-_STATIC = ("graph", "site", "effect", "num_values", "chunk_size", "per_channel", "plan")
-_site_program = jax.jit(_site_body, static_argnames=_STATIC)
+_STATIC = ("graph", "sites", "effect", "num_values")
+_program = jax.jit(_program_body, static_argnames=_STATIC)
 
 
 @functools.lru_cache(maxsize=None)
 def _sharded_program(mesh, **kw):
-    """``_site_body`` under ``shard_map``: units split over the mesh's ``units`` axis, data chunks over
-    its ``data`` axis; params and the rest replicated."""
+    """``_program_body`` under ``shard_map``: every site's units split over the mesh's ``units`` axis,
+    data chunks over its ``data`` axis; params and the rest replicated."""
     from jax.sharding import PartitionSpec as P
 
-    def body(params, batches, weights, units):
-        lo, hi, alphas, curve, base = _site_body(params, batches, weights, units, data_axis="data", **kw)
-        return lo, hi, alphas, curve, base[None]
+    n_sites = len(kw["sites"])
 
-    f = jax.shard_map(body, mesh=mesh, in_specs=(P(), P("data"), P("data"), P("units")),
-                      out_specs=(P("units"), P("units"), P("units"), P("units"), P("units")), check_vma=False)
+    def body(params, batches, weights, units):
+        out, base = _program_body(params, batches, weights, units, data_axis="data", **kw)
+        return out, base[None]
+
+    site_spec = (P("units"),) * 4
+    f = jax.shard_map(body, mesh=mesh, in_specs=(P(), P("data"), P("data"), (P("units"),) * n_sites),
+                      out_specs=((site_spec,) * n_sites, P("units")), check_vma=False)
     return jax.jit(f)
 
 
@@ -411,35 +433,35 @@ def ace(
         g_params = distributed.put_tree(params, mesh)
         g_chunks = distributed.put_tree(host_chunks, mesh, P("data"))
         g_weights = distributed.put(host_weights, mesh, P("data"))
-    results, timings = {}, {}
-    baseline = None
-    for i, s in enumerate(sites):
+    plans_t = []
+    for s in sites:
         u, pc = unit_sets[s]
         local_units = len(u) if mesh is None else -(-len(u) // n_units_axis)
         cs = chunk_size or auto_chunk_size(graph, info, s, groups, local_units * num_values, memory_budget)
-        kw = dict(graph=graph, site=s, effect=effect, num_values=num_values, chunk_size=cs, per_channel=pc, plan=plans[s])
-        t0 = time.perf_counter()
-        if mesh is None:
-            args = (params, chunks, weights, jnp.asarray(u, jnp.int32))
-            compiled = _site_program.lower(*args, **kw).compile() if progress else None
-            t1 = time.perf_counter()
-            out = (compiled(*args) if compiled is not None else _site_program(*args, **kw))
-            lo, hi, alphas, curve, base = jax.device_get(out)
-        else:
-            prog = _sharded_program(mesh, **kw)
-            g_units = distributed.put(distributed.pad_to(np.asarray(u, np.int32), n_units_axis), mesh, P("units"))
-            t1 = time.perf_counter()
-            lo, hi, alphas, curve, base = (distributed.gather(o) for o in prog(g_params, g_chunks, g_weights, g_units))
-            lo, hi, alphas, curve, base = lo[: len(u)], hi[: len(u)], alphas[: len(u)], curve[: len(u)], base[0]
-        t2 = time.perf_counter()
-        timings[s] = t2 - t0
-        baseline = float(base)
+        plans_t.append(SitePlan(s, pc, plans[s], int(cs)))
+    kw = dict(graph=graph, sites=tuple(plans_t), effect=effect, num_values=num_values)
+    t0 = time.perf_counter()
+    if mesh is None:
+        args = (params, chunks, weights, tuple(jnp.asarray(unit_sets[s][0], jnp.int32) for s in sites))
+        compiled = _program.lower(*args, **kw).compile() if progress else None
+        t1 = time.perf_counter()
+        out, base = jax.device_get(compiled(*args) if compiled is not None else _program(*args, **kw))
+    else:
+        prog = _sharded_program(mesh, **kw)
+        g_units = tuple(distributed.put(distributed.pad_to(np.asarray(unit_sets[s][0], np.int32), n_units_axis), mesh,
+                                        P("units")) for s in sites)
+        t1 = time.perf_counter()
+        out, base = prog(g_params, g_chunks, g_weights, g_units)
+        out = [[np.asarray(distributed.gather(a))[: len(unit_sets[s][0])] for a in o] for s, o in zip(sites, out)]
+        base = distributed.gather(base)[0]
+    t2 = time.perf_counter()
+    results = {}
+    for s, (lo, hi, alphas, curve) in zip(sites, out):
+        u, pc = unit_sets[s]
         results[s] = SiteACE(s, u, np.asarray(lo), np.asarray(hi), np.asarray(alphas), np.asarray(curve), pc)
-        if progress:
-            print(
-                f"[ace {i + 1}/{len(sites)}] {s}: {len(u)} units x {num_values} values x {n} samples"
-                f" ({'rank-1' if plans[s] else 'generic'} path) compile {t1 - t0:.2f}s run {t2 - t1:.2f}s",
-                file=sys.stderr,
-                flush=True,
-            )
-    return Localization(results, baseline if baseline is not None else float("nan"), _effects.describe(effect), num_values, n, timings)
+    baseline = float(base)
+    timings = {"compile_s": t1 - t0, "run_s": t2 - t1} if progress else {"total_s": t2 - t0}
+    if progress:
+        print(f"[ace] {len(sites)} sites, {sum(len(unit_sets[s][0]) for s in sites)} units x {num_values} values x {n} samples"
+              f" in one program: compile {t1 - t0:.2f}s run {t2 - t1:.2f}s", file=sys.stderr, flush=True)
+    return Localization(results, baseline, _effects.describe(effect), num_values, n, timings)
