@@ -32,7 +32,7 @@ def run_entry(name: str, seed: int) -> list[dict]:
     attr = bench.entry.sensitive
     values = ds.sensitive_values(attr)
     task = jr.repair.from_zoo(bench, seed=seed)
-    cfg = jr.repair.DEFAULTS["fairness"]
+    budget = jr.repair.PRESETS["fairness"].max_drop
     scm = jr.causal.fit_default(ds, key=jax.random.key(seed))
     xt = task.data["test"]["accuracy"]["x"]
     iace = jr.causal.input_ace(bench.model, np.asarray(task.localize_batch["x"])[:2000], feature_names=ds.columns)
@@ -55,13 +55,12 @@ def run_entry(name: str, seed: int) -> list[dict]:
         t = time.perf_counter()
         r = jr.feature.counterfactual_training(bench.model, task, attribute=attr, values=values, columns=ds.columns,
                                                scm=None if method == "clp-flip" else scm, mode=method.split("-")[0],
-                                               max_drop=cfg["max_drop"], seed=seed)
+                                               max_drop=budget, seed=seed)
         add(method, r, time.perf_counter() - t)
     for localizer in ("ace", "interchange"):
         print(f"[experiments] {name}: {localizer}-pso", file=sys.stderr, flush=True)
         t = time.perf_counter()
-        r = jr.repair(bench.model, task, k=cfg["k"], bounds=cfg["bounds"], a=cfg["a"], seed=seed, localizer=localizer,
-                      max_drop=cfg["max_drop"])
+        r = jr.repair(bench.model, task, seed=seed, localizer=localizer)  # the fairness preset, budget included
         add(f"{localizer}-pso (budget)", r, time.perf_counter() - t)
     return rows
 
@@ -112,7 +111,7 @@ def main(argv=None) -> int:
           f"jax {env['versions']['jax']}; total {rec['wall_s']:.0f}s. Regenerate: `{rec['command']}`.\n\n"
           f"Flip = the zoo's individual-fairness violation (exhaustive over the sensitive values, test split); "
           f"CF = counterfactual-fairness violation under the dataset's default linear SCM (`jr.causal.default_dag`). "
-          f"All repairs use the fairness accuracy budget `max_drop={jr.repair.DEFAULTS['fairness']['max_drop']}` on the "
+          f"All repairs use the fairness accuracy budget `max_drop={jr.repair.PRESETS['fairness'].max_drop}` on the "
           f"select split.\n\n## Fairness, per method (mean over entries)\n\n{summary}\n## Fairness, per entry\n\n{fair}\n"
           f"## IRM on coloured digits ({len(irm['config']['seeds'])} seeds)\n\n{irm_t}\n"
           f"## De-confounded training + TDE on long-tailed digits (imbalance {tde['imbalance_ratio']:.1f}, "

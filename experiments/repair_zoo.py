@@ -25,25 +25,23 @@ import numpy as np
 
 import jaxrepair as jr
 
-# Per kind: neurons repaired (CARE: 3 for fairness, ~1% of a layer for backdoor, ~half a layer for
-# ACAS Xu; we use more for fairness, see the note in the README), factor bounds, objective weight a.
-KIND = jr.repair.DEFAULTS
-METHODS = ["care", "care-budget", "cma_es", "de", "snes", "open_es", "random", "prune", "finetune-all",
+METHODS = ["care", "pso", "pso-budget", "cma_es", "de", "snes", "open_es", "random", "prune", "finetune-all",
            "ace-finetune", "random-finetune"]
-# What each method is: the CARE preset (PSO over factors of the ACE top-k, plain objective); the same
-# with the accuracy budget (``max_drop``); other evosax strategies; random k + PSO (ablation);
-# pruning; optax fine-tuning of all weights; fine-tuning only the weights of the ACE top-``k_grad``
-# neurons, or of ``k_grad`` random ones (ablation). Budgeted methods: ``max_drop`` per kind.
+# What each method is: the ``care`` preset (CARE's own settings; fairness entries only); the task
+# kind's preset (``jr.repair.PRESETS``: evosax PSO over factors of the ACE top-k) with the plain
+# objective, and with the accuracy budget (``max_drop``); other evosax strategies; random k + PSO
+# (ablation); pruning; optax fine-tuning of all weights; fine-tuning only the weights of the ACE
+# top-``k_grad`` neurons, or of ``k_grad`` random ones (ablation). Budgeted methods: the preset's ``max_drop``.
 
 
 def run_entry(name: str, methods, out: Path, pareto: bool, seed: int) -> list[dict]:
     bench = jr.zoo.load(name, progress=True)
     task = jr.repair.from_zoo(bench, seed=seed)
-    cfg = KIND[task.kind]
+    cfg = jr.repair.preset_for(task.kind)
     t = time.perf_counter()
-    loc = jr.repair.localize(bench.model, task, sites=jr.repair.candidate_sites(bench.model))
+    loc = jr.repair.localize(bench.model, task)
     loc_s = time.perf_counter() - t
-    top = [n for n in loc.ranking()][: cfg["k"]]
+    top = [n for n in loc.ranking()][: cfg.k]
     d = out / "repair_zoo"
     d.mkdir(parents=True, exist_ok=True)
     jr.records.plot_scores(loc, d / f"{name}-scores.png")
@@ -51,25 +49,28 @@ def run_entry(name: str, methods, out: Path, pareto: bool, seed: int) -> list[di
     for m in methods:
         print(f"[experiments] {name}: {m}", file=sys.stderr, flush=True)
         t = time.perf_counter()
-        if m in ("care", "care-budget", "cma_es", "de", "snes", "open_es", "random"):
-            strat = "pso" if m in ("care", "care-budget", "random") else m
-            r = jr.repair(bench.model, task, k=cfg["k"], bounds=cfg["bounds"], a=cfg["a"], strategy=strat, seed=seed,
-                          localization=loc, selection="random" if m == "random" else None,
-                          max_drop=cfg["max_drop"] if m == "care-budget" else None)
-            if m in ("care", "care-budget"):
+        if m == "care":
+            if task.kind != "fairness":
+                continue  # CARE's preset localises on its fairness effect
+            r = jr.repair(bench.model, task, preset="care", seed=seed)
+            jr.repair.plot_history(r, d / f"{name}-{m}-fitness.png")
+        elif m in ("pso", "pso-budget", "cma_es", "de", "snes", "open_es", "random"):
+            strat = "pso" if m in ("pso", "pso-budget", "random") else m
+            r = jr.repair(bench.model, task, strategy=strat, seed=seed, localization=loc,
+                          selection="random" if m == "random" else None,
+                          max_drop=jr.repair.FROM_PRESET if m == "pso-budget" else None)
+            if m in ("pso", "pso-budget"):
                 jr.repair.plot_history(r, d / f"{name}-{m}-fitness.png")
         elif m == "prune":
             r = jr.repair.prune(bench.model, task, top)
         elif m == "finetune-all":
-            r = jr.repair.finetune(bench.model, task, a=cfg["a_grad"], max_drop=cfg["max_drop"])
+            r = jr.repair.finetune(bench.model, task, a=cfg.a_grad, max_drop=cfg.max_drop)
         elif m == "ace-finetune":
-            r = jr.repair.localized_finetune(bench.model, task, loc.ranking(), k_values=cfg["k_grad"], a=cfg["a_grad"],
-                                             max_drop=cfg["max_drop"])
+            r = jr.repair.localized_finetune(bench.model, task, loc.ranking())
         elif m == "random-finetune":
             cands = jr.repair.candidate_sites(bench.model)
             pool = jr.repair.random_selection(bench.model, cands, None, jax.random.key(seed + 7))
-            r = jr.repair.localized_finetune(bench.model, task, pool, k_values=cfg["k_grad"], a=cfg["a_grad"],
-                                             max_drop=cfg["max_drop"])
+            r = jr.repair.localized_finetune(bench.model, task, pool)
         else:
             raise ValueError(f"unknown method {m!r}")
         wall = time.perf_counter() - t + (loc_s if m not in ("random", "finetune-all", "random-finetune") else 0.0)
@@ -83,8 +84,8 @@ def run_entry(name: str, methods, out: Path, pareto: bool, seed: int) -> list[di
               f" ({'n/a' if red is None else f'{100 * red:.1f}%'}), accuracy drop {s['accuracy_drop_points']:.2f} pts,"
               f" {wall:.1f}s", file=sys.stderr, flush=True)
     if pareto and task.kind != "backdoor":  # the digits CNN front (7 a × 20 particles × conv stack) is CPU-heavy
-        front = jr.repair.pareto(bench.model, task, a_values=(0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9), k=cfg["k"],
-                                 bounds=cfg["bounds"], localization=loc)
+        front = jr.repair.pareto(bench.model, task, a_values=(0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9), localization=loc,
+                                 max_drop=None)
         jr.repair.plot_pareto(front, d / f"{name}-pareto.png")
         jr.records.write_json(d / f"{name}-pareto.json", front)
     return rows
@@ -118,7 +119,7 @@ def causal_vs_random(rows) -> str:
     for r in rows:
         by.setdefault(r["entry"], {})[r["method"]] = r
     out = []
-    for causal, rand, a_key in (("care", "random", "a"), ("ace-finetune", "random-finetune", "a_grad")):
+    for causal, rand, a_key in (("pso", "random", "a"), ("ace-finetune", "random-finetune", "a_grad")):
         lines = [f"| entry | {causal} (objective after) | {rand} (objective after) | causal better? |", "|---|---|---|---|"]
         wins = total = 0
         for e, m in by.items():
@@ -135,6 +136,9 @@ def causal_vs_random(rows) -> str:
     return "\n".join(out)
 
 
+KIND = {k: jr.repair.preset_for(k).to_json() for k in ("fairness", "backdoor", "safety")}
+
+
 def _objective(r, a_key="a"):
     a = KIND[r["kind"]][a_key]
     return (1 - a) * r["violation_after"] + a * (1 - r["accuracy_after"])
@@ -142,7 +146,7 @@ def _objective(r, a_key="a"):
 
 def acceptance(rows) -> str:
     lines = []
-    for method in ("care", "care-budget", "ace-finetune", "finetune-all"):
+    for method in ("care", "pso", "pso-budget", "ace-finetune", "finetune-all"):
         mine = [r for r in rows if r["method"] == method]
         if not mine:
             continue

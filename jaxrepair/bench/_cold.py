@@ -46,9 +46,9 @@ def care_task(ref):
                               kind="fairness")
 
 
-def _child(care_dir: str | None, seed: int) -> dict:
-    """The measured run (in a fresh process). Prints one JSON line."""
-    t0 = time.perf_counter()
+def _child(care_dir: str | None, seed: int, t_start: float | None = None) -> dict:
+    """The measured run (in a fresh process started at ``t_start``, before ``import jaxrepair``)."""
+    t0 = time.perf_counter() if t_start is None else t_start
     import jax
 
     import jaxrepair as jr
@@ -101,7 +101,8 @@ def _child(care_dir: str | None, seed: int) -> dict:
 
 
 def _spawn(care_dir, seed, env) -> dict:
-    code = f"import json; from jaxrepair.bench import _cold; print(json.dumps(_cold._child({care_dir!r}, {seed})))"
+    code = ("import time; t = time.perf_counter(); import json, jaxrepair; from jaxrepair.bench import _cold; "
+            f"print(json.dumps(_cold._child({care_dir!r}, {seed}, t)))")
     p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     if p.returncode != 0:
         raise RuntimeError(f"the cold-start child failed:\n{p.stderr[-2000:]}")

@@ -310,6 +310,9 @@ def search_core(spec: Spec, args: Args, run: Run, *, progress=False, mesh=None):
 
 
 def _runs(spec, args, runs, *, progress=False, mesh=None):
+    if runs.seed.shape[0] == 1:  # one run: no vmap (batching the scan costs as much tracing as the scan itself)
+        out = search_core(spec, args, jax.tree.map(lambda v: v[0], runs), progress=progress, mesh=mesh)
+        return jax.tree.map(lambda v: v[None], out)
     return jax.vmap(lambda r: search_core(spec, args, r, progress=progress, mesh=mesh))(runs)
 
 
