@@ -23,7 +23,7 @@ import optax
 
 from jaxrepair import models
 from jaxrepair.causal import SCM, counterfactual_fairness
-from jaxrepair.repair import RepairResult, Task, budget, optimise_with_selection, repaired_model
+from jaxrepair.repair import RepairResult, Task, budget, optimise_with_selection, problem_data, repaired_model
 
 
 def counterfactual_pairs(x, attribute_col: int, values, *, scm: SCM | None = None, attribute: str | None = None, key=None):
@@ -96,10 +96,10 @@ def counterfactual_training(
     train = task.data["repair"]["accuracy"]
     key = jax.random.key(seed)
     x_cf = counterfactual_pairs(train["x"], col, values, scm=scm, attribute=attribute, key=key)
-    apply, params, stats = models.split(model)  # batch statistics and the input normaliser stay fixed
-    static, numbers = task.objective.split()
+    apply, args, static = problem_data(model, task)  # batch statistics and the input normaliser stay fixed
+    stats = args.stats
     best, best_f, losses, sel = _train(
-        params, stats, jnp.asarray(train["x"]), jnp.asarray(train["y"]), jnp.asarray(x_cf), task.data["select"], numbers,
+        args.params, stats, jnp.asarray(train["x"]), jnp.asarray(train["y"]), jnp.asarray(x_cf), args.data_s, args.objective,
         jnp.float32(a), jnp.float32(lam), jnp.float32(learning_rate), budget(max_drop), apply=apply,
         objective=static, mode=mode, steps=steps, eval_every=eval_every)
     method = f"counterfactual-{mode}" + ("" if scm is not None else "-flip")

@@ -14,6 +14,8 @@ from jaxrepair.properties._core import (
     Property,
     accuracy,
     combine,
+    predict,
+    violations,
     demographic_parity_difference,
     equalized_odds_difference,
     Static,
@@ -27,6 +29,6 @@ __all__ = [
     "AttackSuccess", "failing_set",
     "ACASXU_PROPERTIES", "Safety", "safety_report",
     "Combined", "IndividualFairness", "Misclassification", "Property", "accuracy", "combine",
-    "Static", "demographic_parity_difference", "equalized_odds_difference", "sample_domain", "sampled_rate", "split",
+    "Static", "demographic_parity_difference", "predict", "violations", "equalized_odds_difference", "sample_domain", "sampled_rate", "split",
     "wilson_interval",
 ]

@@ -120,10 +120,10 @@ class Safety:
 
 def safety_report(prop: Safety, apply_fn, params, *, key, num_samples: int = 10_000, max_counterexamples: int = 100) -> dict:
     """Violation rate on ``num_samples`` seeded samples of the region, and counterexamples found."""
-    from jaxrepair.properties._core import wilson_interval
+    from jaxrepair.properties._core import violations, wilson_interval
 
     x = prop.sample(key, num_samples)
-    v = np.asarray(jax.jit(lambda p, x: prop(apply_fn, p, {"x": x}))(params, x)) > 0
+    v = violations(prop, apply_fn, params, x) > 0
     k = int(v.sum())
     return {
         "property": f"phi{prop.number}",

@@ -62,8 +62,27 @@ def split(prop) -> tuple[Static, tuple]:
 
 
 @jax.jit(static_argnames=("apply_fn", "static"))
-def _violations(params, x, numbers, *, apply_fn, static):
-    return static.join(numbers)(apply_fn, params, {"x": x})
+def _violations(params, batch, numbers, *, apply_fn, static):
+    return static.join(numbers)(apply_fn, params, batch)
+
+
+def violations(prop, apply_fn, params, batch) -> np.ndarray:
+    """``prop``'s per-example violations on a batch (``{"x", ...}`` or just the inputs), by one
+    compiled program per property kind and batch shape (reused by every report, whatever the
+    property's numbers or the params)."""
+    batch = {k: jnp.asarray(v) for k, v in (batch.items() if isinstance(batch, dict) else [("x", batch)])}
+    static, numbers = split(prop)
+    return np.asarray(_violations(params, batch, numbers, apply_fn=apply_fn, static=static))
+
+
+@jax.jit(static_argnames=("apply_fn", "decide"))
+def _predict(params, x, *, apply_fn, decide):
+    return _pred(apply_fn, params, x, decide)
+
+
+def predict(apply_fn, params, x, decide: str = "argmax") -> np.ndarray:
+    """Predicted classes (``decide="argmin"`` for ACAS Xu advisories), compiled once per shape."""
+    return np.asarray(_predict(params, jnp.asarray(x), apply_fn=apply_fn, decide=decide))
 
 
 def _pred(apply_fn, params, x, decide: str = "argmax"):
@@ -157,8 +176,7 @@ def sampled_rate(prop, apply_fn, params, x_pool, *, key, num_samples: int = 10_0
     """Violation rate on ``num_samples`` inputs drawn (seeded, with replacement) from ``x_pool``,
     with a 95% Wilson confidence interval."""
     idx = jax.random.randint(key, (num_samples,), 0, x_pool.shape[0])
-    static, numbers = split(prop)
-    v = np.asarray(_violations(params, jnp.asarray(x_pool)[idx], numbers, apply_fn=apply_fn, static=static))
+    v = violations(prop, apply_fn, params, jnp.asarray(x_pool)[idx])
     k = float(v.sum())
     lo, hi = wilson_interval(k, num_samples)
     return {"rate": k / num_samples, "ci95": [lo, hi], "num_samples": num_samples}
@@ -166,15 +184,15 @@ def sampled_rate(prop, apply_fn, params, x_pool, *, key, num_samples: int = 10_0
 
 def demographic_parity_difference(apply_fn, params, batch, column: int) -> jax.Array:
     """max − min over groups of P(ŷ = 1 | group)."""
-    pred = _pred(apply_fn, params, batch["x"]) == 1
+    pred = predict(apply_fn, params, batch["x"]) == 1
     g = np.asarray(batch["x"][:, column])
-    rates = [float(jnp.mean(pred[g == v])) for v in np.unique(g)]
+    rates = [float(np.mean(pred[g == v])) for v in np.unique(g)]
     return max(rates) - min(rates)
 
 
 def equalized_odds_difference(apply_fn, params, batch, column: int) -> float:
     """max over y ∈ {0, 1} of the spread across groups of P(ŷ = 1 | group, y)."""
-    pred = np.asarray(_pred(apply_fn, params, batch["x"]) == 1)
+    pred = predict(apply_fn, params, batch["x"]) == 1
     g, y = np.asarray(batch["x"][:, column]), np.asarray(batch["y"])
     gaps = []
     for label in (0, 1):

@@ -11,7 +11,7 @@ Depends on :mod:`jaxrepair.models`, :mod:`jaxrepair.causal` and :mod:`jaxrepair.
 """
 
 from jaxrepair.repair._presets import PRESETS, Preset, preset_for
-from jaxrepair.repair._problem import Problem, candidate_sites, prepare
+from jaxrepair.repair._problem import Problem, candidate_sites, prepare, problem_data
 from jaxrepair.repair._repair import (
     FROM_PRESET,
     RepairResult,
@@ -39,7 +39,7 @@ __all__ = [
     "STRATEGIES", "Slots", "Space", "Strategy", "Task", "budget", "candidate_sites", "custom_task", "finetune", "from_zoo",
     "get_strategy", "group", "interchange_pairs", "localization_effect", "localize", "localize_interchange",
     "localized_finetune", "metrics", "non_dominated", "optimise_with_selection", "pareto", "plot_history", "plot_pareto",
-    "prepare", "preset_for", "prune", "random_selection", "repair", "repaired_model", "weight_mask", "write_pareto",
+    "prepare", "preset_for", "problem_data", "prune", "random_selection", "repair", "repaired_model", "weight_mask", "write_pareto",
     "write_result",
 ]
 

@@ -52,10 +52,12 @@ def candidate_sites(model, space: str = "factor", kind: str = "post-activation")
 
 
 def _pairs(neurons) -> list[tuple[str, int]]:
+    """``[(site, unit)]`` from ``Neuron``s (a NamedTuple ``(site, unit, score)``) or pairs."""
     out = []
     for n in neurons:
-        site, unit = (n.site, n.unit) if hasattr(n, "site") else n
-        out.append((str(site), int(unit)))
+        if not isinstance(n, (tuple, list)) or len(n) not in (2, 3):
+            raise ValueError(f"a selected neuron is a (site, unit) pair or a Neuron, got {n!r}")
+        out.append((str(n[0]), int(n[1])))
     return out
 
 
@@ -136,8 +138,17 @@ class Problem:
         return self.space.unflatten(out["slots"][i], out["solution"][i])
 
 
-def _data_splits(task: Task) -> tuple[dict, dict]:
-    return task.data["repair"], task.data["select"]
+def problem_data(model: models.Network, task: Task):
+    """``(apply, Args, objective static part)``: what every repair program of ``model`` on ``task``
+    reads — trainable params and batch statistics split the NNX way, the repair and select splits,
+    the property's numbers — shared by the search, fine-tuning and the feature-level repairs."""
+    task.check()
+    models.check_finite(model.params(), "model params")
+    apply, params, stats = models.split(model)
+    static, numbers = task.objective.split()
+    args = _search.Args(jax.tree.map(jnp.asarray, params), jax.tree.map(jnp.asarray, stats), task.data["repair"],
+                        task.data["select"], numbers)
+    return apply, args, static
 
 
 def prepare(
@@ -169,7 +180,7 @@ def prepare(
         starts at the unrepaired model, as CARE's swarm does).
       devices: devices the population is sharded over (``None``: all; 1: no sharding).
     """
-    task.check()
+    apply, args, static = problem_data(model, task)
     pairs = _pairs(neurons)
     info = models.sites(model)
     unknown = sorted({s for s, _ in pairs} - set(info))
@@ -182,8 +193,7 @@ def prepare(
     k_max = int(k_max if k_max is not None else max(len(pairs), 1))
     if k_max < 1:
         raise ValueError(f"k_max must be at least 1, got {k_max}")
-    models.check_finite(model.params(), "model params")
-    _, params, stats = models.split(model)
+    params = args.params
     if space == "factor":
         sp = FactorSpace.build(model.graph, info, cands, k_max)
         bounds = (0.0, 2.0) if bounds is None else tuple(float(b) for b in bounds)
@@ -194,8 +204,5 @@ def prepare(
         raise ValueError(f"unknown repair space {space!r}; choose one of {SPACES}")
     slots = sp.slots(pairs)
     sp.bounds(params, slots, bounds)  # checks the bounds before any work
-    static, numbers = task.objective.split()
-    data_r, data_s = _data_splits(task)
-    args = _search.Args(jax.tree.map(jnp.asarray, params), jax.tree.map(jnp.asarray, stats), data_r, data_s, numbers)
     return Problem(model, task, _search.Spec(sp, strat, static, init), args, slots, pairs, bounds,
                    _search.population_mesh(devices))

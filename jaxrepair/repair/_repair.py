@@ -21,7 +21,7 @@ from jaxrepair import causal, models, properties
 from jaxrepair.causal import Neuron
 from jaxrepair.repair import _search
 from jaxrepair.repair._presets import Preset, preset_for
-from jaxrepair.repair._problem import candidate_sites, prepare
+from jaxrepair.repair._problem import candidate_sites, prepare, problem_data
 from jaxrepair.repair._space import chain_up, dense_consumers, group
 from jaxrepair.repair._task import Task, metrics
 
@@ -371,21 +371,19 @@ def finetune(model, task: Task, *, neurons: list[Neuron] | None = None, a: float
     """Optax Adam on the objective's differentiable surrogate over the repair split (full batch),
     keeping the checkpoint with the best select-split objective. ``neurons``: only their weights.
     Batch statistics and normalisation constants are never trained."""
-    task.check()
     _count(steps, "steps")
     _count(eval_every, "eval_every")
     t = time.perf_counter()
-    apply, params, stats = models.split(model)
-    mask = jax.tree.map(lambda v: np.ones(np.shape(v), bool), params)
+    apply, args, static = problem_data(model, task)
+    mask = jax.tree.map(lambda v: np.ones(np.shape(v), bool), args.params)
     method = "finetune-all"
     if neurons is not None:
         mask = weight_mask(model, neurons)
         method = "finetune-masked"
-    static, numbers = task.objective.split()
-    best, best_f, losses, sel_f = _finetune(params, stats, mask, task.data["repair"], task.data["select"], numbers,
+    best, best_f, losses, sel_f = _finetune(args.params, args.stats, mask, args.data_r, args.data_s, args.objective,
                                             jnp.float32(a), jnp.float32(learning_rate), _search.budget(max_drop),
                                             apply=apply, objective=static, steps=steps, eval_every=eval_every)
-    repaired = repaired_model(model, models.merge(jax.device_get(best), stats), {"task": task.name, "method": method})
+    repaired = repaired_model(model, models.merge(jax.device_get(best), args.stats), {"task": task.name, "method": method})
     dt = time.perf_counter() - t
     before, after = task.report(model), task.report(repaired)
     return RepairResult(task.name, method, repaired, list(neurons or []), {}, before, after,

@@ -204,11 +204,10 @@ def _safety_split(prop, apply, params, key, lo, hi, n_region: int, n_keep: int):
     samples and ``n_keep`` samples of the whole input domain."""
     k1, k2 = jax.random.split(key)
     x = prop.sample(k1, n_region)
-    f = jax.jit(lambda p, x: (prop(apply, p, {"x": x}), jnp.argmin(apply(p, x), axis=-1)))
-    viol, adv = (np.asarray(a) for a in f(params, x))
+    viol, adv = properties.violations(prop, apply, params, x), properties.predict(apply, params, x, "argmin")
     bad, ok = np.flatnonzero(viol > 0), np.flatnonzero(viol == 0)[:n_keep]
     xd = np.asarray(properties.sample_domain(k2, lo, hi, n_keep))
-    advd = np.asarray(f(params, jnp.asarray(xd))[1])
+    advd = properties.predict(apply, params, xd, "argmin")
     xs = np.asarray(x)
     scale = float(np.std(np.asarray(apply(params, x[:2048]))))
     return {
@@ -227,9 +226,9 @@ def _safety_task(bench, *, seed: int, repair_samples: int) -> Task:
     # Test: the zoo's own before-repair samples (seed e.seed) and fresh domain samples.
     xt = prop.sample(jax.random.key(e.seed), e.num_samples)
     xd = properties.sample_domain(jax.random.key(e.seed + 1), lo, hi, e.num_samples)
-    adv_t = np.asarray(jnp.argmin(apply(params, xt), axis=-1))
+    adv_t = properties.predict(apply, params, xt, "argmin")
     ok_t = np.asarray(prop(apply, params, {"x": xt})) == 0
-    adv_d = np.asarray(jnp.argmin(apply(params, xd), axis=-1))
+    adv_d = properties.predict(apply, params, xd, "argmin")
     test = {"property": {"x": xt}, "accuracy": {"x": xd, "y": jnp.asarray(adv_d)}}
     effect = _SafetyEffect(prop.number, float(repair["property"]["scale"]))
 
@@ -238,8 +237,8 @@ def _safety_task(bench, *, seed: int, repair_samples: int) -> Task:
 
         r = zoo.evaluate(bench, m)
         ap, pp = models.functional(m)
-        new_t = np.asarray(jnp.argmin(ap(pp, xt), axis=-1))
-        new_d = np.asarray(jnp.argmin(ap(pp, xd), axis=-1))
+        new_t = properties.predict(ap, pp, xt, "argmin")
+        new_d = properties.predict(ap, pp, xd, "argmin")
         r.pop("counterexamples", None)
         return {
             **r,

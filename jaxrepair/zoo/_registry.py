@@ -139,8 +139,8 @@ def evaluate_fairness(model, prop, splits, *, seed: int = 0, num_samples: int = 
     test = {k: jnp.asarray(v) for k, v in splits["test"].items()}
     col = prop.column
     return {
-        "test_accuracy": float(properties.accuracy(apply, params, test)),
-        "fairness_violation_exhaustive": float(prop.rate(apply, params, test)),
+        "test_accuracy": float(np.mean(properties.predict(apply, params, test["x"]) == np.asarray(test["y"]))),
+        "fairness_violation_exhaustive": float(np.mean(properties.violations(prop, apply, params, test))),
         "fairness_violation_sampled": properties.sampled_rate(
             prop, apply, params, test["x"], key=jax.random.key(seed), num_samples=num_samples
         ),
@@ -160,8 +160,9 @@ def backdoor_setup(e: BackdoorEntry):
 def evaluate_backdoor(model, prop, splits) -> dict:
     apply, params = models.functional(model)
     test = {k: jnp.asarray(v) for k, v in splits["test"].items()}
-    return {"test_accuracy": float(properties.accuracy(apply, params, test)),
-            "attack_success_rate": float(prop.rate(apply, params, test)),
+    hits = properties.violations(prop, apply, params, test)
+    return {"test_accuracy": float(np.mean(properties.predict(apply, params, test["x"]) == np.asarray(test["y"]))),
+            "attack_success_rate": float(hits.sum() / max(float(np.asarray(prop.eligible(test)).sum()), 1.0)),
             "num_eligible": int(prop.eligible(test).sum())}
 
 
