@@ -586,7 +586,7 @@ class _Converter:
     def op_ReduceMean(self, node, a):
         r = self.rank(node.input[0])
         axes = self.axes_arg(node, a)
-        if axes is None:
+        if not axes:  # no axes input, or an empty one: all axes unless noop_with_empty_axes
             if int(a.get("noop_with_empty_axes", 0)):
                 self._unary(node, "identity")
                 return
