@@ -1,14 +1,70 @@
-"""The ``jaxrepair`` command: a thin layer over the library."""
+"""The ``jaxrepair`` command: a thin layer over the library.
+
+Exit codes: 0 the work succeeded; 1 the work failed (a result could not be computed or checked);
+2 bad input (an argument, a config, a file), reported before any work starts; 130 interrupted
+(Ctrl-C), without a traceback. ``JAXREPAIR_DEBUG=1`` shows the traceback of a failure.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class UsageError(ValueError):
+    """Bad input on the command line (exit code 2)."""
+
+
+def _int_in(lo: int, hi: int | None = None):
+    """An argparse type: an integer in ``[lo, hi]`` (the message names the range)."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if v < lo or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"must be {'at least ' + str(lo) if hi is None else f'in {lo}..{hi}'}, got {v}")
+        return v
+    parse.__name__ = "integer"
+    return parse
+
+
+def _float_in(lo: float, hi: float | None = None, *, open_low: bool = False):
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not np.isfinite(v) or v < lo or (open_low and v == lo) or (hi is not None and v > hi):
+            where = f"in [{lo}, {hi}]" if hi is not None else (f"> {lo}" if open_low else f">= {lo}")
+            raise argparse.ArgumentTypeError(f"must be a number {where}, got {text}")
+        return v
+    parse.__name__ = "number"
+    return parse
+
+
+def _a_values(text: str) -> list[float]:
+    """``--pareto``: comma-separated values of ``a`` in [0, 1]."""
+    try:
+        vals = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers in [0, 1], got {text!r}") from None
+    bad = [v for v in vals if not 0.0 <= v <= 1.0]
+    if not vals or bad:
+        raise argparse.ArgumentTypeError(f"every a must be in [0, 1], got {text!r}")
+    return vals
+
+
+POS = _int_in(1)
+SEED = _int_in(0, 2**31 - 1)
 
 
 def _load_model(spec: str):
@@ -25,23 +81,23 @@ def _load_model(spec: str):
         try:
             return convert.load_any(path), None
         except convert.ConversionError as e:
-            raise SystemExit(f"error: {e}") from None
-    raise SystemExit(f"error: {spec!r} is neither a zoo entry ({', '.join(sorted(zoo.ENTRIES))}) nor a model file")
+            raise UsageError(f"{e}") from None
+    raise UsageError(f"{spec!r} is neither a zoo entry ({', '.join(sorted(zoo.ENTRIES))}) nor a model file")
 
 
 def _load_data(args, bench):
     if args.data:
         path = Path(args.data)
         if not path.exists():
-            raise SystemExit(f"error: data file {path} does not exist")
+            raise UsageError(f"data file {path} does not exist")
         with np.load(path, allow_pickle=False) as z:
             batch = {k: z[k] for k in z.files}
     elif bench is not None:
         batch = dict(bench.splits[args.split])
     else:
-        raise SystemExit("error: --data FILE.npz (with an 'x' array) is needed for a model file")
+        raise UsageError("--data FILE.npz (with an 'x' array) is needed for a model file")
     if "x" not in batch:
-        raise SystemExit(f"error: the data has no 'x' array (it has {sorted(batch)})")
+        raise UsageError(f"the data has no 'x' array (it has {sorted(batch)})")
     n = len(batch["x"])
     if args.samples and args.samples < n:
         idx = np.random.default_rng(args.seed).choice(n, args.samples, replace=False)
@@ -50,22 +106,42 @@ def _load_data(args, bench):
 
 
 def _parse_effect(spec: str, bench):
-    """``fairness`` (zoo entry's attribute), ``fairness:COL:V1,V2[:TARGET]``, ``target:C[:prob]``, ``pair[:C]``."""
+    """``fairness`` (zoo entry's attribute), ``fairness:COL:V1,V2[:TARGET]``, ``target:C[:prob]``, ``pair[:C]``.
+    Class and column indices are checked against the model when the localisation starts."""
     from jaxrepair import causal
 
+    usage = "use fairness[:COL:V1,V2[:CLASS]], target:CLASS[:logit|prob] or pair[:CLASS]"
     kind, *rest = spec.split(":")
+
+    def index(text, what):
+        if not text.strip().isdigit():
+            raise UsageError(f"--effect {spec!r}: {what} must be a non-negative integer, got {text!r}; {usage}")
+        return int(text)
+
     if kind == "fairness":
         if not rest:
-            if bench is None:
-                raise SystemExit("error: effect 'fairness' without a column needs a zoo model; use fairness:COL:V1,V2")
+            if bench is None or bench.entry.kind != "fairness":
+                raise UsageError(f"--effect fairness without a column needs a fairness zoo entry; {usage}")
             return causal.Fairness.make(bench.prop.column, bench.prop.values)
-        target = int(rest[2]) if len(rest) > 2 else 1
-        return causal.Fairness.make(int(rest[0]), [float(v) for v in rest[1].split(",")], target=target)
+        if len(rest) not in (2, 3):
+            raise UsageError(f"--effect {spec!r}: fairness needs a column and its values; {usage}")
+        try:
+            values = [float(v) for v in rest[1].split(",") if v.strip()]
+        except ValueError:
+            raise UsageError(f"--effect {spec!r}: the values must be numbers, got {rest[1]!r}") from None
+        if len(set(values)) < 2:
+            raise UsageError(f"--effect {spec!r}: a sensitive attribute needs at least two distinct values")
+        target = index(rest[2], "the class") if len(rest) == 3 else 1
+        return causal.Fairness.make(index(rest[0], "the column"), values, target=target)
     if kind == "target":
-        return causal.TargetOutput(int(rest[0]), rest[1] if len(rest) > 1 else "logit")
+        if len(rest) not in (1, 2) or (len(rest) == 2 and rest[1] not in ("logit", "prob")):
+            raise UsageError(f"--effect {spec!r}: {usage}")
+        return causal.TargetOutput(index(rest[0], "the class"), rest[1] if len(rest) > 1 else "logit")
     if kind == "pair":
-        return causal.CounterfactualPair(int(rest[0]) if rest else None)
-    raise SystemExit(f"error: unknown effect {spec!r}; use fairness[:COL:V1,V2], target:C[:prob] or pair[:C]")
+        if len(rest) > 1:
+            raise UsageError(f"--effect {spec!r}: {usage}")
+        return causal.CounterfactualPair(index(rest[0], "the class") if rest else None)
+    raise UsageError(f"unknown effect {spec!r}; {usage}")
 
 
 def _print_ranking(loc, k, score):
@@ -106,14 +182,14 @@ def _localize_interchange(args, model, bench):
     if args.data:
         batch = _load_data(args, bench)
         if "x_cf" not in batch:
-            raise SystemExit("error: interchange needs pairs: the data file must hold 'x' and 'x_cf'")
+            raise UsageError("interchange needs pairs: the data file must hold 'x' and 'x_cf'")
         x, x_cf = batch["x"], batch["x_cf"]
     elif bench is not None:
         x, x_cf = repair.interchange_pairs(repair.from_zoo(bench, seed=args.seed))
         if args.samples and args.samples < len(x):
             x, x_cf = x[: args.samples], x_cf[: args.samples]
     else:
-        raise SystemExit("error: --data FILE.npz with 'x' and 'x_cf' arrays is needed for a model file")
+        raise UsageError("--data FILE.npz with 'x' and 'x_cf' arrays is needed for a model file")
     t = time.perf_counter()
     loc = causal.interchange(model, x, x_cf, sites=args.sites)
     print(f"\n{len(x)} pairs; mean squared output difference {loc.total_difference:.5f}; {time.perf_counter() - t:.2f}s\n")
@@ -132,7 +208,7 @@ def _fairness_bench(args, what: str):
 
     if args.model not in zoo.ENTRIES or zoo.ENTRIES[args.model].kind != "fairness":
         fair = sorted(n for n, e in zoo.ENTRIES.items() if e.kind == "fairness")
-        raise SystemExit(f"error: {what} runs on a fairness zoo entry ({', '.join(fair)}); got {args.model!r}")
+        raise UsageError(f"{what} runs on a fairness zoo entry ({', '.join(fair)}); got {args.model!r}")
     return zoo.load(args.model, progress=True)
 
 
@@ -148,7 +224,7 @@ def cmd_features(args):
         names = data.load_tabular(bench.entry.dataset).columns
     x = np.asarray(batch["x"], np.float32).reshape(len(batch["x"]), -1)
     if tuple(model.input_shape) != (x.shape[1],):
-        raise SystemExit(f"error: input-feature ACE needs a model with a flat input; {args.model} takes {model.input_shape}")
+        raise UsageError(f"input-feature ACE needs a model with a flat input; {args.model} takes {model.input_shape}")
     res = causal.input_ace(model, x, feature_names=names, num_values=args.num_values, method=args.method)
     from jaxrepair.records import markdown_table
 
@@ -171,7 +247,7 @@ def cmd_cf_fairness(args):
     scm = causal.fit_default(ds, equations=args.equations, key=__import__("jax").random.key(args.seed))
     x = bench.splits["test"]["x"]
     res = causal.counterfactual_fairness(bench.model, scm, x, bench.entry.sensitive, ds.sensitive_values(bench.entry.sensitive))
-    print(json.dumps(res, indent=2))
+    print(_dumps(res))
     out = records.new_run_dir(args.out, f"cf-fairness-{bench.name}")
     records.write_json(out / "cf-fairness.json", {"command": "cf-fairness", "model": args.model, "scm": scm.to_json(),
                                                   "environment": records.environment(), **res})
@@ -234,20 +310,24 @@ def _task_for(args, model, bench):
 
     if bench is None:
         if not getattr(args, "entry", None):
-            raise SystemExit("error: a model file needs --entry ZOO_NAME to know its data and property")
+            raise UsageError("a model file needs --entry ZOO_NAME to know its data and property")
         bench = zoo.load(args.entry)
     if args.property != "default" and args.property != bench.entry.kind:
-        raise SystemExit(f"error: {bench.name} is a {bench.entry.kind} benchmark; --property {args.property} does not apply")
+        raise UsageError(f"{bench.name} is a {bench.entry.kind} benchmark; --property {args.property} does not apply")
     return repair.from_zoo(bench, repair_samples=args.repair_samples, seed=args.seed), bench
 
 
 def _bounds(args):
     if not args.bounds:
         return None
+    if not all(np.isfinite(args.bounds)):
+        raise UsageError(f"--bounds must be finite numbers, got {args.bounds}")
     if args.space == "delta":
+        if len(args.bounds) != 1 or args.bounds[0] <= 0:
+            raise UsageError(f"delta --bounds takes one positive number (x layer std), got {args.bounds}")
         return args.bounds[0]
-    if len(args.bounds) != 2:
-        raise SystemExit(f"error: factor --bounds needs LOW HIGH, got {args.bounds}")
+    if len(args.bounds) != 2 or args.bounds[0] >= args.bounds[1]:
+        raise UsageError(f"factor --bounds needs LOW HIGH with LOW < HIGH, got {args.bounds}")
     return tuple(args.bounds)
 
 
@@ -272,8 +352,7 @@ def cmd_repair(args):
                   strategy=args.strategy, generations=args.generations, population_size=args.population,
                   max_drop=max_drop, progress=True)
     if args.pareto:
-        grid = [float(v) for v in args.pareto.split(",")]
-        front = repair.pareto(model, task, a_values=grid, seeds=tuple(range(args.pareto_seeds)), **common)
+        front = repair.pareto(model, task, a_values=args.pareto, seeds=tuple(range(args.pareto_seeds)), **common)
         files = repair.write_pareto(front, out)
         print(open(files["markdown"]).read())
         print(f"wrote {out}")
@@ -299,11 +378,28 @@ def cmd_repair(args):
     print()
     print(r.table())
     s = r.summary()
-    red = s["violation_reduction"]
-    print(f"{task.name}: violation {s['violation_before']:.4f} -> {s['violation_after']:.4f}"
-          f" ({'n/a' if red is None else f'{100 * red:.1f}% lower'}), accuracy {s['accuracy_before']:.4f} ->"
-          f" {s['accuracy_after']:.4f}; {time.perf_counter() - t:.1f}s")
+    _print_summary(task.name, s, time.perf_counter() - t)
     print(f"wrote {out} ({', '.join(Path(f).name for f in files.values())})")
+
+
+def _dumps(obj) -> str:
+    from jaxrepair import records
+
+    return records.dumps(obj)
+
+
+def _print_summary(name: str, s: dict, seconds: float) -> None:
+    """The one-line before/after summary; a degenerate result is called what it is, never a success."""
+    red = s["violation_reduction"]
+    change = "n/a" if red is None else f"{100 * red:.1f}% lower"
+    if s.get("degenerate"):
+        change = f"not a repair: {s['degenerate']}"
+    print(f"{name}: violation {s['violation_before']:.4f} -> {s['violation_after']:.4f} ({change}), accuracy "
+          f"{s['accuracy_before']:.4f} -> {s['accuracy_after']:.4f}; {seconds:.1f}s")
+    for when in ("degenerate_before", "degenerate"):
+        if s.get(when):
+            print(f"WARNING: the model {'before' if when.endswith('before') else 'after'} repair is degenerate: {s[when]}",
+                  file=sys.stderr)
 
 
 def cmd_convert(args):
@@ -313,18 +409,23 @@ def cmd_convert(args):
 
     src = Path(args.model)
     if not src.exists():
-        raise SystemExit(f"error: {src} does not exist")
+        raise UsageError(f"{src} does not exist")
     try:
         if args.state_dict_spec:
             if not args.input_shape:
-                raise SystemExit("error: a state dict needs --input-shape (per example, PyTorch layout)")
+                raise UsageError("a state dict needs --input-shape (per example, PyTorch layout)")
             net = convert.from_state_dict(src, args.state_dict_spec, args.input_shape)
         else:
             kw = {"input_shape": args.input_shape} if args.input_shape else {}
             net = convert.load_any(src, **kw)
     except convert.ConversionError as e:
-        raise SystemExit(f"error: {e}") from None
-    out = Path(args.out) if args.out else src.with_name(src.stem + (".onnx" if args.to == "onnx" else ".nnet" if args.to == "nnet" else ".npz"))
+        raise UsageError(f"{e}") from None
+    suffix = {"onnx": ".onnx", "nnet": ".nnet", "jaxrepair": ".npz"}[args.to]
+    out = Path(args.out) if args.out else src.with_name(src.name.split(".")[0] + suffix)
+    if not args.out and out.resolve() == src.resolve():
+        out = src.with_name(src.name.split(".")[0] + ".converted" + suffix)  # never the input itself
+    if out.resolve() == src.resolve():
+        raise UsageError(f"--out {out} is the input model itself; jaxrepair never overwrites a user's file")
     if args.to == "onnx":
         convert.to_onnx(net, out)
     elif args.to == "nnet":
@@ -344,14 +445,14 @@ def cmd_convert(args):
         err = float(np.max(np.abs(np.asarray(net(x)) - ref)))
         print(f"verify: max |jaxrepair - onnx reference| on 8 random inputs = {err:.3g}")
         if err > 1e-4 * max(1.0, float(np.max(np.abs(ref)))):
-            raise SystemExit("error: the converted model disagrees with the ONNX reference evaluator")
+            raise RuntimeError("the converted model disagrees with the ONNX reference evaluator")
 
 
 def cmd_sweep(args):
     from jaxrepair import sweep
 
     res = sweep.run(args.config)
-    print(json.dumps(res, indent=2))
+    print(_dumps(res))
 
 
 def cmd_report(args):
@@ -383,9 +484,8 @@ def cmd_demo(args):
     repair.write_result(r, out, extra={"command": "demo"})
     print(f"\nRepair of census-sex (preset {preset.name!r}: evosax PSO, top-{preset.k} ACE neurons; test split):\n")
     print(r.table())
-    s = r.summary()
-    print(f"fairness violation {100 * s['violation_reduction']:.1f}% lower, accuracy change "
-          f"{-s['accuracy_drop_points']:+.2f} points; total {time.perf_counter() - t0:.1f}s; wrote {out}")
+    _print_summary("census-sex", r.summary(), time.perf_counter() - t0)
+    print(f"wrote {out}")
 
 
 def cmd_bench(args):
@@ -412,7 +512,7 @@ def cmd_bench(args):
 
         results = _repair.run(entries=args.entries)
     if args.json:
-        print(json.dumps({"benchmark": args.what, "environment": records.environment(), "results": results}, indent=2))
+        print(_dumps({"benchmark": args.what, "environment": records.environment(), "results": results}))
 
 
 def cmd_zoo(args):
@@ -428,7 +528,7 @@ def cmd_zoo(args):
     for name in args.names or sorted(zoo.ENTRIES):
         b = zoo.build(name, progress=True)
         m = {k: v for k, v in b.metrics.items() if k != "counterexamples"}
-        print(json.dumps({"name": name, **m, "build_time_s": round(b.model.meta["zoo"]["build_time_s"], 2)}, indent=2))
+        print(_dumps({"name": name, **m, "build_time_s": round(b.model.meta["zoo"]["build_time_s"], 2)}))
 
 
 def cmd_evaluate(args):
@@ -437,23 +537,42 @@ def cmd_evaluate(args):
     model, bench = _load_model(args.model)
     if bench is None:
         if not args.entry:
-            raise SystemExit("error: a model file needs --entry ZOO_NAME to know its data and property")
+            raise UsageError("a model file needs --entry ZOO_NAME to know its data and property")
         bench = zoo.load(args.entry)
     if args.property != "default" and args.property != bench.entry.kind:
-        raise SystemExit(f"error: {bench.name} is a {bench.entry.kind} benchmark; --property {args.property} does not apply")
-    print(json.dumps(zoo.evaluate(bench, model, seed=args.seed), indent=2))
+        raise UsageError(f"{bench.name} is a {bench.entry.kind} benchmark; --property {args.property} does not apply")
+    print(_dumps(zoo.evaluate(bench, model, seed=args.seed)))
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(prog="jaxrepair", description="Causality-driven neural-network repair in JAX")
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Help with every option's default shown, descriptions kept as written."""
+
+
+#: Commands whose --out is a directory of run folders: checked before any work starts.
+RUN_DIR_COMMANDS = ("localize", "features", "cf-fairness", "feature-repair", "irm", "tde", "repair", "demo")
+#: Commands that may run across processes: only these start JAX's distributed runtime.
+DISTRIBUTED_COMMANDS = ("localize", "repair", "sweep", "bench")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from jaxrepair import __version__
+
+    p = argparse.ArgumentParser(prog="jaxrepair", description="Causality-driven neural-network repair in JAX",
+                                formatter_class=_Formatter,
+                                epilog="exit codes: 0 ok, 1 the work failed, 2 bad input (nothing was run), 130 interrupted")
+    p.add_argument("--version", action="version", version=f"jaxrepair {__version__}")
     p.add_argument("--coordinator", help="multi-process runs: coordinator HOST:PORT (or JAXREPAIR_COORDINATOR)")
-    p.add_argument("--num-processes", type=int, help="multi-process runs: process count (or JAXREPAIR_NUM_PROCESSES)")
-    p.add_argument("--process-id", type=int, help="multi-process runs: this process's id (or JAXREPAIR_PROCESS_ID)")
+    p.add_argument("--num-processes", type=POS, help="multi-process runs: process count (or JAXREPAIR_NUM_PROCESSES)")
+    p.add_argument("--process-id", type=_int_in(0), help="multi-process runs: this process's id (or JAXREPAIR_PROCESS_ID)")
+    p.add_argument("--init-timeout", type=POS, default=60,
+                   help="multi-process runs: seconds to wait for the other processes before giving up")
     sub = p.add_subparsers(dest="cmd", required=True)
+    _add = sub.add_parser
+    sub.add_parser = lambda *a, **kw: _add(*a, formatter_class=_Formatter, **kw)  # defaults shown everywhere
 
     d = sub.add_parser("demo", help="the end-to-end demo: build census-sex, localise, repair, before/after")
     d.add_argument("--out", default="jaxrepair-out")
-    d.add_argument("--repair-samples", type=int, default=5000)
+    d.add_argument("--repair-samples", type=POS, default=5000)
     d.set_defaults(fn=cmd_demo)
 
     rp = sub.add_parser("repair", help="localise with ACE and repair with an evosax strategy (or a baseline)")
@@ -464,23 +583,23 @@ def main(argv=None):
                     "every option below overrides its value")
     rp.add_argument("--strategy", help="care (pyswarms PSO as CARE) | pso (evosax) | cma_es | de | snes | open_es")
     rp.add_argument("--space", choices=["factor", "delta"])
-    rp.add_argument("--k", type=int, help="neurons to repair (preset: fairness 10, backdoor 5, safety 25, care 13)")
-    rp.add_argument("--a", type=float, help="weight of 1-accuracy in (1-a)*violation + a*(1-accuracy)")
+    rp.add_argument("--k", type=POS, help="neurons to repair (preset: fairness 10, backdoor 5, safety 25, care 13)")
+    rp.add_argument("--a", type=_float_in(0.0, 1.0), help="weight of 1-accuracy in (1-a)*violation + a*(1-accuracy)")
     rp.add_argument("--bounds", type=float, nargs="+", help="factor LOW HIGH, or delta bound (x layer std)")
     rp.add_argument("--max-drop", type=_max_drop, help="accuracy budget as a fraction (0.01 = 1 point) or 'none': "
                     "penalised in the search, enforced when the result is chosen on the select split")
-    rp.add_argument("--generations", type=int)
-    rp.add_argument("--population", type=int)
+    rp.add_argument("--generations", type=_int_in(1, 100_000))
+    rp.add_argument("--population", type=_int_in(4, 100_000))
     rp.add_argument("--score", choices=["interventional_change", "care_mean", "care_spread"])
     rp.add_argument("--baseline", choices=["random", "prune", "finetune-all", "finetune-masked"],
                     help="run a baseline instead of ACE selection + search")
-    rp.add_argument("--devices", type=int, help="devices to shard localisation and the population over (default: all)")
+    rp.add_argument("--devices", type=POS, help="devices to shard localisation and the population over (default: all)")
     rp.add_argument("--localizer", default="ace", choices=["ace", "interchange"],
                     help="rank neurons by ACE or by interchange interventions on counterfactual pairs")
-    rp.add_argument("--pareto", help="comma-separated a values: one vmapped run, non-dominated front")
-    rp.add_argument("--pareto-seeds", type=int, default=1)
-    rp.add_argument("--repair-samples", type=int, default=5000)
-    rp.add_argument("--seed", type=int, default=0)
+    rp.add_argument("--pareto", type=_a_values, help="comma-separated a values in [0, 1]: one vmapped run, non-dominated front")
+    rp.add_argument("--pareto-seeds", type=_int_in(1, 1000), default=1)
+    rp.add_argument("--repair-samples", type=POS, default=5000)
+    rp.add_argument("--seed", type=SEED, default=0)
     rp.add_argument("--out", default="jaxrepair-out")
     rp.set_defaults(fn=cmd_repair)
 
@@ -489,26 +608,26 @@ def main(argv=None):
     cv.add_argument("--to", default="jaxrepair", choices=["jaxrepair", "onnx", "nnet"])
     cv.add_argument("--out", help="output file (default: next to the input; never overwritten)")
     cv.add_argument("--spec", dest="state_dict_spec", nargs="+", help="sequential spec for a state dict, e.g. Linear ReLU Linear")
-    cv.add_argument("--input-shape", type=int, nargs="+", help="per-example input shape (dynamic ONNX inputs, state dicts)")
+    cv.add_argument("--input-shape", type=POS, nargs="+", help="per-example input shape (dynamic ONNX inputs, state dicts)")
     cv.add_argument("--verify", action="store_true", help="compare with onnx's reference evaluator on random inputs")
-    cv.add_argument("--seed", type=int, default=0)
+    cv.add_argument("--seed", type=SEED, default=0)
     cv.set_defaults(fn=cmd_convert)
 
     lz = sub.add_parser("localize", help="ACE fault localisation")
     lz.add_argument("model", help="zoo entry name or model .npz")
     lz.add_argument("--data", help=".npz with x (and y, x_cf) arrays; default: the zoo entry's split")
     lz.add_argument("--split", default="val", choices=["train", "val", "test"])
-    lz.add_argument("--devices", type=int, help="devices to shard the (unit, value) grid over (default: all)")
-    lz.add_argument("--data-parallel", type=int, default=1, help="devices along the mesh axis that splits the data")
+    lz.add_argument("--devices", type=POS, help="devices to shard the (unit, value) grid over (default: all)")
+    lz.add_argument("--data-parallel", type=POS, default=1, help="devices along the mesh axis that splits the data")
     lz.add_argument("--method", default="ace", choices=["ace", "interchange"],
                     help="ace: interventions over a value grid; interchange: patch activations from counterfactual pairs")
     lz.add_argument("--effect", default="fairness", help="fairness[:COL:V1,V2[:TARGET]] | target:C[:prob] | pair[:C]")
     lz.add_argument("--sites", nargs="*", help="site names (default: hidden post-activation sites)")
-    lz.add_argument("--samples", type=int, default=1000)
-    lz.add_argument("--num-values", type=int, default=16)
+    lz.add_argument("--samples", type=POS, default=1000)
+    lz.add_argument("--num-values", type=_int_in(2, 1024), default=16)
     lz.add_argument("--score", default="interventional_change", choices=["interventional_change", "care_mean", "care_spread"])
-    lz.add_argument("--top", type=int, default=10)
-    lz.add_argument("--seed", type=int, default=0)
+    lz.add_argument("--top", type=POS, default=10)
+    lz.add_argument("--seed", type=SEED, default=0)
     lz.add_argument("--out", default="jaxrepair-out")
     lz.set_defaults(fn=cmd_localize)
 
@@ -517,18 +636,18 @@ def main(argv=None):
     fe.add_argument("--data", help=".npz with an 'x' array; default: the zoo entry's split")
     fe.add_argument("--split", default="val", choices=["train", "val", "test"])
     fe.add_argument("--method", default="exact", choices=["exact", "taylor"])
-    fe.add_argument("--output", type=int, default=1, help="which output's ACE to rank by")
-    fe.add_argument("--num-values", type=int, default=16)
-    fe.add_argument("--samples", type=int, default=2000)
-    fe.add_argument("--top", type=int, default=15)
-    fe.add_argument("--seed", type=int, default=0)
+    fe.add_argument("--output", type=_int_in(0), default=1, help="which output's ACE to rank by")
+    fe.add_argument("--num-values", type=_int_in(2, 1024), default=16)
+    fe.add_argument("--samples", type=POS, default=2000)
+    fe.add_argument("--top", type=POS, default=15)
+    fe.add_argument("--seed", type=SEED, default=0)
     fe.add_argument("--out", default="jaxrepair-out")
     fe.set_defaults(fn=cmd_features)
 
     cf = sub.add_parser("cf-fairness", help="counterfactual fairness under the dataset's default SCM, next to the flip metric")
     cf.add_argument("model", help="a fairness zoo entry")
     cf.add_argument("--equations", default="linear", choices=["linear", "mlp"])
-    cf.add_argument("--seed", type=int, default=0)
+    cf.add_argument("--seed", type=SEED, default=0)
     cf.add_argument("--out", default="jaxrepair-out")
     cf.set_defaults(fn=cmd_cf_fairness)
 
@@ -537,24 +656,24 @@ def main(argv=None):
     fr.add_argument("--method", default="clp", choices=["clp", "augment"])
     fr.add_argument("--flip", action="store_true", help="plain attribute flips instead of SCM counterfactuals")
     fr.add_argument("--equations", default="linear", choices=["linear", "mlp"])
-    fr.add_argument("--lam", type=float, default=1.0)
-    fr.add_argument("--steps", type=int, default=300)
-    fr.add_argument("--max-drop", type=float, default=0.0075)
-    fr.add_argument("--repair-samples", type=int, default=5000)
-    fr.add_argument("--seed", type=int, default=0)
+    fr.add_argument("--lam", type=_float_in(0.0), default=1.0)
+    fr.add_argument("--steps", type=_int_in(10, 1_000_000), default=300)
+    fr.add_argument("--max-drop", type=_max_drop, default=0.0075)
+    fr.add_argument("--repair-samples", type=POS, default=5000)
+    fr.add_argument("--seed", type=SEED, default=0)
     fr.add_argument("--out", default="jaxrepair-out")
     fr.set_defaults(fn=cmd_feature_repair)
 
     ir = sub.add_parser("irm", help="ERM vs IRMv1 on coloured digits (colour reversed at test time)")
-    ir.add_argument("--seeds", type=int, default=3)
-    ir.add_argument("--penalty", type=float, default=1e4)
-    ir.add_argument("--steps", type=int, default=500)
+    ir.add_argument("--seeds", type=_int_in(1, 100), default=3)
+    ir.add_argument("--penalty", type=_float_in(0.0), default=1e4)
+    ir.add_argument("--steps", type=POS, default=500)
     ir.add_argument("--out", default="jaxrepair-out")
     ir.set_defaults(fn=cmd_irm)
 
     td = sub.add_parser("tde", help="plain vs de-confounded training + TDE on long-tailed digits")
-    td.add_argument("--seeds", type=int, default=3)
-    td.add_argument("--ratio", type=float, default=50.0)
+    td.add_argument("--seeds", type=_int_in(1, 100), default=3)
+    td.add_argument("--ratio", type=_float_in(1.0), default=50.0)
     td.add_argument("--out", default="jaxrepair-out")
     td.set_defaults(fn=cmd_tde)
 
@@ -573,8 +692,8 @@ def main(argv=None):
     bn.add_argument("--care-dir", help="cold: directory with CARE's census files (census_sex_ref.npz); "
                     "default: the zoo's census-sex model")
     bn.add_argument("--scale-model", default="mlp-784-4096-4096-10", choices=["mlp-784-4096-4096-10", "mlp-784-1024-1024-10"])
-    bn.add_argument("--device-counts", type=int, nargs="+", default=[1, 2, 4, 8])
-    bn.add_argument("--samples", type=int, default=1000, help="ace: samples per neuron and value")
+    bn.add_argument("--device-counts", type=_int_in(1, 64), nargs="+", default=[1, 2, 4, 8])
+    bn.add_argument("--samples", type=POS, default=1000, help="ace: samples per neuron and value")
     bn.add_argument("--entries", nargs="*", choices=["census-sex", "digits-badnets"], help="repair: zoo entries")
     bn.add_argument("--models", nargs="*", choices=["census-mlp", "wide-mlp"])
     bn.add_argument("--json", action="store_true")
@@ -589,19 +708,38 @@ def main(argv=None):
     ev.add_argument("model")
     ev.add_argument("--entry", help="zoo entry whose data/property to use (for model files)")
     ev.add_argument("--property", default="default", choices=["default", "fairness", "backdoor", "safety"])
-    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--seed", type=SEED, default=0)
     ev.set_defaults(fn=cmd_evaluate)
 
-    args = p.parse_args(argv)
-    try:
-        from jaxrepair import distributed
+    return p
 
-        distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)  # argparse reports bad options itself, with exit code 2
+    try:
+        if args.cmd in RUN_DIR_COMMANDS:
+            from jaxrepair import records
+
+            records.check_output_dir(args.out)
+        if args.cmd in DISTRIBUTED_COMMANDS:
+            from jaxrepair import distributed
+
+            distributed.initialize(args.coordinator, args.num_processes, args.process_id, timeout=args.init_timeout)
         args.fn(args)
-    except (ValueError, IndexError, FileNotFoundError, FileExistsError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:  # noqa: BLE001 - every failure becomes a message and an exit code
+        if os.environ.get("JAXREPAIR_DEBUG"):
+            raise
+        from jaxrepair.convert import ConversionError
+
+        bad_input = isinstance(e, (ValueError, IndexError, FileNotFoundError, FileExistsError, NotADirectoryError,
+                                   IsADirectoryError, PermissionError, ImportError, ConversionError))
+        msg = str(e) if bad_input or isinstance(e, RuntimeError) else f"{type(e).__name__}: {e}"
+        print(f"error: {msg}", file=sys.stderr)
+        return EXIT_BAD_INPUT if bad_input else EXIT_FAILED
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -26,12 +26,14 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 _STARTED = {"done": False}
 
 
-def initialize(coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None) -> bool:
+def initialize(coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None, *,
+               timeout: int = 60) -> bool:
     """Starts JAX's distributed runtime when a multi-process run is configured.
 
     Arguments fall back to ``JAXREPAIR_COORDINATOR`` / ``JAXREPAIR_NUM_PROCESSES`` /
     ``JAXREPAIR_PROCESS_ID``. With neither set (or one process) nothing happens and False is returned.
-    On CPU the gloo collectives are selected so that processes can talk over TCP.
+    On CPU the gloo collectives are selected so that processes can talk over TCP. A coordinator that
+    cannot be reached within ``timeout`` seconds is a ``RuntimeError`` naming it (not a hang).
     """
     coordinator = coordinator or os.environ.get("JAXREPAIR_COORDINATOR")
     num_processes = int(num_processes or os.environ.get("JAXREPAIR_NUM_PROCESSES", "1"))
@@ -44,9 +46,17 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
                          "(--coordinator HOST:PORT --process-id I, or JAXREPAIR_COORDINATOR / JAXREPAIR_PROCESS_ID)")
     if not 0 <= process_id < num_processes:
         raise ValueError(f"process id {process_id} is outside 0..{num_processes - 1}")
+    host, _, port = coordinator.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"the coordinator must be HOST:PORT with a port in 1..65535, got {coordinator!r}")
     if os.environ.get("JAX_PLATFORMS", "").startswith("cpu") or jax.config.jax_platforms == "cpu":
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
+    try:
+        jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id,
+                                   initialization_timeout=int(timeout))
+    except Exception as e:  # noqa: BLE001 - JAX raises XlaRuntimeError / RuntimeError variants
+        raise RuntimeError(f"could not join the multi-process run at {coordinator} within {timeout}s "
+                           f"(process {process_id} of {num_processes}): {str(e).splitlines()[0][:200]}") from None
     _STARTED["done"] = True
     return True
 

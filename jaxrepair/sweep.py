@@ -45,9 +45,82 @@ SETTINGS = {"generations": None, "population": None, "repair_samples": 5000, "sp
             "bounds": None, "score": "interventional_change", "devices": 0}
 
 
+TOP_KEYS = ("store", "grid", "settings")
+PROPERTIES = ("default", "fairness", "backdoor", "safety")
+
+
+def _check_settings(path, st: dict) -> None:
+    def bad(key, want):
+        raise ValueError(f"{path}: setting {key} = {st[key]!r}; expected {want}")
+
+    def is_int(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if st["generations"] is not None and not (is_int(st["generations"]) and st["generations"] >= 1):
+        bad("generations", "a positive integer")
+    if st["population"] is not None and not (is_int(st["population"]) and st["population"] >= 4):
+        bad("population", "an integer >= 4")
+    if not (is_int(st["repair_samples"]) and st["repair_samples"] >= 1):
+        bad("repair_samples", "a positive integer")
+    if st["space"] not in ("factor", "delta"):
+        bad("space", "'factor' or 'delta'")
+    md = st["max_drop"]
+    if md is not None and not (isinstance(md, (int, float)) and not isinstance(md, bool) and 0 <= md <= 1):
+        bad("max_drop", "an accuracy fraction in [0, 1] (0.01 = one point), or leave it out for no budget")
+    b = st["bounds"]
+    if b is not None:
+        ok = (st["space"] == "factor" and isinstance(b, (list, tuple)) and len(b) == 2
+              and all(isinstance(v, (int, float)) for v in b) and b[0] < b[1]) or \
+             (st["space"] == "delta" and isinstance(b, (int, float)) and not isinstance(b, bool) and b > 0)
+        if not ok:
+            bad("bounds", "[LOW, HIGH] with LOW < HIGH for factors, a positive number (x layer std) for deltas")
+    from jaxrepair import causal
+
+    if st["score"] not in causal.SCORES:
+        bad("score", f"one of {list(causal.SCORES)}")
+    if not (is_int(st["devices"]) and st["devices"] >= 0):
+        bad("devices", "0 (all devices) or a positive integer")
+
+
+def _check_grid(path, grid: dict) -> None:
+    from jaxrepair import repair, zoo
+
+    def is_int(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    missing = [e for e in grid["entry"] if e not in zoo.ENTRIES]
+    if missing:
+        raise ValueError(f"{path}: unknown zoo entries {missing}; known: {sorted(zoo.ENTRIES)}")
+    bad = [p for p in grid["property"] if p not in PROPERTIES]
+    if bad:
+        raise ValueError(f"{path}: unknown property {bad}; allowed: {list(PROPERTIES)}")
+    for st in grid["strategy"]:
+        if not isinstance(st, str):
+            raise ValueError(f"{path}: strategy {st!r} must be a name")
+        try:
+            repair.get_strategy(st)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+    for e in grid["entry"]:
+        kind = zoo.ENTRIES[e].kind
+        wrong = [p for p in grid["property"] if p not in ("default", kind)]
+        if wrong:
+            raise ValueError(f"{path}: {e} is a {kind} benchmark; property {wrong} does not apply")
+    bad = [k for k in grid["k"] if not (is_int(k) and k >= 1)]
+    if bad:
+        raise ValueError(f"{path}: k must be positive integers (leave k out for the preset's), got {bad}")
+    bad = [a for a in grid["a"] if not (isinstance(a, (int, float)) and not isinstance(a, bool) and 0 <= a <= 1)]
+    if bad:
+        raise ValueError(f"{path}: a must be numbers in [0, 1] (leave a out for the preset's), got {bad}")
+    bad = [s for s in grid["seed"] if not (is_int(s) and 0 <= s < 2**31)]
+    if bad:
+        raise ValueError(f"{path}: seed must be non-negative integers, got {bad}")
+
+
 def load_config(path) -> dict:
+    """Reads and checks a sweep config: every table, key and value, before any work starts."""
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         raise FileNotFoundError(f"{path}: no such sweep config")
     text = path.read_text()
     if path.suffix.lower() in (".yaml", ".yml"):
@@ -55,7 +128,10 @@ def load_config(path) -> dict:
             import yaml
         except ImportError:
             raise ImportError("YAML sweep configs need PyYAML (pip install pyyaml); TOML needs nothing") from None
-        cfg = yaml.safe_load(text)
+        try:
+            cfg = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ValueError(f"{path}: not valid YAML ({e})") from None
     else:
         import tomllib
 
@@ -65,29 +141,43 @@ def load_config(path) -> dict:
             raise ValueError(f"{path}: not valid TOML ({e})") from None
     if not isinstance(cfg, dict) or "grid" not in cfg:
         raise ValueError(f"{path}: a sweep config needs a [grid] table")
+    unknown = sorted(set(cfg) - set(TOP_KEYS))
+    if unknown:
+        raise ValueError(f"{path}: unknown top-level key(s) or table(s) {unknown}; allowed: {list(TOP_KEYS)}")
     grid = cfg["grid"]
+    if not isinstance(grid, dict):
+        raise ValueError(f"{path}: [grid] must be a table")
     unknown = sorted(set(grid) - set(GRID_KEYS))
     if unknown:
         raise ValueError(f"{path}: unknown grid key(s) {unknown}; allowed: {list(GRID_KEYS)}")
     if "entry" not in grid:
         raise ValueError(f"{path}: the grid needs at least 'entry'")
+    user_settings = cfg.get("settings", {})
+    if not isinstance(user_settings, dict):
+        raise ValueError(f"{path}: [settings] must be a table")
     settings = dict(SETTINGS)
-    bad = sorted(set(cfg.get("settings", {})) - set(SETTINGS))
+    bad = sorted(set(user_settings) - set(SETTINGS))
     if bad:
         raise ValueError(f"{path}: unknown setting(s) {bad}; allowed: {sorted(SETTINGS)}")
-    settings.update(cfg.get("settings", {}))
-    from jaxrepair import zoo
-
-    entries = _as_list(grid["entry"])
-    missing = [e for e in entries if e not in zoo.ENTRIES]
-    if missing:
-        raise ValueError(f"{path}: unknown zoo entries {missing}; known: {sorted(zoo.ENTRIES)}")
-    store = Path(cfg.get("store") or path.with_suffix(".sqlite").name)
+    settings.update(user_settings)
+    _check_settings(path, settings)
+    # absent k / a mean "the preset's"; stored as 0 / -1 so that cell hashes stay stable
+    lists = {k: _as_list(grid.get(k, d)) for k, d in
+             (("entry", None), ("property", "default"), ("strategy", "pso"), ("k", None), ("a", None), ("seed", 0))}
+    empty = [k for k, v in lists.items() if not v]
+    if empty:
+        raise ValueError(f"{path}: grid key(s) {empty} are empty lists")
+    _check_grid(path, {**lists, "k": [k for k in lists["k"] if k is not None],
+                       "a": [a for a in lists["a"] if a is not None]})
+    lists["k"] = [0 if k is None else k for k in lists["k"]]
+    lists["a"] = [-1.0 if a is None else a for a in lists["a"]]
+    store = cfg.get("store")
+    if store is not None and not (isinstance(store, str) and store):
+        raise ValueError(f"{path}: store must be a file name, got {store!r}")
+    store = Path(store or path.with_suffix(".sqlite").name)
     if not store.is_absolute():
         store = path.parent / store
-    return {"grid": {k: _as_list(grid.get(k, d)) for k, d in
-                     (("entry", None), ("property", "default"), ("strategy", "pso"), ("k", 0), ("a", -1.0), ("seed", 0))},
-            "settings": settings, "store": store, "path": str(path)}
+    return {"grid": lists, "settings": settings, "store": store, "path": str(path)}
 
 
 def _as_list(v):
@@ -107,28 +197,111 @@ def cell_hash(cell: dict, settings: dict) -> str:
 # ----------------------------------------------------------------------------------- the store
 
 
-class Store:
-    """Append-only SQLite store of cell records."""
+def _json(obj) -> str:
+    from jaxrepair import records
 
-    def __init__(self, path):
+    return records.dumps(obj, indent=None)
+
+
+_COLUMNS = ("hash", "config", "metrics", "timings", "versions", "created")
+
+
+def _owner() -> str:
+    import os
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _claim_alive(owner: str, claimed: float, *, ttl: float = 24 * 3600) -> bool:
+    """A claim holds while its process lives (same host) or, for another host, for ``ttl`` seconds."""
+    import os
+    import socket
+
+    host, _, pid = owner.rpartition(":")
+    if host == socket.gethostname() and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return time.time() - claimed < ttl
+
+
+class Store:
+    """Append-only SQLite store of cell records, with claims so that two sweeps on one store split
+    the cells instead of both computing them.
+
+    ``Store(path)`` opens (or creates) a store for writing; ``Store(path, readonly=True)`` opens an
+    existing one read-only and refuses a file that is not a jaxrepair store, leaving it unchanged.
+    """
+
+    def __init__(self, path, *, readonly: bool = False):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(self.path))
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("CREATE TABLE IF NOT EXISTS cells (hash TEXT PRIMARY KEY, config TEXT NOT NULL, metrics TEXT NOT NULL,"
-                        " timings TEXT NOT NULL, versions TEXT NOT NULL, created REAL NOT NULL)")
-        self.db.commit()
+        self.readonly = readonly
+        if readonly:
+            if not self.path.is_file():
+                raise FileNotFoundError(f"{self.path}: no such sweep store")
+            try:
+                self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+                cols = [r[1] for r in self.db.execute("PRAGMA table_info(cells)")]
+            except sqlite3.DatabaseError as e:
+                raise ValueError(f"{self.path}: not a jaxrepair sweep store ({e})") from None
+            if tuple(cols) != _COLUMNS:
+                self.db.close()
+                raise ValueError(f"{self.path}: not a jaxrepair sweep store (no 'cells' table with columns {list(_COLUMNS)})")
+            return
+        if self.path.exists() and not self.path.is_file():
+            raise ValueError(f"{self.path}: the sweep store must be a file")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(str(self.path), timeout=30)
+            existing = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        except (sqlite3.Error, OSError) as e:
+            raise ValueError(f"{self.path}: cannot open or create the sweep store there ({e})") from None
+        if existing - {"cells", "claims"}:
+            self.db.close()
+            raise ValueError(f"{self.path}: a database with other tables {sorted(existing - {'cells', 'claims'})}; "
+                             f"not a jaxrepair sweep store (choose another store file)")
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("CREATE TABLE IF NOT EXISTS cells (hash TEXT PRIMARY KEY, config TEXT NOT NULL, metrics TEXT NOT NULL,"
+                            " timings TEXT NOT NULL, versions TEXT NOT NULL, created REAL NOT NULL)")
+            self.db.execute("CREATE TABLE IF NOT EXISTS claims (hash TEXT PRIMARY KEY, owner TEXT NOT NULL, claimed REAL NOT NULL)")
+            self.db.commit()
+        except sqlite3.Error as e:
+            raise ValueError(f"{self.path}: cannot write the sweep store ({e})") from None
 
     def done(self) -> set[str]:
         return {r[0] for r in self.db.execute("SELECT hash FROM cells")}
 
+    def claim(self, hashes: list[str]) -> set[str]:
+        """Claims the cells no one else holds (one transaction); returns the hashes claimed."""
+        me = _owner()
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            done = self.done()
+            held = {h: (o, c) for h, o, c in self.db.execute("SELECT hash, owner, claimed FROM claims")}
+            mine = {h for h in hashes if h not in done
+                    and (h not in held or held[h][0] == me or not _claim_alive(*held[h]))}
+            self.db.executemany("INSERT OR REPLACE INTO claims VALUES (?, ?, ?)", [(h, me, time.time()) for h in mine])
+        return mine
+
     def add(self, records: list[dict]) -> None:
-        """All records of one group in one transaction (all or nothing)."""
+        """All records of one group in one transaction (all or nothing); their claims are released."""
         with self.db:
             self.db.executemany(
                 "INSERT OR IGNORE INTO cells VALUES (?, ?, ?, ?, ?, ?)",
-                [(r["hash"], json.dumps(r["config"]), json.dumps(r["metrics"]), json.dumps(r["timings"]),
-                  json.dumps(r["versions"]), r["created"]) for r in records])
+                [(r["hash"], _json(r["config"]), _json(r["metrics"]), _json(r["timings"]),
+                  _json(r["versions"]), r["created"]) for r in records])
+            self.db.executemany("DELETE FROM claims WHERE hash = ?", [(r["hash"],) for r in records])
+
+    def release(self) -> None:
+        """Drops this process's remaining claims (a failed or interrupted sweep)."""
+        with self.db:
+            self.db.execute("DELETE FROM claims WHERE owner = ?", (_owner(),))
 
     def records(self) -> list[dict]:
         rows = self.db.execute("SELECT hash, config, metrics, timings, versions, created FROM cells ORDER BY created, hash")
@@ -153,7 +326,9 @@ def run(config_path, *, progress: bool = True) -> dict:
     cfg = load_config(config_path)
     st = cfg["settings"]
     store = Store(cfg["store"]) if distributed.is_main() else None
-    done = store.done() if store is not None else set()
+    hashes = [cell_hash(c, st) for c in cells(cfg)]
+    # cells finished, or claimed by another sweep on this store, are skipped
+    done = set(hashes) - store.claim(hashes) if store is not None else set()
     if jax.process_count() > 1:  # every process must skip the same cells: process 0's view, broadcast
         from jax.experimental import multihost_utils
 
@@ -171,56 +346,61 @@ def run(config_path, *, progress: bool = True) -> dict:
     devices = None if not st["devices"] else int(st["devices"])
     t_all = time.perf_counter()
     if progress:
-        print(f"[sweep] {len(cells(cfg))} cells, {len(done)} already stored, {len(todo)} to run in {len(groups)} "
+        print(f"[sweep] {len(cells(cfg))} cells, {len(done)} already stored or claimed by another sweep, {len(todo)} to run in {len(groups)} "
               f"compiled group(s)", file=sys.stderr, flush=True)
-    locs = {}
-    for gi, ((entry, prop, strat_name), members) in enumerate(groups.items()):
-        t0 = time.perf_counter()
-        bench = zoo.load(entry)
-        if prop not in ("default", bench.entry.kind):
-            raise ValueError(f"{entry} is a {bench.entry.kind} benchmark; property {prop!r} does not apply")
-        task = repair.from_zoo(bench, repair_samples=st["repair_samples"], seed=0)
-        preset = repair.preset_for(task.kind)
-        cands = repair.candidate_sites(bench.model, st["space"], preset.site_kind)
-        if (entry, prop) not in locs:
-            locs[(entry, prop)] = repair.localize(bench.model, task, sites=cands, devices=devices)
-        ranking = [n for n in locs[(entry, prop)].ranking(st["score"]) if n.site in cands]
-        t_loc = time.perf_counter() - t0
-        ks = [int(c["k"]) or preset.k for c in members]
-        if max(ks) > len(ranking):
-            raise ValueError(f"{entry}: k={max(ks)} but the candidate sites hold only {len(ranking)} units")
-        bounds = st["bounds"] if st["bounds"] is not None else (preset.bounds if st["space"] == "factor" else None)
-        strat = repair.get_strategy(strat_name, generations=st["generations"], population_size=st["population"])
-        problem = repair.prepare(bench.model, task, ranking[: max(ks)], space=st["space"], sites=cands, k_max=max(ks),
-                                 strategy=strat, bounds=tuple(bounds) if isinstance(bounds, list) else bounds,
-                                 init=preset.init, devices=devices)
-        a_vals = [float(c["a"]) if float(c["a"]) >= 0 else preset.a for c in members]
-        t1 = time.perf_counter()
-        out = problem.search(seeds=[int(c["seed"]) for c in members], a=a_vals, max_drop=st["max_drop"],
-                             selections=[ranking[:k] for k in ks])
-        t_search = time.perf_counter() - t1
-        t2 = time.perf_counter()
-        before = task.report(bench.model)
-        recs = []
-        for i, c in enumerate(members):
-            after = task.report(problem.model_for(out, i))
-            metrics = {"violation_before": before["violation"], "violation_after": after["violation"],
-                       "accuracy_before": before["accuracy"], "accuracy_after": after["accuracy"],
-                       "select_fitness": float(out["select_fitness"][i]), "generations_run": int(out["generations_run"][i]),
-                       "selected": [(n.site, n.unit) for n in ranking[: ks[i]]]}
-            if "drawdown" in after:
-                metrics["drawdown"] = after["drawdown"]
-            recs.append({"hash": cell_hash(c, st), "config": {**c, "a_used": a_vals[i], "k_used": ks[i], **st},
-                         "metrics": metrics, "versions": versions, "created": time.time(),
-                         "timings": {"localize_s": t_loc, "search_s": t_search / len(members), "group_search_s": t_search}})
-        t_rep = time.perf_counter() - t2
-        for r in recs:
-            r["timings"]["report_s"] = t_rep / len(members)
+    try:
+        locs = {}
+        for gi, ((entry, prop, strat_name), members) in enumerate(groups.items()):
+            t0 = time.perf_counter()
+            bench = zoo.load(entry)
+            if prop not in ("default", bench.entry.kind):
+                raise ValueError(f"{entry} is a {bench.entry.kind} benchmark; property {prop!r} does not apply")
+            task = repair.from_zoo(bench, repair_samples=st["repair_samples"], seed=0)
+            preset = repair.preset_for(task.kind)
+            cands = repair.candidate_sites(bench.model, st["space"], preset.site_kind)
+            if (entry, prop) not in locs:
+                locs[(entry, prop)] = repair.localize(bench.model, task, sites=cands, devices=devices)
+            ranking = [n for n in locs[(entry, prop)].ranking(st["score"]) if n.site in cands]
+            t_loc = time.perf_counter() - t0
+            ks = [int(c["k"]) or preset.k for c in members]
+            if max(ks) > len(ranking):
+                raise ValueError(f"{entry}: k={max(ks)} but the candidate sites hold only {len(ranking)} units")
+            bounds = st["bounds"] if st["bounds"] is not None else (preset.bounds if st["space"] == "factor" else None)
+            strat = repair.get_strategy(strat_name, generations=st["generations"], population_size=st["population"])
+            problem = repair.prepare(bench.model, task, ranking[: max(ks)], space=st["space"], sites=cands, k_max=max(ks),
+                                     strategy=strat, bounds=tuple(bounds) if isinstance(bounds, list) else bounds,
+                                     init=preset.init, devices=devices)
+            a_vals = [float(c["a"]) if float(c["a"]) >= 0 else preset.a for c in members]
+            t1 = time.perf_counter()
+            out = problem.search(seeds=[int(c["seed"]) for c in members], a=a_vals, max_drop=st["max_drop"],
+                                 selections=[ranking[:k] for k in ks])
+            t_search = time.perf_counter() - t1
+            t2 = time.perf_counter()
+            before = task.report(bench.model)
+            recs = []
+            for i, c in enumerate(members):
+                after = task.report(problem.model_for(out, i))
+                metrics = {"violation_before": before["violation"], "violation_after": after["violation"],
+                           "accuracy_before": before["accuracy"], "accuracy_after": after["accuracy"],
+                           "select_fitness": float(out["select_fitness"][i]), "generations_run": int(out["generations_run"][i]),
+                           "selected": [(n.site, n.unit) for n in ranking[: ks[i]]]}
+                if "drawdown" in after:
+                    metrics["drawdown"] = after["drawdown"]
+                metrics["degenerate"] = after.get("degenerate")
+                recs.append({"hash": cell_hash(c, st), "config": {**c, "a_used": a_vals[i], "k_used": ks[i], **st},
+                             "metrics": metrics, "versions": versions, "created": time.time(),
+                             "timings": {"localize_s": t_loc, "search_s": t_search / len(members), "group_search_s": t_search}})
+            t_rep = time.perf_counter() - t2
+            for r in recs:
+                r["timings"]["report_s"] = t_rep / len(members)
+            if store is not None:
+                store.add(recs)
+            if progress:
+                print(f"[sweep] group {gi + 1}/{len(groups)} {entry} {strat_name} k={sorted(set(ks))}: {len(members)} cells in one program "
+                      f"(search {t_search:.1f}s), stored", file=sys.stderr, flush=True)
+    finally:
         if store is not None:
-            store.add(recs)
-        if progress:
-            print(f"[sweep] group {gi + 1}/{len(groups)} {entry} {strat_name} k={sorted(set(ks))}: {len(members)} cells in one program "
-                  f"(search {t_search:.1f}s), stored", file=sys.stderr, flush=True)
+            store.release()  # claims of cells not run (a failure or Ctrl-C) go back
     n = len(store.done()) if store is not None else None
     if store is not None:
         store.close()
@@ -238,7 +418,7 @@ def report(store_path, out_dir=None) -> dict:
     path = Path(store_path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such sweep store")
-    st = Store(path)
+    st = Store(path, readonly=True)
     recs = st.records()
     st.close()
     rows = []
@@ -246,7 +426,7 @@ def report(store_path, out_dir=None) -> dict:
         c, m = r["config"], r["metrics"]
         red = 1 - m["violation_after"] / m["violation_before"] if m["violation_before"] > 0 else None
         rows.append((c["entry"], c["strategy"], c["k_used"], c["a_used"], c["seed"], m["violation_before"], m["violation_after"],
-                     "n/a" if red is None else f"{100 * red:.1f}%", f"{100 * (m['accuracy_before'] - m['accuracy_after']):.2f}",
+                     "degenerate" if m.get("degenerate") else "n/a" if red is None else f"{100 * red:.1f}%", f"{100 * (m['accuracy_before'] - m['accuracy_after']):.2f}",
                      f"{r['timings']['search_s']:.2f}"))
     table = records.markdown_table(["entry", "strategy", "k", "a", "seed", "violation before", "violation after", "reduction",
                                     "accuracy drop (pts)", "search s/cell"], rows)

@@ -83,7 +83,14 @@ def test_individual_fairness_matches_loop(tiny):
     r = P.sampled_rate(prop, apply, params, batch["x"], key=jax.random.key(0), num_samples=2000)
     r2 = P.sampled_rate(prop, apply, params, batch["x"], key=jax.random.key(0), num_samples=2000)
     assert r == r2 and r["ci95"][0] <= r["rate"] <= r["ci95"][1]
-    assert abs(r["rate"] - want.mean()) < 0.05
+    assert r["rate"] == pytest.approx(want.mean()) and r["num_rows"] == len(x)  # a finite pool: exact rate
+    # the interval reflects the pool's size (a numpy bootstrap of the same rows), not 2000 independent draws
+    rng = np.random.default_rng(1)
+    boot = want[rng.integers(0, len(want), size=(4000, len(want)))].mean(axis=1)
+    ref = np.percentile(boot, [2.5, 97.5])
+    np.testing.assert_allclose(r["ci95"], ref, atol=0.03)
+    assert r["ci95"][1] - r["ci95"][0] > P.wilson_interval(want.sum() * 2000 / len(want), 2000)[1] - \
+        P.wilson_interval(want.sum() * 2000 / len(want), 2000)[0]
 
 
 def test_group_metrics_and_accuracy_match_numpy(tiny):

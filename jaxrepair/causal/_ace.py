@@ -328,6 +328,8 @@ def _chunked(batch: dict, batch_size: int):
 
 def _check_effect(graph, params, effect, chunk: dict) -> None:
     b = chunk["x"].shape[0]
+    logits = jax.eval_shape(lambda c: run(graph, params, c["x"]), chunk)
+    _effects.check_against(effect, tuple(graph.input_shape), int(logits.shape[-1]))
     if _effects.is_structured(effect):
         fn = lambda c: effect.reduce(run(graph, params, effect.inputs(c)), c)  # noqa: E731
     elif callable(effect):

@@ -112,6 +112,21 @@ class CounterfactualPair:
         return jnp.abs(d) if self.target is not None else jnp.linalg.norm(d, axis=-1)
 
 
+def check_against(effect, input_shape: tuple, num_outputs: int) -> None:
+    """Raises ``ValueError`` when an effect names an output class or input column the model lacks
+    (JAX would clamp the index and silently measure another class or column)."""
+    target = effect.target if isinstance(effect, (TargetOutput, Fairness, CounterfactualPair)) else None
+    if target is not None and not 0 <= target < num_outputs:
+        raise ValueError(f"effect {describe(effect)}: class {target} does not exist; the model has {num_outputs} "
+                         f"outputs (0..{num_outputs - 1})")
+    if isinstance(effect, Fairness):
+        width = input_shape[-1] if input_shape else 0
+        bad = [c for c in effect.columns if not 0 <= c < width]
+        if len(input_shape) != 1 or bad:
+            raise ValueError(f"effect {describe(effect)}: sensitive column(s) {bad or list(effect.columns)} are not "
+                             f"columns of a model input of shape {tuple(input_shape)}")
+
+
 def is_structured(effect) -> bool:
     return isinstance(effect, Effect)
 

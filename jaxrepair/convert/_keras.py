@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxrepair.convert._onnx_import import ConversionError
-from jaxrepair.models import INPUT, Graph, Network, Node, site_shapes
+from jaxrepair.models import INPUT, Graph, Network, Node, check_shapes, site_shapes
 
 LAYERS = (
     "InputLayer", "Dense", "Conv2D", "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D", "Flatten",
@@ -169,6 +169,10 @@ class _Builder:
             use_bias = cfg.get("use_bias", True)
             if len(w) != 1 + use_bias:
                 self.fail(layer, f"expected {1 + use_bias} weight arrays, found {len(w)}")
+            want = 2 if cls == "Dense" else 4
+            if np.ndim(w[0]) != want or (use_bias and np.shape(w[1]) != (np.shape(w[0])[-1],)):
+                self.fail(layer, f"kernel of shape {np.shape(w[0])}" + (f" with bias {np.shape(w[1])}" if use_bias else "")
+                          + f"; a {cls} kernel has rank {want} and a bias of its last dimension")
             p = {"kernel": w[0]} | ({"bias": w[1]} if use_bias else {})
             linear = isinstance(act, str) and act == "linear"
             pre = name if linear else f"{name}.pre"
@@ -282,6 +286,10 @@ def from_keras(path: str | os.PathLike) -> Network:
         raise ConversionError(f"{where}: the input shape {shape} has unknown dimensions")
     graph = Graph(tuple(b.nodes), tuple(int(s) for s in shape), output).validate()
     net = Network(graph, b.params, meta={"format": "keras", "source": where})
+    try:
+        check_shapes(graph, net.params(), f"{where}: ")
+    except ValueError as e:
+        raise ConversionError(str(e)) from None
     shapes = site_shapes(graph, net.params())
     for layer, node, axis in b.bn_axes:
         rank = len(shapes[node]) + 1

@@ -26,38 +26,52 @@ _BIG = 3.4028235e38
 
 
 def parse_nnet(text: str, source: str) -> dict:
-    """The arrays of a ``.nnet`` text: sizes, input bounds, normalisation, ``[(W [out, in], b)]`` per layer."""
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("//")]
+    """The arrays of a ``.nnet`` text: sizes, input bounds, normalisation, ``[(W [out, in], b)]`` per layer.
 
-    def nums(line, what):
+    Strict: every line must hold exactly the numbers the header implies, and nothing may follow the
+    last layer; errors name the file and the line."""
+    lines = [(i + 1, ln.strip()) for i, ln in enumerate(text.splitlines())
+             if ln.strip() and not ln.lstrip().startswith("//")]
+
+    def nums(item, what, count=None):
+        no, line = item
         try:
-            return [float(v) for v in line.rstrip(",").split(",") if v.strip() != ""]
+            vals = [float(v) for v in line.rstrip(",").split(",")]
         except ValueError:
-            raise ValueError(f"{source}: malformed {what} line {line[:60]!r}") from None
+            raise ValueError(f"{source}, line {no}: malformed {what} line {line[:60]!r}") from None
+        if count is not None and len(vals) != count:
+            raise ValueError(f"{source}, line {no}: the {what} line has {len(vals)} value(s), expected {count}")
+        return vals
+
+    def ints(item, what, count=None):
+        vals = nums(item, what, count)
+        if any(v != int(v) or v < 1 for v in vals):
+            raise ValueError(f"{source}, line {item[0]}: the {what} must be positive integers, got {item[1][:60]!r}")
+        return [int(v) for v in vals]
 
     if len(lines) < 8:
         raise ValueError(f"{source}: truncated .nnet file ({len(lines)} non-comment lines)")
-    n_layers, n_in, n_out, _ = (int(v) for v in nums(lines[0], "header")[:4])
-    sizes = [int(v) for v in nums(lines[1], "layer sizes")]
-    if len(sizes) != n_layers + 1 or sizes[0] != n_in or sizes[-1] != n_out:
-        raise ValueError(f"{source}: layer sizes {sizes} disagree with the header ({n_layers} layers, {n_in}→{n_out})")
-    mins, maxs = nums(lines[3], "input minimums"), nums(lines[4], "input maximums")
-    means, ranges = nums(lines[5], "means"), nums(lines[6], "ranges")
-    if len(mins) != n_in or len(maxs) != n_in or len(means) != n_in + 1 or len(ranges) != n_in + 1:
-        raise ValueError(f"{source}: normalisation lines have the wrong lengths")
+    n_layers, n_in, n_out, _ = ints(lines[0], "header (layers, inputs, outputs, largest layer)", 4)
+    sizes = ints(lines[1], "layer sizes", n_layers + 1)
+    if sizes[0] != n_in or sizes[-1] != n_out:
+        raise ValueError(f"{source}, line {lines[1][0]}: layer sizes {sizes} disagree with the header "
+                         f"({n_layers} layers, {n_in} inputs -> {n_out} outputs)")
+    mins, maxs = nums(lines[3], "input minimums", n_in), nums(lines[4], "input maximums", n_in)
+    means, ranges = nums(lines[5], "means", n_in + 1), nums(lines[6], "ranges", n_in + 1)
     rows = lines[7:]
     layers, pos = [], 0
     for k in range(n_layers):
         fan_in, fan_out = sizes[k], sizes[k + 1]
         need = fan_out * 2
         if pos + need > len(rows):
-            raise ValueError(f"{source}: truncated in layer {k + 1} (needs {need} more lines)")
-        w = np.array([nums(r, f"layer {k + 1} weight")[:fan_in] for r in rows[pos : pos + fan_out]], np.float64)
-        b = np.array([nums(r, f"layer {k + 1} bias")[0] for r in rows[pos + fan_out : pos + need]], np.float64)
-        if w.shape != (fan_out, fan_in):
-            raise ValueError(f"{source}: layer {k + 1} weights have shape {w.shape}, expected {(fan_out, fan_in)}")
+            raise ValueError(f"{source}: truncated in layer {k + 1} (it needs {need} lines, {len(rows) - pos} are left)")
+        w = np.array([nums(r, f"layer {k + 1} weight", fan_in) for r in rows[pos : pos + fan_out]], np.float64)
+        b = np.array([nums(r, f"layer {k + 1} bias", 1)[0] for r in rows[pos + fan_out : pos + need]], np.float64)
         layers.append((w, b))
         pos += need
+    if pos != len(rows):
+        raise ValueError(f"{source}, line {rows[pos][0]}: {len(rows) - pos} line(s) after the last layer; "
+                         f"the header describes {n_layers} layers")
     return {"sizes": sizes, "mins": mins, "maxs": maxs, "means": means, "ranges": ranges, "layers": layers}
 
 

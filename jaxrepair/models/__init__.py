@@ -5,7 +5,7 @@ so hand-built, zoo and converted models are treated alike.
 """
 
 from jaxrepair.models._builders import cnn, from_config, mlp, resnet
-from jaxrepair.models._graph import INPUT, Graph, Node, Params, descendants, resume, run, site_shapes
+from jaxrepair.models._graph import INPUT, Graph, Node, Params, check_shapes, descendants, resume, run, site_shapes
 from jaxrepair.models._network import (
     Apply,
     Network,
@@ -24,6 +24,6 @@ from jaxrepair.models._ops import ACTIVATIONS, ELEMENTWISE, OPS, STAT_NAMES, run
 
 __all__ = [
     "ACTIVATIONS", "Apply", "ELEMENTWISE", "Graph", "INPUT", "Network", "Node", "OPS", "Params", "STAT_NAMES", "SiteInfo",
-    "check_finite", "cnn", "descendants", "from_config", "functional", "hidden_sites", "load", "merge", "mlp",
+    "check_finite", "check_shapes", "cnn", "descendants", "from_config", "functional", "hidden_sites", "load", "merge", "mlp",
     "resnet", "resume", "run", "run_op", "save", "site_shapes", "sites", "split", "supported_ops", "write_atomic",
 ]

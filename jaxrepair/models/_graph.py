@@ -147,6 +147,22 @@ def resume(
     return out[graph.output]
 
 
+def check_shapes(graph: Graph, params: Params, where: str = "") -> None:
+    """Walks the graph node by node with abstract values; raises ``ValueError`` naming the first node
+    whose inputs and parameters do not fit together (a converter's wrong-shaped kernel, say)."""
+    env = {INPUT: jax.ShapeDtypeStruct((1, *graph.input_shape), jnp.float32)}
+    for n in graph.nodes:
+        p = params.get(n.name, {})
+        try:
+            env[n.name] = jax.eval_shape(lambda p, *xs, n=n: run_op(n.op, p, list(xs), n.attr), p, *[env[i] for i in n.inputs])
+        except Exception as e:  # noqa: BLE001 - re-raised with the node named
+            ins = [tuple(env[i].shape[1:]) for i in n.inputs]
+            ps = {k: tuple(v.shape) for k, v in p.items()}
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise ValueError(f"{where}node {n.name!r} ({n.op}): inputs of shape {ins} and parameters {ps} do not fit "
+                             f"({first})") from None
+
+
 def site_shapes(graph: Graph, params: Params) -> dict[str, tuple[int, ...]]:
     """Per-example shape of every site (input included), by abstract evaluation (no FLOPs)."""
     x = jax.ShapeDtypeStruct((1, *graph.input_shape), jnp.float32)

@@ -67,7 +67,7 @@ class Network(nnx.Module):
 
     def params(self) -> Params:
         """The parameters as a plain ``{node: {name: array}}`` dict (batch statistics included)."""
-        return nnx.to_pure_dict(nnx.state(self))["weights"]
+        return nnx.to_pure_dict(nnx.state(self)).get("weights", {})  # a parameter-free graph has none
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -112,7 +112,7 @@ def functional(model: Network) -> tuple[Apply, Params]:
     (5, 2)
     """
     _, state = nnx.split(model)
-    return Apply(model.graph), nnx.to_pure_dict(state)["weights"]
+    return Apply(model.graph), nnx.to_pure_dict(state).get("weights", {})
 
 
 class SiteInfo(NamedTuple):
@@ -190,6 +190,12 @@ def _json_to_graph(d: dict, path) -> Graph:
     return Graph(nodes, tuple(d["input_shape"]), d["output"]).validate()
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: str | os.PathLike, write, *, overwrite: bool = False) -> Path:
     """Writes via a temporary file and a rename; refuses to replace an existing file unless asked.
 
@@ -203,6 +209,7 @@ def write_atomic(path: str | os.PathLike, write, *, overwrite: bool = False) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a written file gets the usual mode
         with os.fdopen(fd, "wb") as f:
             write(f)
         os.replace(tmp, path)

@@ -173,13 +173,25 @@ def sample_domain(key, low: np.ndarray, high: np.ndarray, n: int, *, integer: Se
 
 
 def sampled_rate(prop, apply_fn, params, x_pool, *, key, num_samples: int = 10_000) -> dict:
-    """Violation rate on ``num_samples`` inputs drawn (seeded, with replacement) from ``x_pool``,
-    with a 95% Wilson confidence interval."""
-    idx = jax.random.randint(key, (num_samples,), 0, x_pool.shape[0])
-    v = violations(prop, apply_fn, params, jnp.asarray(x_pool)[idx])
-    k = float(v.sum())
-    lo, hi = wilson_interval(k, num_samples)
-    return {"rate": k / num_samples, "ci95": [lo, hi], "num_samples": num_samples}
+    """Violation rate over a finite pool of inputs with a 95% bootstrap interval.
+
+    The pool is finite, so its rate is computed exactly (every row once); the interval is the
+    percentile bootstrap over its rows (``num_samples`` resamples, seeded by ``key``), i.e. the
+    uncertainty that comes from having only these rows — not a binomial interval over draws with
+    replacement, which would shrink without bound however small the pool."""
+    x_pool = jnp.asarray(x_pool)
+    n = int(x_pool.shape[0])
+    if n == 0:
+        raise ValueError("sampled_rate needs a non-empty pool of inputs")
+    v = violations(prop, apply_fn, params, x_pool).astype(np.float64)
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())
+    means = np.empty(num_samples)
+    for i in range(0, num_samples, 1000):  # resample in blocks: memory stays at 1000 x n
+        m = min(1000, num_samples - i)
+        means[i : i + m] = v[rng.integers(0, n, size=(m, n))].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return {"rate": float(v.mean()), "ci95": [float(lo), float(hi)], "num_rows": n, "num_resamples": num_samples,
+            "interval": "percentile bootstrap over the pool's rows"}
 
 
 def demographic_parity_difference(apply_fn, params, batch, column: int) -> jax.Array:

@@ -42,30 +42,60 @@ def environment() -> dict:
     }
 
 
-def new_run_dir(base: str | Path, stem: str) -> Path:
-    """A fresh directory ``base/stem-YYYYmmdd-HHMMSS[-n]`` (never an existing one)."""
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+def check_output_dir(base: str | Path) -> Path:
+    """``base`` as a Path, if it is (or can become) a writable directory; a clear error otherwise."""
+    import os
+
     base = Path(base)
+    if base.exists() and not base.is_dir():
+        raise ValueError(f"output directory {base} is an existing file; choose a directory with --out")
+    probe = base
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write under {probe} (output directory {base})")
+    return base
+
+
+def new_run_dir(base: str | Path, stem: str) -> Path:
+    """A fresh directory name ``base/stem-YYYYmmdd-HHMMSS[-n]`` (never an existing one).
+
+    Checked now — ``base`` must be a directory or creatable, and writable — but created only by the
+    first file written into it, so a run that fails before writing leaves nothing behind. Call it
+    before the work starts."""
+    base = check_output_dir(base)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     for n in range(1000):
         d = base / (f"{stem}-{stamp}" + (f"-{n}" if n else ""))
-        try:
-            d.mkdir(parents=True)
+        if not d.exists():
             return d
-        except FileExistsError:
-            continue
-    raise RuntimeError(f"could not create a fresh run directory under {base}")
+    raise RuntimeError(f"could not find a fresh run directory name under {base}")
 
 
-def _default(o):
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, np.ndarray) or hasattr(o, "__array__"):
-        return np.asarray(o).tolist()
-    return str(o)
+def jsonable(obj):
+    """``obj`` with numpy/JAX values made plain and non-finite floats made ``None``: strict JSON."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, np.integer, np.bool_)):
+        obj = obj.item()
+    elif isinstance(obj, np.ndarray) or (hasattr(obj, "__array__") and not isinstance(obj, (str, bytes))):
+        return jsonable(np.asarray(obj).tolist())
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    return str(obj)
+
+
+def dumps(record, *, indent: int | None = 2) -> str:
+    """Strict JSON (no bare NaN/Infinity: they become null)."""
+    return json.dumps(jsonable(record), indent=indent, allow_nan=False)
 
 
 def write_json(path, record: dict) -> Path:
-    text = json.dumps(record, indent=2, default=_default)
+    text = dumps(record)
     return write_atomic(path, lambda f: f.write(text.encode()))
 
 

@@ -16,6 +16,7 @@ baselines, sweeps and the feature-level repairs all go through it.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from typing import Sequence
 
 import jax
@@ -86,12 +87,15 @@ class Problem:
         """Slots for another selection of neurons (same program: no recompilation)."""
         return self.space.slots(_pairs(neurons))
 
-    def search(self, *, seeds=0, a=0.5, max_drop=None, bounds=None, selections=None, progress=False) -> dict:
+    def search(self, *, seeds=0, a=0.5, max_drop=None, bounds=None, selections=None, progress=False,
+               max_runs_per_call: int = 64) -> dict:
         """Runs the search once per run, all runs in one vmapped compiled program.
 
         Each of ``seeds``, ``a``, ``max_drop``, ``bounds`` and ``selections`` (lists of neurons) is a
         scalar/one value for every run or a sequence with one entry per run; sequences must agree in
-        length. Returns numpy arrays with a leading run axis (``solution``, ``select_fitness``,
+        length. At most ``max_runs_per_call`` runs share one program call (memory stays bounded;
+        more runs go in batches of that size through the same compiled program). Returns numpy
+        arrays with a leading run axis (``solution``, ``select_fitness``,
         ``select_violation``, ``select_accuracy``, ``generations_run``, ``evaluations``, ``history``).
         """
         per_run = {"seeds": seeds, "a": a, "max_drop": max_drop, "bounds": bounds, "selections": selections}
@@ -117,7 +121,19 @@ class Problem:
             max_drop=np.asarray([np.inf if m is None else m for m in md_runs], np.float32),
             lo=np.stack([lh[0] for lh in lohi]), hi=np.stack([lh[1] for lh in lohi]),
             slots=Slots(np.stack([s.site for s in slot_runs]), np.stack([s.unit for s in slot_runs])))
-        out = _search.run_program(self.spec, self.args, runs, progress=progress, mesh=self.mesh)
+        n = len(slot_runs)
+        if n <= max_runs_per_call:
+            out = _search.run_program(self.spec, self.args, runs, progress=progress, mesh=self.mesh)
+        else:  # batches of max_runs_per_call runs (the last padded): one compiled program, bounded memory
+            parts = []
+            for i in range(0, n, max_runs_per_call):
+                idx = np.minimum(np.arange(i, i + max_runs_per_call), n - 1)
+                part = _search.run_program(self.spec, self.args, jax.tree.map(lambda v: v[idx], runs), progress=False,
+                                           mesh=self.mesh)
+                parts.append(jax.tree.map(lambda v: v[: min(max_runs_per_call, n - i)], part))
+                if progress:
+                    print(f"[search] runs {min(i + max_runs_per_call, n)}/{n}", file=sys.stderr, flush=True)
+            out = jax.tree.map(lambda *v: np.concatenate(v), *parts)
         out["slots"] = slot_runs
         return out
 
@@ -142,7 +158,7 @@ def problem_data(model: models.Network, task: Task):
     """``(apply, Args, objective static part)``: what every repair program of ``model`` on ``task``
     reads — trainable params and batch statistics split the NNX way, the repair and select splits,
     the property's numbers — shared by the search, fine-tuning and the feature-level repairs."""
-    task.check()
+    task.check_model(model)
     models.check_finite(model.params(), "model params")
     apply, params, stats = models.split(model)
     static, numbers = task.objective.split()

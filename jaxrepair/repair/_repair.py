@@ -54,6 +54,8 @@ class RepairResult:
                "violation_reduction": (1 - a["violation"] / b["violation"]) if b["violation"] > 0 else None}
         if "drawdown" in a:
             out["drawdown"] = a["drawdown"]
+        out["degenerate"] = a.get("degenerate")  # None, or why the repaired model is no real classifier
+        out["degenerate_before"] = b.get("degenerate")
         return out
 
     def to_json(self) -> dict:
@@ -75,7 +77,11 @@ class RepairResult:
         if "drawdown" in self.after:
             rows.append(["drawdown (test)", 0.0, self.after["drawdown"]])
         rows.append(["time (s)", "", sum(self.timings.values())])
-        return markdown_table(["metric", "before", f"after ({self.method})"], rows)
+        table = markdown_table(["metric", "before", f"after ({self.method})"], rows)
+        for when, d in (("before", self.before), ("after", self.after)):
+            if d.get("degenerate"):
+                table += f"\n**Degenerate model {when} repair:** {d['degenerate']}; its violation figure is no success.\n"
+        return table
 
 
 # --------------------------------------------------------------------------- selection

@@ -61,6 +61,26 @@ class Objective:
 jax.tree_util.register_dataclass(Objective, data_fields=["prop"], meta_fields=["decide"])
 
 
+def degeneracy(model, batch: dict, decide: str = "argmax") -> dict:
+    """Flags a degenerate model on a labelled batch: one that predicts a single class for every input,
+    or whose accuracy is at or below the majority-class rate (it does no better than a constant).
+
+    Returns ``{"degenerate": None | reason, "predicted_classes": n, "majority_rate": r}``.
+    """
+    apply, params = models.functional(model)
+    pred = properties.predict(apply, params, batch["x"], decide)
+    y = np.asarray(batch["y"]).astype(np.int64)
+    majority = float(np.bincount(y).max() / len(y)) if len(y) else float("nan")
+    acc = float(np.mean(pred == y)) if len(y) else float("nan")
+    n_pred = int(len(np.unique(pred)))
+    reason = None
+    if n_pred <= 1:
+        reason = f"constant predictor (every test input gets class {int(pred[0])})" if len(pred) else "no test inputs"
+    elif acc <= majority + 1e-12:
+        reason = f"accuracy {acc:.4f} is at or below the majority-class rate {majority:.4f}"
+    return {"degenerate": reason, "predicted_classes": n_pred, "majority_rate": majority}
+
+
 @jax.jit(static_argnames=("apply", "objective"))
 def _metrics(params, data, numbers, *, apply, objective):
     return objective.join(numbers).metrics(apply, params, data)
@@ -85,8 +105,14 @@ class Task:
     data: dict  # split -> {"property": batch, "accuracy": batch}
     effect: object  # the ACE effect used to localise
     localize_batch: dict
-    report: Callable  # model -> dict of test-split metrics (with "violation" and "accuracy")
+    report_fn: Callable  # model -> dict of test-split metrics (with "violation" and "accuracy")
     info: dict = dataclasses.field(default_factory=dict)
+
+    def report(self, model) -> dict:
+        """Test-split metrics of ``model``, with the degenerate-result check (:func:`degeneracy`)."""
+        out = dict(self.report_fn(model))
+        out.update(degeneracy(model, self.data["test"]["accuracy"], self.objective.decide))
+        return out
 
     def check(self) -> None:
         for split in ("repair", "select", "test"):
@@ -95,7 +121,31 @@ class Task:
             for part in ("property", "accuracy"):
                 if part not in self.data[split]:
                     raise ValueError(f"task {self.name!r}: split {split!r} needs a {part!r} batch")
-                models.check_finite(self.data[split][part], f"task {self.name!r} {split}/{part} data")
+                batch = self.data[split][part]
+                models.check_finite(batch, f"task {self.name!r} {split}/{part} data")
+                if "x" not in batch or int(np.shape(batch["x"])[0]) == 0:
+                    raise ValueError(f"task {self.name!r}: the {split}/{part} batch is empty (it needs rows in 'x')")
+                if "y" in batch:
+                    y = np.asarray(batch["y"])
+                    if y.dtype.kind == "f" and not np.all(y == np.round(y)):
+                        raise ValueError(f"task {self.name!r}: {split}/{part} labels 'y' must be class indices; "
+                                         f"got non-integer values such as {y[y != np.round(y)][:3].tolist()}")
+
+    def check_model(self, model) -> None:
+        """Checks that the model fits the task's data: input shape and label range."""
+        self.check()
+        n_out = int(models.sites(model)[model.graph.output].shape[-1])
+        for split, parts in self.data.items():
+            for part, batch in parts.items():
+                shape = tuple(np.shape(batch["x"])[1:])
+                if shape != tuple(model.input_shape):
+                    raise ValueError(f"task {self.name!r}: {split}/{part} data has per-example shape {shape}; the model "
+                                     f"expects {tuple(model.input_shape)}")
+                if "y" in batch and len(batch["y"]):
+                    y = np.asarray(batch["y"])
+                    if y.min() < 0 or y.max() >= n_out:
+                        raise ValueError(f"task {self.name!r}: {split}/{part} labels range over {int(y.min())}.."
+                                         f"{int(y.max())}, but the model has {n_out} outputs (classes 0..{n_out - 1})")
 
 
 def _jnp(batch):
@@ -158,6 +208,9 @@ def from_zoo(bench, *, repair_samples: int | None = 5000, seed: int = 0) -> Task
     """The repair task of a zoo entry (``jr.zoo.load(name)``)."""
     from jaxrepair import zoo
 
+    if repair_samples is not None and (isinstance(repair_samples, bool) or not isinstance(repair_samples, int)
+                                       or repair_samples < 1):
+        raise ValueError(f"repair_samples must be a positive integer (or None for the whole train split), got {repair_samples!r}")
     e = bench.entry
     key = jax.random.key(seed)
     if e.kind == "fairness":

@@ -178,6 +178,10 @@ def evaluate(bench: "Benchmark", model=None, *, seed: int = 0) -> dict:
     """Metrics of ``model`` (default: the entry's own) on the entry's property, test split."""
     model = model or bench.model
     e = bench.entry
+    want = tuple(np.shape(bench.splits["test"]["x"])[1:]) if bench.splits else tuple(bench.model.input_shape)
+    if tuple(model.input_shape) != want:
+        raise ValueError(f"the model takes inputs of shape {tuple(model.input_shape)}, but {e.name}'s data has "
+                         f"shape {want} per example (features: {want[-1] if want else 0})")
     if e.kind == "fairness":
         return evaluate_fairness(model, bench.prop, bench.splits, seed=seed)
     if e.kind == "backdoor":
