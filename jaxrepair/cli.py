@@ -86,12 +86,19 @@ def _load_model(spec: str):
 
 
 def _load_data(args, bench):
-    if args.data:
+    if args.data and (Path(args.data).suffix.lower() == ".csv" or getattr(args, "sensitive", None)):
+        ds = _user_table(args)
+        batch = {"x": np.concatenate([s.x for s in ds.splits.values()]),
+                 "y": np.concatenate([s.y for s in ds.splits.values()])}
+    elif args.data:
         path = Path(args.data)
-        if not path.exists():
+        if not path.is_file():
             raise UsageError(f"data file {path} does not exist")
-        with np.load(path, allow_pickle=False) as z:
-            batch = {k: z[k] for k in z.files}
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                batch = {k: z[k] for k in z.files}
+        except (ValueError, OSError) as e:
+            raise UsageError(f"{path}: not a readable .npz file ({e})") from None
     elif bench is not None:
         batch = dict(bench.splits[args.split])
     else:
@@ -99,10 +106,53 @@ def _load_data(args, bench):
     if "x" not in batch:
         raise UsageError(f"the data has no 'x' array (it has {sorted(batch)})")
     n = len(batch["x"])
+    if n == 0:
+        raise UsageError("the data set is empty")
     if args.samples and args.samples < n:
         idx = np.random.default_rng(args.seed).choice(n, args.samples, replace=False)
         batch = {k: v[idx] for k, v in batch.items()}
     return batch
+
+
+def _user_table(args):
+    """The user's ``--data`` table (.csv, or .npz with a label array), or None without ``--data``."""
+    from jaxrepair import data
+
+    if not getattr(args, "data", None):
+        return None
+    return data.load_user_table(args.data, label=args.label, sensitive=args.sensitive)
+
+
+def _sensitive(args, ds) -> tuple[str, int, list[float]]:
+    """``(name, column, values)`` of ``--sensitive COL[:V1,V2]`` in the user's table."""
+    from jaxrepair import data
+
+    if not args.sensitive:
+        raise UsageError("fairness on your own data needs --sensitive COL[:V1,V2,...] (a column name or index)")
+    _, values = data.parse_sensitive(args.sensitive)
+    (name, col), = ds.sensitive.items()
+    values = values if values is not None else [float(v) for v in ds.sensitive_values(name)]
+    if len(values) < 2:
+        raise UsageError(f"--sensitive {args.sensitive}: the column takes a single value in the data; give its values")
+    return name, col, values
+
+
+def _check_fits(model, ds, path) -> None:
+    if tuple(model.input_shape) != (len(ds.columns),):
+        raise UsageError(f"the model takes inputs of shape {tuple(model.input_shape)}; {path} has {len(ds.columns)} "
+                         f"feature columns ({', '.join(ds.columns[:8])}{', ...' if len(ds.columns) > 8 else ''})")
+
+
+def _user_task(args, model, ds):
+    """A fairness repair task on the user's table: repair / select / test = its train / val / test split."""
+    from jaxrepair import causal, properties, repair
+
+    _check_fits(model, ds, args.data)
+    name, col, values = _sensitive(args, ds)
+    splits = {role: {"x": ds.splits[k].x, "y": ds.splits[k].y} for role, k in
+              (("repair", "train"), ("select", "val"), ("test", "test"))}
+    return repair.custom_task(f"{Path(args.data).stem}-{name}", properties.IndividualFairness(col, tuple(values)),
+                              splits, effect=causal.Fairness.make(col, values), kind="fairness")
 
 
 def _parse_effect(spec: str, bench):
@@ -160,7 +210,13 @@ def cmd_localize(args):
     if args.method == "interchange":
         return _localize_interchange(args, model, bench)
     batch = _load_data(args, bench)
-    effect = _parse_effect(args.effect, bench)
+    if args.sensitive and args.data:
+        from jaxrepair import causal
+
+        _, col, values = _sensitive(args, _user_table(args))
+        effect = causal.Fairness.make(col, values)
+    else:
+        effect = _parse_effect(args.effect, bench)
     t = time.perf_counter()
     loc = causal.ace(model, batch, effect, sites=args.sites, num_values=args.num_values, progress=True,
                      devices=args.devices, data_parallel=args.data_parallel)
@@ -239,41 +295,64 @@ def cmd_features(args):
     print(f"wrote {out}/features.json, features.md, features.png ({res.timings['ace']:.2f}s)")
 
 
-def cmd_cf_fairness(args):
-    from jaxrepair import causal, data, records
+def _fairness_setup(args, what: str):
+    """``(model, dataset, task or None, attribute, values, name)`` from a fairness zoo entry, or from a
+    model file with ``--data`` / ``--label`` / ``--sensitive``."""
+    from jaxrepair import data, repair
 
-    bench = _fairness_bench(args, "cf-fairness")
+    ds = _user_table(args)
+    if ds is not None:
+        model, bench = _load_model(args.model)
+        if bench is not None:
+            raise UsageError("--data gives your own data; use it with a model file, not a zoo entry")
+        task = _user_task(args, model, ds)
+        attr, _, values = _sensitive(args, ds)
+        return model, ds, task, attr, values, Path(args.model).stem
+    bench = _fairness_bench(args, what)
     ds = data.load_tabular(bench.entry.dataset)
-    scm = causal.fit_default(ds, equations=args.equations, key=__import__("jax").random.key(args.seed))
-    x = bench.splits["test"]["x"]
-    res = causal.counterfactual_fairness(bench.model, scm, x, bench.entry.sensitive, ds.sensitive_values(bench.entry.sensitive))
+    task = repair.from_zoo(bench, repair_samples=args.repair_samples, seed=args.seed) if what == "feature-repair" else None
+    attr = bench.entry.sensitive
+    return bench.model, ds, task, attr, [float(v) for v in ds.sensitive_values(attr)], bench.name
+
+
+def cmd_cf_fairness(args):
+    import jax
+
+    from jaxrepair import causal, records
+
+    out = records.new_run_dir(args.out, "cf-fairness")
+    model, ds, _, attr, values, name = _fairness_setup(args, "cf-fairness")
+    scm = causal.fit_default(ds, equations=args.equations, key=jax.random.key(args.seed))
+    res = causal.counterfactual_fairness(model, scm, ds.splits["test"].x, attr, values)
     print(_dumps(res))
-    out = records.new_run_dir(args.out, f"cf-fairness-{bench.name}")
+    out = out.with_name(out.name.replace("cf-fairness", f"cf-fairness-{name}", 1))
     records.write_json(out / "cf-fairness.json", {"command": "cf-fairness", "model": args.model, "scm": scm.to_json(),
                                                   "environment": records.environment(), **res})
     print(f"wrote {out}/cf-fairness.json")
 
 
 def cmd_feature_repair(args):
-    from jaxrepair import causal, data, feature, records, repair
+    import jax
 
-    bench = _fairness_bench(args, "feature-repair")
-    ds = data.load_tabular(bench.entry.dataset)
-    task = repair.from_zoo(bench, repair_samples=args.repair_samples, seed=args.seed)
-    scm = None if args.flip else causal.fit_default(ds, equations=args.equations, key=__import__("jax").random.key(args.seed))
+    from jaxrepair import causal, feature, records, repair
+
+    out = records.new_run_dir(args.out, "feature-repair")
+    model, ds, task, attr, values, name = _fairness_setup(args, "feature-repair")
+    scm = None if args.flip else causal.fit_default(ds, equations=args.equations, key=jax.random.key(args.seed))
     t = time.perf_counter()
-    r = feature.counterfactual_training(bench.model, task, attribute=bench.entry.sensitive,
-                                        values=ds.sensitive_values(bench.entry.sensitive), columns=ds.columns, scm=scm,
+    r = feature.counterfactual_training(model, task, attribute=attr, values=values, columns=ds.columns, scm=scm,
                                         mode=args.method, lam=args.lam, steps=args.steps, max_drop=args.max_drop,
                                         seed=args.seed)
-    out = records.new_run_dir(args.out, f"feature-repair-{bench.name}")
+    out = out.with_name(out.name.replace("feature-repair", f"feature-repair-{name}", 1))
     files = repair.write_result(r, out, extra={"command": " ".join(sys.argv)})
     print(r.table())
     extra = ""
     if "counterfactual_violation" in r.after:
         extra = f", counterfactual violation {r.before['counterfactual_violation']:.4f} -> {r.after['counterfactual_violation']:.4f}"
-    print(f"{bench.name} ({r.method}): violation {r.before['violation']:.4f} -> {r.after['violation']:.4f}{extra}, "
+    print(f"{task.name} ({r.method}): violation {r.before['violation']:.4f} -> {r.after['violation']:.4f}{extra}, "
           f"accuracy {r.before['accuracy']:.4f} -> {r.after['accuracy']:.4f}; {time.perf_counter() - t:.1f}s")
+    if r.after.get("degenerate"):
+        print(f"WARNING: the repaired model is degenerate: {r.after['degenerate']}", file=sys.stderr)
     print(f"wrote {out} ({', '.join(Path(f).name for f in files.values())})")
 
 
@@ -308,9 +387,17 @@ def cmd_tde(args):
 def _task_for(args, model, bench):
     from jaxrepair import repair, zoo
 
+    ds = _user_table(args)
+    if ds is not None:
+        if bench is not None:
+            raise UsageError("--data gives your own data; use it with a model file, not a zoo entry")
+        if args.property not in ("default", "fairness"):
+            raise UsageError(f"--property {args.property} on your own data: only fairness (with --sensitive) is supported")
+        return _user_task(args, model, ds), None
     if bench is None:
         if not getattr(args, "entry", None):
-            raise UsageError("a model file needs --entry ZOO_NAME to know its data and property")
+            raise UsageError("a model file needs --entry ZOO_NAME, or --data FILE with --label and --sensitive, "
+                             "to know its data and property")
         bench = zoo.load(args.entry)
     if args.property != "default" and args.property != bench.entry.kind:
         raise UsageError(f"{bench.name} is a {bench.entry.kind} benchmark; --property {args.property} does not apply")
@@ -391,7 +478,7 @@ def _dumps(obj) -> str:
 def _print_summary(name: str, s: dict, seconds: float) -> None:
     """The one-line before/after summary; a degenerate result is called what it is, never a success."""
     red = s["violation_reduction"]
-    change = "n/a" if red is None else f"{100 * red:.1f}% lower"
+    change = "n/a" if red is None else f"{100 * red:.1f}% lower" if red >= 0 else f"{-100 * red:.1f}% higher"
     if s.get("degenerate"):
         change = f"not a repair: {s['degenerate']}"
     print(f"{name}: violation {s['violation_before']:.4f} -> {s['violation_after']:.4f} ({change}), accuracy "
@@ -491,7 +578,19 @@ def cmd_demo(args):
 def cmd_bench(args):
     from jaxrepair import records
 
-    if args.what == "cold":
+    if args.what == "onnx":
+        from jaxrepair.bench import _onnx
+
+        if not args.node_tests:
+            raise UsageError("bench onnx needs --node-tests DIR (the folder with onnx_node.tar.xz)")
+        results = _onnx.run(args.node_tests)
+        if not args.json:
+            from jaxrepair.records import markdown_table
+
+            print(markdown_table(["op", "pass", "refused", "mismatch", "crash"],
+                                 [(op, c.get("pass", 0), c.get("refused", 0), c.get("mismatch", 0), c.get("crash", 0))
+                                  for op, c in results["per_op"].items()]))
+    elif args.what == "cold":
         from jaxrepair.bench import _cold
 
         results = _cold.run(care_dir=args.care_dir, seed=0)
@@ -535,6 +634,10 @@ def cmd_evaluate(args):
     from jaxrepair import zoo
 
     model, bench = _load_model(args.model)
+    ds = _user_table(args)
+    if ds is not None:
+        print(_dumps(_evaluate_user(args, model, ds)))
+        return
     if bench is None:
         if not args.entry:
             raise UsageError("a model file needs --entry ZOO_NAME to know its data and property")
@@ -542,6 +645,35 @@ def cmd_evaluate(args):
     if args.property != "default" and args.property != bench.entry.kind:
         raise UsageError(f"{bench.name} is a {bench.entry.kind} benchmark; --property {args.property} does not apply")
     print(_dumps(zoo.evaluate(bench, model, seed=args.seed)))
+
+
+def _evaluate_user(args, model, ds) -> dict:
+    """Metrics of a model on every row of the user's table (accuracy, degeneracy, and with
+    ``--sensitive`` the individual-fairness violation with its bootstrap interval and group gaps)."""
+    import jax
+
+    from jaxrepair import models, properties, repair
+
+    _check_fits(model, ds, args.data)
+    x = np.concatenate([s.x for s in ds.splits.values()])
+    y = np.concatenate([s.y for s in ds.splits.values()])
+    apply, params = models.functional(model)
+    pred = properties.predict(apply, params, x)
+    n_out = int(models.sites(model)[model.graph.output].shape[-1])
+    if y.max() >= n_out:
+        raise UsageError(f"{args.data}: labels go up to {int(y.max())}, the model has {n_out} outputs")
+    out = {"data": str(args.data), "rows": int(len(x)), "label": ds.label, "accuracy": float(np.mean(pred == y)),
+           **repair.degeneracy(model, {"x": x, "y": y})}
+    if args.sensitive:
+        name, col, values = _sensitive(args, ds)
+        prop = properties.IndividualFairness(col, tuple(values))
+        out["sensitive"] = {"column": name, "index": col, "values": values}
+        out["fairness_violation"] = properties.sampled_rate(prop, apply, params, x, key=jax.random.key(args.seed))
+        if set(np.unique(y)) <= {0, 1}:
+            batch = {"x": x, "y": y}
+            out["demographic_parity_difference"] = float(properties.demographic_parity_difference(apply, params, batch, col))
+            out["equalized_odds_difference"] = float(properties.equalized_odds_difference(apply, params, batch, col))
+    return out
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -552,6 +684,14 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
 RUN_DIR_COMMANDS = ("localize", "features", "cf-fairness", "feature-repair", "irm", "tde", "repair", "demo")
 #: Commands that may run across processes: only these start JAX's distributed runtime.
 DISTRIBUTED_COMMANDS = ("localize", "repair", "sweep", "bench")
+
+
+def _data_options(p) -> None:
+    p.add_argument("--data", help="your own data instead of a zoo entry's: a .csv table (header row) or an .npz with "
+                   "x and a label array; rows split 60/20/20 into repair/select/test")
+    p.add_argument("--label", default="y", help="the label column (.csv) or array (.npz) of --data")
+    p.add_argument("--sensitive", help="COL[:V1,V2,...]: the sensitive column of --data (name or index) and its values "
+                   "(default: the values in the data)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -578,6 +718,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("repair", help="localise with ACE and repair with an evosax strategy (or a baseline)")
     rp.add_argument("model", help="zoo entry name or model file: .npz, .onnx, .keras/.h5, .nnet (with --entry for its data and property)")
     rp.add_argument("--entry", help="zoo entry whose data and property to use (for model files)")
+    _data_options(rp)
     rp.add_argument("--property", default="default", choices=["default", "fairness", "backdoor", "safety"])
     rp.add_argument("--preset", help="fairness | backdoor | safety | custom | care (default: the task's kind); "
                     "every option below overrides its value")
@@ -615,7 +756,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     lz = sub.add_parser("localize", help="ACE fault localisation")
     lz.add_argument("model", help="zoo entry name or model .npz")
-    lz.add_argument("--data", help=".npz with x (and y, x_cf) arrays; default: the zoo entry's split")
+    lz.add_argument("--data", help=".npz with x (and y, x_cf) arrays, or a .csv table with --label; default: the zoo "
+                    "entry's split")
+    lz.add_argument("--label", default="y", help="with a .csv --data: the label column (dropped from the features)")
+    lz.add_argument("--sensitive", help="COL[:V1,V2,...]: the fairness effect on this column of your data")
     lz.add_argument("--split", default="val", choices=["train", "val", "test"])
     lz.add_argument("--devices", type=POS, help="devices to shard the (unit, value) grid over (default: all)")
     lz.add_argument("--data-parallel", type=POS, default=1, help="devices along the mesh axis that splits the data")
@@ -645,14 +789,16 @@ def build_parser() -> argparse.ArgumentParser:
     fe.set_defaults(fn=cmd_features)
 
     cf = sub.add_parser("cf-fairness", help="counterfactual fairness under the dataset's default SCM, next to the flip metric")
-    cf.add_argument("model", help="a fairness zoo entry")
+    cf.add_argument("model", help="a fairness zoo entry, or a model file with --data, --label and --sensitive")
+    _data_options(cf)
     cf.add_argument("--equations", default="linear", choices=["linear", "mlp"])
     cf.add_argument("--seed", type=SEED, default=0)
     cf.add_argument("--out", default="jaxrepair-out")
     cf.set_defaults(fn=cmd_cf_fairness)
 
     fr = sub.add_parser("feature-repair", help="counterfactual logit pairing / augmentation fine-tuning of a fairness zoo entry")
-    fr.add_argument("model", help="a fairness zoo entry")
+    fr.add_argument("model", help="a fairness zoo entry, or a model file with --data, --label and --sensitive")
+    _data_options(fr)
     fr.add_argument("--method", default="clp", choices=["clp", "augment"])
     fr.add_argument("--flip", action="store_true", help="plain attribute flips instead of SCM counterfactuals")
     fr.add_argument("--equations", default="linear", choices=["linear", "mlp"])
@@ -688,7 +834,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     bn = sub.add_parser("bench", help="benchmarks: ace (localisation), repair (population fitness), scale (devices), "
                         "cold (CARE's census task end to end from a cold process)")
-    bn.add_argument("what", choices=["ace", "repair", "scale", "cold"])
+    bn.add_argument("what", choices=["ace", "repair", "scale", "cold", "onnx"])
+    bn.add_argument("--node-tests", help="onnx: folder with onnx's backend node tests (onnx_node.tar.xz)")
     bn.add_argument("--care-dir", help="cold: directory with CARE's census files (census_sex_ref.npz); "
                     "default: the zoo's census-sex model")
     bn.add_argument("--scale-model", default="mlp-784-4096-4096-10", choices=["mlp-784-4096-4096-10", "mlp-784-1024-1024-10"])
@@ -707,6 +854,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="metrics of a model on its property")
     ev.add_argument("model")
     ev.add_argument("--entry", help="zoo entry whose data/property to use (for model files)")
+    _data_options(ev)
     ev.add_argument("--property", default="default", choices=["default", "fairness", "backdoor", "safety"])
     ev.add_argument("--seed", type=SEED, default=0)
     ev.set_defaults(fn=cmd_evaluate)

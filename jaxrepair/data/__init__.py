@@ -8,5 +8,7 @@ from jaxrepair.data._acasxu import ADVISORIES, load_acasxu
 from jaxrepair.data._care import CareCensus, load_care_census
 from jaxrepair.data._images import Trigger, load_cifar_binary, load_digits, load_mnist_idx, load_npz, read_idx
 from jaxrepair.data._tabular import DATASETS, Split, TabularDataset, age_bucket, load_tabular
+from jaxrepair.data._user import load_user_table, parse_sensitive
 
-__all__ = ["CareCensus", "load_care_census", "Trigger", "load_cifar_binary", "load_digits", "load_mnist_idx", "load_npz", "read_idx", "ADVISORIES", "load_acasxu", "DATASETS", "Split", "TabularDataset", "age_bucket", "load_tabular"]
+__all__ = ["CareCensus", "load_care_census", "Trigger", "load_cifar_binary", "load_digits", "load_mnist_idx", "load_npz", "read_idx", "ADVISORIES", "load_acasxu", "DATASETS", "Split", "TabularDataset", "age_bucket", "load_tabular", "load_user_table",
+           "parse_sensitive"]

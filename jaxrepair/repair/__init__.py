@@ -32,11 +32,11 @@ from jaxrepair.repair._repair import (
 from jaxrepair.repair._report import plot_history, plot_pareto, write_pareto, write_result
 from jaxrepair.repair._search import STRATEGIES, Strategy, budget, get_strategy, non_dominated
 from jaxrepair.repair._space import DeltaSpace, FactorSpace, Neurons, Slots, Space, group
-from jaxrepair.repair._task import Objective, Task, custom_task, from_zoo, metrics
+from jaxrepair.repair._task import Objective, Task, custom_task, degeneracy, from_zoo, metrics
 
 __all__ = [
     "DeltaSpace", "FROM_PRESET", "FactorSpace", "Neurons", "Objective", "PRESETS", "Preset", "Problem", "RepairResult",
-    "STRATEGIES", "Slots", "Space", "Strategy", "Task", "budget", "candidate_sites", "custom_task", "finetune", "from_zoo",
+    "STRATEGIES", "Slots", "Space", "Strategy", "Task", "budget", "candidate_sites", "custom_task", "degeneracy", "finetune", "from_zoo",
     "get_strategy", "group", "interchange_pairs", "localization_effect", "localize", "localize_interchange",
     "localized_finetune", "metrics", "non_dominated", "optimise_with_selection", "pareto", "plot_history", "plot_pareto",
     "prepare", "preset_for", "problem_data", "prune", "random_selection", "repair", "repaired_model", "weight_mask", "write_pareto",
