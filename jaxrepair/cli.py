@@ -423,9 +423,12 @@ def _max_drop(value: str):
     if value.lower() == "none":
         return None
     try:
-        return float(value)
+        v = float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a fraction (0.01 = one point) or 'none', got {value!r}") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be an accuracy fraction in [0, 1] (0.01 = one point), got {value}")
+    return v
 
 
 def cmd_repair(args):
@@ -677,13 +680,45 @@ def _evaluate_user(args, model, ds) -> dict:
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Help with every option's default shown, descriptions kept as written."""
+    """Help with every option's default shown (options without a help text too), descriptions kept
+    as written."""
+
+    def _format_action(self, action):
+        if action.help is None and action.option_strings and action.default not in (None, argparse.SUPPRESS):
+            action.help = "(default: %(default)s)"
+        return super()._format_action(action)
+
+    def _get_help_string(self, action):
+        if action.default is None:  # "(default: None)" says nothing; the help text says what happens
+            return action.help
+        return super()._get_help_string(action)
 
 
 #: Commands whose --out is a directory of run folders: checked before any work starts.
 RUN_DIR_COMMANDS = ("localize", "features", "cf-fairness", "feature-repair", "irm", "tde", "repair", "demo")
 #: Commands that may run across processes: only these start JAX's distributed runtime.
 DISTRIBUTED_COMMANDS = ("localize", "repair", "sweep", "bench")
+
+
+_SWEEP_HELP = """Runs a grid of repairs into an SQLite store that survives kills and is shared safely.
+
+The config (TOML, or YAML with PyYAML installed) has up to three parts, all checked before any work:
+
+  store = "sweep.sqlite"     # optional; default <config stem>.sqlite next to the config
+  [grid]                     # lists; their cartesian product is the set of cells
+  entry = ["census-sex", "german-sex"]       # zoo entries (required)
+  property = ["default"]                     # default | fairness | backdoor | safety
+  strategy = ["pso", "cma_es"]               # care | pso | cma_es | de | snes | open_es
+  k = [5, 10]                                # neurons repaired (absent: the preset's)
+  a = [0.2, 0.5]                             # objective weight in [0, 1] (absent: the preset's)
+  seed = [0, 1]
+  [settings]                 # shared by every cell
+  generations = 30           # population = 20, repair_samples = 5000, space = "factor" | "delta",
+  max_drop = 0.0075          # bounds = [LOW, HIGH] (factor) or B (delta), score, devices = 0 (all)
+
+The cells of one (entry, property, strategy) run as one compiled program; each group's records are
+stored in one transaction; a restarted sweep skips stored cells, and two sweeps on one store split
+the cells between them (cells are claimed). `jaxrepair report STORE` makes the table and plots."""
 
 
 def _data_options(p) -> None:
@@ -823,7 +858,8 @@ def build_parser() -> argparse.ArgumentParser:
     td.add_argument("--out", default="jaxrepair-out")
     td.set_defaults(fn=cmd_tde)
 
-    sw = sub.add_parser("sweep", help="run a grid of repairs from a TOML/YAML file into a resumable SQLite store")
+    sw = sub.add_parser("sweep", help="run a grid of repairs from a TOML/YAML file into a resumable SQLite store",
+                        description=_SWEEP_HELP)
     sw.add_argument("config")
     sw.set_defaults(fn=cmd_sweep)
 

@@ -237,6 +237,15 @@ def repair(
     strat = _search.get_strategy(cfg["strategy"], generations=generations, population_size=population_size)
     cands = list(sites) if sites is not None else candidate_sites(model, cfg["space"], cfg["site_kind"])
     kk = _count(cfg["k"], "k")
+    info = models.sites(model)
+    unknown = [s for s in cands if s not in info]
+    if unknown:
+        raise ValueError(f"unknown site(s) {unknown}; the model's sites are {list(info)}")
+    pool = sum(info[s].shape[-1] if len(info[s].shape) == 3 else info[s].num_units for s in cands)
+    if selection is None or isinstance(selection, str):
+        if kk > pool:
+            raise ValueError(f"k={kk}, but the candidate sites {cands} hold only {pool} units")
+    task.check_model(model)  # shapes and labels, before any work
     key = jax.random.key(seed)
     timings = {}
 
