@@ -400,3 +400,48 @@ def test_more_activations_import_and_export(opset, gelu):
         back = jr.convert.to_onnx(net, opset=out_opset)
         np.testing.assert_allclose(_reference(back, x), np.asarray(net(x)), atol=1e-5, rtol=1e-5)
         assert ("Gelu" in [nd.op_type for nd in back.graph.node]) == (gelu is not None and out_opset >= 20)
+
+
+def test_reduce_mean_with_empty_axes_and_parameter_free_models_match_onnxruntime():
+    """Two cases the node tests caught: ReduceMean with an empty ``axes`` input averages every axis
+    but the batch's... and a graph without one parameter (a lone Relu) imports and runs."""
+    ort = pytest.importorskip("onnxruntime")
+    x = np.random.default_rng(0).normal(size=(3, 4, 5)).astype(np.float32)
+
+    def run_ort(m):
+        sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        return sess.run(None, {"X": x})[0]
+
+    # opset 18: axes is an input; an empty one means "all axes" unless noop_with_empty_axes=1.
+    # The batch axis cannot be averaged by a per-example model, so the importer must refuse, not pass through.
+    axes = numpy_helper.from_array(np.asarray([], np.int64), "axes")
+    for noop in (0, 1):
+        node = helper.make_node("ReduceMean", ["X", "axes"], ["Y"], name="rm", keepdims=1, noop_with_empty_axes=noop)
+        g = helper.make_graph([node], "t", [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", 4, 5])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N", 4, 5] if noop else [1, 1, 1])],
+                              [axes])
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+        m.ir_version = 8
+        if noop:
+            np.testing.assert_allclose(np.asarray(jr.convert.from_onnx(m)(x)), run_ort(m), atol=1e-6)
+        else:
+            assert run_ort(m).shape == (1, 1, 1)  # onnxruntime: every axis, the batch included
+            with pytest.raises(ConversionError, match="batch axis"):
+                jr.convert.from_onnx(m)
+    # explicit non-batch axes as an input
+    axes = numpy_helper.from_array(np.asarray([1, 2], np.int64), "axes")
+    node = helper.make_node("ReduceMean", ["X", "axes"], ["Y"], name="rm", keepdims=0)
+    g = helper.make_graph([node], "t", [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", 4, 5])],
+                          [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N"])], [axes])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    m.ir_version = 8
+    np.testing.assert_allclose(np.asarray(jr.convert.from_onnx(m)(x)), run_ort(m), atol=1e-6)
+    # a parameter-free graph
+    g = helper.make_graph([helper.make_node("Relu", ["X"], ["Y"], name="r")], "t",
+                          [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", 4, 5])],
+                          [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N", 4, 5])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    net = jr.convert.from_onnx(m)
+    assert net.params() == {} and jr.functional(net)[1] == {}
+    np.testing.assert_allclose(np.asarray(net(x)), run_ort(m), atol=0)
