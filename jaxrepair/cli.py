@@ -227,6 +227,7 @@ def cmd_localize(args):
     rec = {"command": "localize", "model": args.model, "effect": args.effect, "score": args.score,
            "seed": args.seed, "environment": records.environment(), "localization": loc.to_json(top_k=args.top)}
     records.write_json(out / "localize.json", rec)
+    _result(rec)
     records.write_text(out / "localize.md", f"# ACE localisation of {args.model}\n\n{table}")
     records.plot_scores(loc, out / "scores.png", score=args.score)
     print(f"wrote {out}/localize.json, localize.md, scores.png")
@@ -254,6 +255,7 @@ def _localize_interchange(args, model, bench):
     rec = {"command": "localize --method interchange", "model": args.model, "seed": args.seed,
            "environment": records.environment(), "localization": loc.to_json(top_k=args.top)}
     records.write_json(out / "localize.json", rec)
+    _result(rec)
     records.write_text(out / "localize.md", f"# Interchange-intervention localisation of {args.model}\n\n{table}")
     records.plot_scores(loc, out / "scores.png", score="restored")
     print(f"wrote {out}/localize.json, localize.md, scores.png")
@@ -288,8 +290,10 @@ def cmd_features(args):
     table = markdown_table(["rank", "feature", f"ACE spread (output {args.output})"], [(i + 1, n, v) for i, (n, v) in enumerate(rank[: args.top])])
     print(table)
     out = records.new_run_dir(args.out, f"features-{Path(args.model).stem}")
-    records.write_json(out / "features.json", {"command": "features", "model": args.model, "seed": args.seed,
-                                                "environment": records.environment(), "input_ace": res.to_json()})
+    rec = {"command": "features", "model": args.model, "seed": args.seed, "environment": records.environment(),
+           "input_ace": res.to_json()}
+    records.write_json(out / "features.json", rec)
+    _result(rec)
     records.write_text(out / "features.md", f"# Input-feature ACE of {args.model} ({args.method})\n\n{table}")
     causal.plot_input_ace(res, out / "features.png", output=args.output)
     print(f"wrote {out}/features.json, features.md, features.png ({res.timings['ace']:.2f}s)")
@@ -325,6 +329,7 @@ def cmd_cf_fairness(args):
     scm = causal.fit_default(ds, equations=args.equations, key=jax.random.key(args.seed))
     res = causal.counterfactual_fairness(model, scm, ds.splits["test"].x, attr, values)
     print(_dumps(res))
+    _result(res)
     out = out.with_name(out.name.replace("cf-fairness", f"cf-fairness-{name}", 1))
     records.write_json(out / "cf-fairness.json", {"command": "cf-fairness", "model": args.model, "scm": scm.to_json(),
                                                   "environment": records.environment(), **res})
@@ -345,6 +350,7 @@ def cmd_feature_repair(args):
                                         seed=args.seed)
     out = out.with_name(out.name.replace("feature-repair", f"feature-repair-{name}", 1))
     files = repair.write_result(r, out, extra={"command": " ".join(sys.argv)})
+    _result({**r.to_json(), "files": files})
     print(r.table())
     extra = ""
     if "counterfactual_violation" in r.after:
@@ -361,6 +367,7 @@ def _benchmark_record(args, name, res, table):
 
     out = records.new_run_dir(args.out, name)
     records.write_json(out / f"{name}.json", {"command": name, "environment": records.environment(), **res})
+    _result({"command": name, **res})
     records.write_text(out / f"{name}.md", f"# {name}\n\n{table}")
     print(table)
     print(f"wrote {out}/{name}.json, {name}.md")
@@ -444,6 +451,7 @@ def cmd_repair(args):
     if args.pareto:
         front = repair.pareto(model, task, a_values=args.pareto, seeds=tuple(range(args.pareto_seeds)), **common)
         files = repair.write_pareto(front, out)
+        _result({**front, "files": files})
         print(open(files["markdown"]).read())
         print(f"wrote {out}")
         return
@@ -465,11 +473,20 @@ def cmd_repair(args):
                           selection="random" if args.baseline == "random" else None, **common)
     files = repair.write_result(r, out, model_path=None if bench is not None and args.model == bench.name else args.model,
                                 extra={"command": " ".join(sys.argv)})
+    _result({**r.to_json(), "files": files})
     print()
     print(r.table())
     s = r.summary()
     _print_summary(task.name, s, time.perf_counter() - t)
     print(f"wrote {out} ({', '.join(Path(f).name for f in files.values())})")
+
+
+_RESULT: dict = {}
+
+
+def _result(record) -> None:
+    """The command's result record: printed as JSON (and nothing else on stdout) with ``--json``."""
+    _RESULT["record"] = record
 
 
 def _dumps(obj) -> str:
@@ -523,8 +540,12 @@ def cmd_convert(args):
     else:
         models.save(net, out)
     info = models.sites(net)
+    n_params = sum(int(np.size(v)) for p in net.params().values() for v in p.values())
+    rec = {"input": str(src), "output": str(out), "to": args.to, "nodes": len(net.graph.nodes),
+           "input_shape": list(net.input_shape), "output_shape": list(info[net.graph.output].shape), "parameters": n_params}
+    _result(rec)
     print(f"{src} -> {out}: {len(net.graph.nodes)} nodes, input {net.input_shape}, output {info[net.graph.output].shape}, "
-          f"{sum(int(np.size(v)) for p in net.params().values() for v in p.values())} parameters")
+          f"{n_params} parameters")
     if args.verify and src.suffix.lower() == ".onnx":
         import onnx
         from onnx.reference import ReferenceEvaluator
@@ -533,6 +554,7 @@ def cmd_convert(args):
         x = np.asarray(jax.random.normal(jax.random.key(args.seed), (8, *net.input_shape)), np.float32)
         ref = ReferenceEvaluator(m).run(None, {net.meta["onnx"]["input"]: x})[0]
         err = float(np.max(np.abs(np.asarray(net(x)) - ref)))
+        rec["verify_max_abs_error"] = err
         print(f"verify: max |jaxrepair - onnx reference| on 8 random inputs = {err:.3g}")
         if err > 1e-4 * max(1.0, float(np.max(np.abs(ref)))):
             raise RuntimeError("the converted model disagrees with the ONNX reference evaluator")
@@ -543,12 +565,14 @@ def cmd_sweep(args):
 
     res = sweep.run(args.config)
     print(_dumps(res))
+    _result(res)
 
 
 def cmd_report(args):
     from jaxrepair import sweep
 
     res = sweep.report(args.store, args.out)
+    _result(res)
     print(res["table"])
     print(f"wrote {', '.join(res['files'].values())}")
 
@@ -571,7 +595,8 @@ def cmd_demo(args):
     r = repair.repair(bench.model, task, localization=loc, progress=True)
     r.timings["localize"] = sum(loc.timings.values())
     out = records.new_run_dir(args.out, "demo")
-    repair.write_result(r, out, extra={"command": "demo"})
+    files = repair.write_result(r, out, extra={"command": "demo"})
+    _result({**r.to_json(), "files": files})
     print(f"\nRepair of census-sex (preset {preset.name!r}: evosax PSO, top-{preset.k} ACE neurons; test split):\n")
     print(r.table())
     _print_summary("census-sex", r.summary(), time.perf_counter() - t0)
@@ -613,24 +638,31 @@ def cmd_bench(args):
         from jaxrepair.bench import _repair
 
         results = _repair.run(entries=args.entries)
-    if args.json:
-        print(_dumps({"benchmark": args.what, "environment": records.environment(), "results": results}))
+    _result({"benchmark": args.what, "environment": records.environment(), "results": results})
 
 
 def cmd_zoo(args):
     from jaxrepair import zoo
 
     if args.action == "list":
+        _result({"entries": [{"name": n, "kind": e.kind, **e.config(), "cached": (zoo.cache_dir() / f"{n}.npz").exists()}
+                             for n, e in zoo.ENTRIES.items()]})
         for name, e in zoo.ENTRIES.items():
             cached = (zoo.cache_dir() / f"{name}.npz").exists()
             what = {"fairness": lambda: f"sensitive={e.sensitive}", "backdoor": lambda: f"trigger->class {e.target}",
                     "safety": lambda: f"N{e.network[0]},{e.network[1]} phi{e.phi}"}[e.kind]()
             print(f"{name:18s} {e.kind:9s} data={e.dataset:7s} {what:22s} {'(cached)' if cached else ''}")
         return
+    unknown = [n for n in args.names if n not in zoo.ENTRIES]
+    if unknown:
+        raise UsageError(f"unknown zoo entries {unknown}; known: {sorted(zoo.ENTRIES)}")
+    built = []
     for name in args.names or sorted(zoo.ENTRIES):
         b = zoo.build(name, progress=True)
         m = {k: v for k, v in b.metrics.items() if k != "counterexamples"}
-        print(_dumps({"name": name, **m, "build_time_s": round(b.model.meta["zoo"]["build_time_s"], 2)}))
+        built.append({"name": name, **m, "build_time_s": round(b.model.meta["zoo"]["build_time_s"], 2)})
+        print(_dumps(built[-1]))
+    _result({"built": built})
 
 
 def cmd_evaluate(args):
@@ -639,7 +671,9 @@ def cmd_evaluate(args):
     model, bench = _load_model(args.model)
     ds = _user_table(args)
     if ds is not None:
-        print(_dumps(_evaluate_user(args, model, ds)))
+        res = _evaluate_user(args, model, ds)
+        _result(res)
+        print(_dumps(res))
         return
     if bench is None:
         if not args.entry:
@@ -647,7 +681,9 @@ def cmd_evaluate(args):
         bench = zoo.load(args.entry)
     if args.property != "default" and args.property != bench.entry.kind:
         raise UsageError(f"{bench.name} is a {bench.entry.kind} benchmark; --property {args.property} does not apply")
-    print(_dumps(zoo.evaluate(bench, model, seed=args.seed)))
+    res = zoo.evaluate(bench, model, seed=args.seed)
+    _result(res)
+    print(_dumps(res))
 
 
 def _evaluate_user(args, model, ds) -> dict:
@@ -743,7 +779,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="multi-process runs: seconds to wait for the other processes before giving up")
     sub = p.add_subparsers(dest="cmd", required=True)
     _add = sub.add_parser
-    sub.add_parser = lambda *a, **kw: _add(*a, formatter_class=_Formatter, **kw)  # defaults shown everywhere
+
+    def add_parser(*a, **kw):  # defaults shown everywhere, --json on every command
+        sp = _add(*a, formatter_class=_Formatter, **kw)
+        sp.add_argument("--json", action="store_true", help="print the result record as JSON on stdout (and "
+                        "nothing else there; progress goes to stderr)")
+        return sp
+
+    sub.add_parser = add_parser
 
     d = sub.add_parser("demo", help="the end-to-end demo: build census-sex, localise, repair, before/after")
     d.add_argument("--out", default="jaxrepair-out")
@@ -879,7 +922,6 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--samples", type=POS, default=1000, help="ace: samples per neuron and value")
     bn.add_argument("--entries", nargs="*", choices=["census-sex", "digits-badnets"], help="repair: zoo entries")
     bn.add_argument("--models", nargs="*", choices=["census-mlp", "wide-mlp"])
-    bn.add_argument("--json", action="store_true")
     bn.set_defaults(fn=cmd_bench)
 
     z = sub.add_parser("zoo", help="list or build zoo entries")
@@ -900,6 +942,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None):
     args = build_parser().parse_args(argv)  # argparse reports bad options itself, with exit code 2
+    _RESULT.clear()
+    stdout = sys.stdout
+    if args.json:
+        sys.stdout = sys.stderr  # human-readable output goes to stderr; stdout gets the JSON record only
     try:
         if args.cmd in RUN_DIR_COMMANDS:
             from jaxrepair import records
@@ -923,6 +969,10 @@ def main(argv=None):
         msg = str(e) if bad_input or isinstance(e, RuntimeError) else f"{type(e).__name__}: {e}"
         print(f"error: {msg}", file=sys.stderr)
         return EXIT_BAD_INPUT if bad_input else EXIT_FAILED
+    finally:
+        sys.stdout = stdout
+    if args.json:
+        print(_dumps(_RESULT.get("record", {})))
     return EXIT_OK
 
 

@@ -389,7 +389,8 @@ def run(config_path, *, progress: bool = True) -> dict:
                 metrics["degenerate"] = after.get("degenerate")
                 recs.append({"hash": cell_hash(c, st), "config": {**c, "a_used": a_vals[i], "k_used": ks[i], **st},
                              "metrics": metrics, "versions": versions, "created": time.time(),
-                             "timings": {"localize_s": t_loc, "search_s": t_search / len(members), "group_search_s": t_search}})
+                             "timings": {"localize_s": t_loc / len(members), "search_s": t_search / len(members),
+                                         "group_localize_s": t_loc, "group_search_s": t_search}})
             t_rep = time.perf_counter() - t2
             for r in recs:
                 r["timings"]["report_s"] = t_rep / len(members)
@@ -436,23 +437,44 @@ def report(store_path, out_dir=None) -> dict:
     files = {"markdown": str(records.write_text(_fresh(out / "report.md"), md))}
     plt = records.pyplot()
     if plt is not None and recs:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for s in sorted({r["config"]["strategy"] for r in recs}):
-            mine = [r for r in recs if r["config"]["strategy"] == s]
-            ax.scatter([r["metrics"]["accuracy_after"] for r in mine], [r["metrics"]["violation_after"] for r in mine], label=s, s=18)
-        ax.set_xlabel("test accuracy after repair")
-        ax.set_ylabel("violation after repair")
-        ax.legend(title="strategy")
-        files["tradeoff_plot"] = str(records.save_figure(fig, _fresh(out / "violation_vs_accuracy.png")))
-        fig, ax = plt.subplots(figsize=(6, 4))
         strategies = sorted({r["config"]["strategy"] for r in recs})
-        bottom = np.zeros(len(strategies))
+        entries = sorted({r["config"]["entry"] for r in recs})
+        markers = "osD^v<>Pph*"
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for r in recs:  # colour: strategy; marker: entry; hollow: degenerate
+            c, m = r["config"], r["metrics"]
+            color = f"C{strategies.index(c['strategy']) % 10}"
+            ax.scatter(m["accuracy_after"], m["violation_after"], s=24, marker=markers[entries.index(c["entry"]) % len(markers)],
+                       facecolors="none" if m.get("degenerate") else color, edgecolors=color, alpha=0.85)
+        for e in entries:  # the unrepaired models, one per entry
+            r0 = next(r for r in recs if r["config"]["entry"] == e)
+            ax.scatter(r0["metrics"]["accuracy_before"], r0["metrics"]["violation_before"], marker="*", s=160,
+                       facecolors="none", edgecolors="k")
+        from matplotlib.lines import Line2D
+
+        handles = [Line2D([], [], ls="", marker="o", color=f"C{i % 10}", label=s) for i, s in enumerate(strategies)]
+        handles += [Line2D([], [], ls="", marker=markers[i % len(markers)], color="0.3", mfc="none", label=e)
+                    for i, e in enumerate(entries)]
+        handles.append(Line2D([], [], ls="", marker="*", color="k", mfc="none", ms=10, label="before repair"))
+        ax.legend(handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), title="strategy / entry",
+                  title_fontsize=7)
+        ax.set_xlabel("test accuracy after repair")
+        ax.set_ylabel("violation after repair (test)")
+        ax.set_title(f"{len(recs)} cells: violation against accuracy (hollow: degenerate model)", fontsize=9)
+        files["tradeoff_plot"] = str(records.save_figure(fig, _fresh(out / "violation_vs_accuracy.png")))
+        fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(entries) * len(strategies)), 4))
+        labels = [f"{e}\n{s}" for e in entries for s in strategies]
+        bottom = np.zeros(len(labels))
         for phase in ("localize_s", "search_s", "report_s"):
-            vals = np.array([np.mean([r["timings"].get(phase, 0.0) for r in recs if r["config"]["strategy"] == s]) for s in strategies])
-            ax.bar(strategies, vals, bottom=bottom, label=phase.replace("_s", ""))
+            vals = np.array([np.mean([r["timings"].get(phase, 0.0) for r in recs
+                                      if r["config"]["entry"] == e and r["config"]["strategy"] == s] or [0.0])
+                             for e in entries for s in strategies])
+            ax.bar(range(len(labels)), vals, bottom=bottom, label=phase.replace("_s", ""))
             bottom += vals
+        ax.set_xticks(range(len(labels)), labels, fontsize=7)
         ax.set_ylabel("seconds per cell (mean)")
-        ax.legend(title="phase")
+        ax.set_title("runtime per phase; a group's shared work is divided among its cells", fontsize=9)
+        ax.legend(title="phase", fontsize=7)
         files["runtime_plot"] = str(records.save_figure(fig, _fresh(out / "runtime_per_phase.png")))
     return {"cells": len(recs), "table": table, "files": files}
 

@@ -217,3 +217,14 @@ def test_written_files_respect_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert oct(p.stat().st_mode & 0o777) == oct(0o644)
+
+
+def test_json_flag_prints_only_the_record(user_dir, capsys):
+    assert cli.main(["zoo", "list", "--json"]) == 0
+    out = capsys.readouterr().out
+    assert {e["name"] for e in json.loads(out)["entries"]} >= {"census-sex", "german-sex"}
+    assert cli.main(["evaluate", str(user_dir / "german.npz"), "--data", str(user_dir / "german.csv"), "--label", "good",
+                     "--sensitive", "sex", "--json"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert rec["rows"] == 200 and rec["sensitive"]["column"] == "sex" and rec["degenerate"] is None
+    assert 0 <= rec["fairness_violation"]["ci95"][0] <= rec["fairness_violation"]["rate"] <= rec["fairness_violation"]["ci95"][1]

@@ -153,5 +153,9 @@ def plot_scores(localization, path, *, score: str = "interventional_change", top
     shown = [s for s in sites if any(n.site == s for n in ranked)]
     ax.legend(handles=[Patch(color=colors(sites.index(s) % 10), label=s) for s in shown], title="site", fontsize=7)
     ax.set_ylabel(score.replace("_", " "))
-    ax.set_title(f"ACE neuron scores ({localization.effect[:60]})", fontsize=9)
+    import textwrap
+
+    effect = getattr(localization, "effect", "")
+    title = f"Top {len(ranked)} units by {score.replace('_', ' ')}" + (f"\neffect: {effect}" if effect else "")
+    ax.set_title("\n".join(textwrap.wrap(title, 110, replace_whitespace=False)) if len(title) > 110 else title, fontsize=8)
     return save_figure(fig, path)

@@ -10,40 +10,73 @@ from jaxrepair import convert, models, records
 
 
 def plot_history(result, path) -> Path | None:
-    """Best (repair split), generation mean and selected (select split) fitness per generation."""
+    """Fitness per generation: best so far (repair split) and the selected solution (select split)
+    on top, the generation mean below (log scale: budget penalties dwarf the rest); the early stop
+    is marked and generations are whole numbers."""
     plt = records.pyplot()
     h = result.search.get("history") or {}
     if plt is None or "best" not in h:
         return None
-    g = np.arange(1, len(h["best"]) + 1)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(g, h["best"], label="best so far (repair split)")
-    ax.plot(g, h["mean"], label="generation mean (repair split)", alpha=0.6)
-    ax.plot(g, h["select"], label="selected (select split)", ls="--")
-    ax.set_xlabel("generation")
-    ax.set_ylabel("fitness  (1−a)·violation + a·(1−accuracy)")
-    ax.set_title(f"{result.task}: {result.method}", fontsize=9)
-    ax.legend(fontsize=7)
+    from matplotlib.ticker import MaxNLocator
+
+    best, select, mean = (np.asarray(h[k], float) for k in ("best", "select", "mean"))
+    g = np.arange(1, len(best) + 1)
+    ran = int(result.search.get("generations_run", len(best)))
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6.5, 5), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
+    top.plot(g[:ran], best[:ran], label="best so far (repair split)")
+    top.plot(g[:ran], select[:ran], ls="--", label="chosen so far (select split)")
+    top.axhline(result.search.get("identity_select_fitness", np.nan), color="0.5", lw=0.8, ls=":",
+                label="unrepaired model (select split)")
+    top.set_ylabel("fitness")
+    bottom.plot(g[:ran], np.where(mean[:ran] > 0, mean[:ran], np.nan), color="C1", alpha=0.8)
+    bottom.set_yscale("log")
+    bottom.set_ylabel("generation mean\n(repair split, log)")
+    bottom.set_xlabel("generation")
+    bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for ax in (top, bottom):
+        ax.set_xlim(0.5, len(best) + 0.5)  # the whole budget, so an early stop shows where it stopped
+        if ran < len(best):
+            ax.axvline(ran, color="k", lw=0.8, ls="-.")
+    if ran < len(best):
+        top.text(ran, top.get_ylim()[1], f" early stop after generation {ran} of {len(best)}", va="top", ha="left",
+                 fontsize=7)
+    top.legend(fontsize=7)
+    top.set_title(f"{result.task}: {result.method} — fitness (1−a)·violation + a·(1−accuracy)", fontsize=9)
     return records.save_figure(fig, path)
 
 
 def plot_pareto(front: dict, path) -> Path | None:
+    """Every (a, seed) run on the test split, the non-dominated ones (chosen on the select split)
+    joined, the unrepaired model as a hollow star under them; runs that land on the same point are
+    drawn once, larger, with their count and a values."""
     plt = records.pyplot()
     if plt is None:
         return None
     pts = front["points"]
-    fig, ax = plt.subplots(figsize=(5, 4))
-    ax.scatter([p["test_violation"] for p in pts], [p["test_accuracy"] for p in pts], c="0.6", label="all (a, seed)")
-    f = sorted((pts[i] for i in front["front"]), key=lambda p: p["test_violation"])
-    ax.plot([p["test_violation"] for p in f], [p["test_accuracy"] for p in f], "o-", c="C3", label="non-dominated (select split)")
-    for p in f:
-        ax.annotate(f"a={p['a']:g}", (p["test_violation"], p["test_accuracy"]), fontsize=7)
+    groups: dict = {}
+    for i, p in enumerate(pts):
+        groups.setdefault((round(p["test_violation"], 6), round(p["test_accuracy"], 6)), []).append(i)
+    fig, ax = plt.subplots(figsize=(6, 4.5))
     b = front["before_test"]
-    ax.scatter([b["violation"]], [b["accuracy"]], marker="*", s=120, c="k", label="before repair")
+    ax.scatter([b["violation"]], [b["accuracy"]], marker="*", s=260, facecolors="none", edgecolors="k", linewidths=1.2,
+               zorder=1, label="before repair")
+    on_front = set(front["front"])
+    for (v, acc), idx in groups.items():
+        chosen = any(i in on_front for i in idx)
+        ax.scatter([v], [acc], s=30 + 25 * (len(idx) - 1), c="C3" if chosen else "0.55", alpha=0.85, zorder=3,
+                   edgecolors="white", linewidths=0.5)
+        a_vals = sorted({pts[i]["a"] for i in idx})
+        text = "a=" + ",".join(f"{a:g}" for a in a_vals) + (f" (×{len(idx)})" if len(idx) > 1 else "")
+        ax.annotate(text, (v, acc), xytext=(4, 4), textcoords="offset points", fontsize=7, zorder=4)
+    f = sorted((pts[i] for i in front["front"]), key=lambda p: p["test_violation"])
+    ax.plot([p["test_violation"] for p in f], [p["test_accuracy"] for p in f], "-", c="C3", lw=1, zorder=2,
+            label="non-dominated (chosen on the select split)")
+    ax.scatter([], [], c="0.55", s=30, label="other runs (a, seed)")
     ax.set_xlabel("violation rate (test)")
     ax.set_ylabel("accuracy (test)")
-    ax.set_title(f"{front['task']}: accuracy / violation trade-off", fontsize=9)
-    ax.legend(fontsize=7)
+    ax.margins(0.12)
+    ax.set_title(f"{front['task']}: accuracy / violation trade-off, {len(pts)} runs", fontsize=9)
+    ax.legend(fontsize=7, loc="best")
     return records.save_figure(fig, path)
 
 
