@@ -28,7 +28,18 @@ import numpy as np
 
 from jaxrepair.models import INPUT, Graph, Network, Node, run_op
 
-MIN_OPSET, MAX_OPSET = 10, 23
+MIN_OPSET, MAX_OPSET = 7, 23
+#: Below opset 10, only the operators whose definition at opsets 7–9 is the one opset 10 uses (no
+#: version of theirs between 7 and 10 changed their meaning); anything else is refused by name.
+#: Elementwise arithmetic is multidirectional broadcasting from opset 7 on; BatchNormalization has
+#: its opset-10 form from 9 on; Dropout, pooling and Upsample changed at 10 and are refused.
+SAME_AS_OPSET_10 = {
+    7: ("Abs", "Add", "Clip", "Concat", "Constant", "Conv", "Div", "Elu", "Exp", "Flatten", "Gemm", "GlobalAveragePool",
+        "HardSigmoid", "Identity", "LeakyRelu", "LogSoftmax", "MatMul", "Mul", "Neg", "Pad", "Relu", "Reshape", "Selu",
+        "Sigmoid", "Softmax", "Softplus", "Sqrt", "Squeeze", "Sub", "Tanh", "Transpose", "Unsqueeze", "Shape", "Gather"),
+}
+SAME_AS_OPSET_10[8] = SAME_AS_OPSET_10[7]
+SAME_AS_OPSET_10[9] = SAME_AS_OPSET_10[7] + ("BatchNormalization", "Cast")
 
 #: The batch dimension inside folded shape tensors (``Shape(x)[0]``): never a real size.
 BATCH = np.int64(-(2**40))
@@ -327,6 +338,9 @@ class _Converter:
         for node in self.model.graph.node:
             if node.domain not in ("", "ai.onnx"):
                 self.fail(node, f"operator {node.domain}.{node.op_type} is outside the default ONNX domain; supported: {list(SUPPORTED)}")
+            if self.opset < 10 and node.op_type not in SAME_AS_OPSET_10[self.opset]:
+                self.fail(node, f"{node.op_type} at opset {self.opset} differs from its opset-10 form; jaxrepair reads "
+                                f"opsets 7-9 for {', '.join(SAME_AS_OPSET_10[self.opset])}; re-export with opset >= 10")
             a = _attrs(node)
             if node.op_type not in SUPPORTED and node.op_type not in CONSTANT_ONLY:
                 raise ConversionError(
