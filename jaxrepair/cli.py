@@ -560,6 +560,36 @@ def cmd_convert(args):
             raise RuntimeError("the converted model disagrees with the ONNX reference evaluator")
 
 
+def cmd_verify(args):
+    from jaxrepair import properties, records, verify
+
+    if bool(args.vnnlib) == bool(args.property):
+        raise UsageError("verify needs exactly one of --vnnlib FILE or --property acasxu:phiN")
+    if args.property:
+        kind, _, phi = args.property.partition(":")
+        if kind != "acasxu" or not phi.startswith("phi") or not phi[3:].isdigit() or not 1 <= int(phi[3:]) <= 10:
+            raise UsageError(f"--property {args.property!r}: use acasxu:phi1 ... acasxu:phi10")
+        prop, what = properties.Safety(int(phi[3:])), args.property
+    else:
+        prop, what = properties.from_vnnlib(args.vnnlib), str(args.vnnlib)
+    out = records.new_run_dir(args.out, f"verify-{Path(args.model).stem}")
+    model, _ = _load_model(args.model)
+    v = verify.verify(model, prop, timeout=args.timeout, seed=args.seed, progress=True)
+    rec = {"command": "verify", "model": args.model, "property": what, "timeout_s": args.timeout,
+           "environment": records.environment(), **v.to_json()}
+    records.write_json(out / "verify.json", rec)
+    from jaxrepair.records import markdown_table
+
+    table = markdown_table(["model", "property", "verdict", "seconds", "boxes"],
+                           [(Path(args.model).name, what, v.verdict, round(v.seconds, 2), v.boxes)])
+    records.write_text(out / "verify.md", f"# Verification\n\n{table}")
+    _result(rec)
+    print(table)
+    if v.counterexample is not None:
+        print(f"counterexample (flat input): {np.asarray(v.counterexample).tolist()}; output {np.asarray(v.output).tolist()}")
+    print(f"wrote {out}/verify.json, verify.md")
+
+
 def cmd_sweep(args):
     from jaxrepair import sweep
 
@@ -606,7 +636,15 @@ def cmd_demo(args):
 def cmd_bench(args):
     from jaxrepair import records
 
-    if args.what == "onnx":
+    if args.what == "verify":
+        from jaxrepair.bench import _verify
+
+        if not args.vnncomp_dir:
+            raise UsageError("bench verify needs --vnncomp-dir DIR (VNN-COMP 2021's acasxu folder)")
+        results = _verify.run(args.vnncomp_dir, timeout=args.timeout, log=args.log, limit=args.limit)
+        print(f"{results['decided']}/{results['instances']} decided ({results['safe']} safe, {results['unsafe']} unsafe), "
+              f"{results['wrong']} wrong, median {results['median_s']:.2f}s, total {results['total_s']:.0f}s")
+    elif args.what == "onnx":
         from jaxrepair.bench import _onnx
 
         if not args.node_tests:
@@ -731,7 +769,7 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
 
 
 #: Commands whose --out is a directory of run folders: checked before any work starts.
-RUN_DIR_COMMANDS = ("localize", "features", "cf-fairness", "feature-repair", "irm", "tde", "repair", "demo")
+RUN_DIR_COMMANDS = ("localize", "features", "cf-fairness", "feature-repair", "irm", "tde", "repair", "demo", "verify")
 #: Commands that may run across processes: only these start JAX's distributed runtime.
 DISTRIBUTED_COMMANDS = ("localize", "repair", "sweep", "bench")
 
@@ -901,6 +939,16 @@ def build_parser() -> argparse.ArgumentParser:
     td.add_argument("--out", default="jaxrepair-out")
     td.set_defaults(fn=cmd_tde)
 
+    vf = sub.add_parser("verify", help="prove a property safe (certificate) or find a counterexample: bounds + branch "
+                        "and bound + falsifier")
+    vf.add_argument("model", help="a model file (.onnx, .nnet, .npz) or a zoo entry")
+    vf.add_argument("--vnnlib", help="a VNN-LIB property file")
+    vf.add_argument("--property", help="a built-in property: acasxu:phi1 ... acasxu:phi10")
+    vf.add_argument("--timeout", type=_float_in(0.0, open_low=True), default=60.0, help="seconds")
+    vf.add_argument("--seed", type=SEED, default=0)
+    vf.add_argument("--out", default="jaxrepair-out")
+    vf.set_defaults(fn=cmd_verify)
+
     sw = sub.add_parser("sweep", help="run a grid of repairs from a TOML/YAML file into a resumable SQLite store",
                         description=_SWEEP_HELP)
     sw.add_argument("config")
@@ -913,7 +961,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     bn = sub.add_parser("bench", help="benchmarks: ace (localisation), repair (population fitness), scale (devices), "
                         "cold (CARE's census task end to end from a cold process)")
-    bn.add_argument("what", choices=["ace", "repair", "scale", "cold", "onnx"])
+    bn.add_argument("what", choices=["ace", "repair", "scale", "cold", "onnx", "verify"])
+    bn.add_argument("--vnncomp-dir", help="verify: VNN-COMP 2021's acasxu folder (nets, vnnlib, instances, results)")
+    bn.add_argument("--timeout", type=_float_in(0.0, open_low=True), help="verify: seconds per instance "
+                    "(default: the competition's)")
+    bn.add_argument("--log", help="verify: append one JSON line per instance to this file as it finishes")
+    bn.add_argument("--limit", type=POS, help="verify: only the first N instances")
     bn.add_argument("--node-tests", help="onnx: folder with onnx's backend node tests (onnx_node.tar.xz)")
     bn.add_argument("--care-dir", help="cold: directory with CARE's census files (census_sex_ref.npz); "
                     "default: the zoo's census-sex model")

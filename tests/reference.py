@@ -130,3 +130,87 @@ def fairness_effect(x, column, values, target=1):
         return best
 
     return effect
+
+
+def crown_lower(weights, biases, lo, hi, C, d):
+    """Independent float64 CROWN: lower bounds of C·y − d over the box, for y = W_L relu(... W_1 x ...).
+    Intermediate bounds by the same back-substitution; ReLU relaxed by 0/identity below, chord above."""
+    weights = [np.asarray(w, np.float64) for w in weights]
+    biases = [np.asarray(b, np.float64) for b in biases]
+    lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
+
+    def back(k, lam, const, pre):
+        for i in range(k, -1, -1):
+            const = const + lam @ biases[i]
+            lam = lam @ weights[i]
+            if i == 0:
+                break
+            l, u = pre[i - 1]
+            slope_up, slope_low, icpt = np.zeros_like(l), np.zeros_like(l), np.zeros_like(l)
+            act = l >= 0
+            slope_up[act] = slope_low[act] = 1.0
+            unst = (l < 0) & (u > 0)
+            slope_up[unst] = u[unst] / (u[unst] - l[unst])
+            icpt[unst] = -slope_up[unst] * l[unst]
+            slope_low[unst] = (u[unst] > -l[unst]).astype(float)
+            neg = lam < 0
+            const = const + np.sum(np.where(neg, lam * icpt, 0.0), axis=-1)
+            lam = np.where(neg, lam * slope_up, lam * slope_low)
+        c, r = (hi + lo) / 2, (hi - lo) / 2
+        return lam @ c - np.abs(lam) @ r + const
+
+    pre = []
+    for k in range(len(weights) - 1):
+        eye = np.eye(weights[k].shape[0])
+        a_lo, a_hi = (lo, hi) if k == 0 else (np.maximum(pre[-1][0], 0), np.maximum(pre[-1][1], 0))
+        mid, rad = weights[k] @ ((a_hi + a_lo) / 2) + biases[k], np.abs(weights[k]) @ ((a_hi - a_lo) / 2)
+        pre.append((np.maximum(back(k, eye, np.zeros(len(eye)), pre), mid - rad),
+                    np.minimum(-back(k, -eye, np.zeros(len(eye)), pre), mid + rad)))  # intersected with intervals
+    C, d = np.asarray(C, np.float64), np.asarray(d, np.float64)
+    a_lo, a_hi = np.maximum(pre[-1][0], 0), np.maximum(pre[-1][1], 0)
+    mid, rad = weights[-1] @ ((a_hi + a_lo) / 2) + biases[-1], np.abs(weights[-1]) @ ((a_hi - a_lo) / 2)
+    ibp = np.where(C >= 0, C * (mid - rad), C * (mid + rad)).sum(-1) - d
+    return np.maximum(back(len(weights) - 1, C, -d, pre), ibp)
+
+
+def milp_max(weights, biases, lo, hi, c):
+    """The exact maximum of c·y over the box for a ReLU network (big-M MILP, scipy's HiGHS)."""
+    from scipy.optimize import Bounds, LinearConstraint, milp
+
+    # variables: x, then per hidden layer (z, a, s): pre-activation, activation, binary phase
+    sizes = [w.shape[0] for w in weights[:-1]]
+    n_x = len(lo)
+    idx, off = {}, n_x
+    for k, n in enumerate(sizes):
+        idx[k] = (off, off + n, off + 2 * n)
+        off += 3 * n
+    nv = off
+    lb, ub = np.full(nv, -np.inf), np.full(nv, np.inf)
+    lb[:n_x], ub[:n_x] = lo, hi
+    integrality = np.zeros(nv)
+    rows, rlo, rhi = [], [], []
+    # interval bounds for big-M
+    l_in, u_in = np.asarray(lo, float), np.asarray(hi, float)
+    prev = list(range(n_x))
+    for k, n in enumerate(sizes):
+        w, b = weights[k], biases[k]
+        c_, r_ = w @ ((l_in + u_in) / 2) + b, np.abs(w) @ ((u_in - l_in) / 2)
+        L, U = c_ - r_, c_ + r_
+        z0, a0, s0 = idx[k]
+        for j in range(n):
+            row = np.zeros(nv); row[z0 + j] = 1; row[prev] = -w[j]   # z = W a_prev + b
+            rows.append(row); rlo.append(b[j]); rhi.append(b[j])
+            # a >= z, a >= 0, a <= z - L(1-s), a <= U s
+            row = np.zeros(nv); row[a0 + j] = 1; row[z0 + j] = -1; rows.append(row); rlo.append(0); rhi.append(np.inf)
+            row = np.zeros(nv); row[a0 + j] = 1; row[z0 + j] = -1; row[s0 + j] = -L[j]; rows.append(row); rlo.append(-np.inf); rhi.append(-L[j])
+            row = np.zeros(nv); row[a0 + j] = 1; row[s0 + j] = -U[j]; rows.append(row); rlo.append(-np.inf); rhi.append(0)
+            lb[a0 + j], lb[s0 + j], ub[s0 + j] = 0, 0, 1
+            integrality[s0 + j] = 1
+        prev = list(range(a0, a0 + n))
+        l_in, u_in = np.maximum(L, 0), np.maximum(U, 0)
+    obj = np.zeros(nv)
+    obj[prev] = -(np.asarray(c) @ weights[-1])
+    res = milp(obj, constraints=LinearConstraint(np.array(rows), rlo, rhi), integrality=integrality,
+               bounds=Bounds(lb, ub))
+    assert res.status == 0, res.message
+    return float(-res.fun + np.asarray(c) @ biases[-1]), res.x[:n_x]

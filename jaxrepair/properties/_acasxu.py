@@ -51,6 +51,28 @@ def margin(number: int, y: jax.Array) -> jax.Array:
     return jnp.min(jnp.where(allowed, y, inf), axis=-1) - jnp.min(jnp.where(allowed, inf, y), axis=-1)
 
 
+def clauses(number: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The unsafe output region of φ_n as clauses ``C·y <= d`` (a disjunction of conjunctions), in
+    score units, as VNN-LIB states it (a tie counts as a violation)."""
+    if number == 1:
+        return [(np.array([[-1.0, 0, 0, 0, 0]]), np.array([-1500.0]))]
+    out = []
+    if number == 2:
+        rows = np.zeros((4, 5))
+        rows[:, 0] = -1.0
+        rows[np.arange(4), np.arange(1, 5)] = 1.0  # y_j − y_0 <= 0: COC is maximal
+        return [(rows, np.zeros(4))]
+    for k in range(5):
+        if k in _ALLOWED[number]:
+            continue
+        rows = np.zeros((4, 5))
+        others = [j for j in range(5) if j != k]
+        rows[:, k] = 1.0
+        rows[np.arange(4), others] = -1.0  # y_k − y_j <= 0: advisory k is minimal
+        out.append((rows, np.zeros(4)))
+    return out
+
+
 _BOXES = {
     1: [[(55947.691, 60760.0), _FULL, _FULL, (1145.0, 1200.0), (0.0, 60.0)]],
     2: [[(55947.691, 60760.0), _FULL, _FULL, (1145.0, 1200.0), (0.0, 60.0)]],

@@ -1,0 +1,75 @@
+"""``jaxrepair bench verify``: every VNN-COMP 2021 ACAS Xu instance (186), against the published results.
+
+Reads the competition's folder the user names (``--vnncomp-dir``: the ONNX nets, ``prop_*.vnnlib``,
+``acasxu_instances.csv`` and ``results_2021_acasxu.csv``), runs :func:`jaxrepair.verify.verify` on
+each instance with its timeout (or ``--timeout``), and compares each decided verdict with the
+majority of the published tools' answers (``holds``/``UNSAT`` = safe, ``violated``/``SAT`` =
+unsafe). A wrong answer is any decided verdict that disagrees. One JSON line per instance is
+appended to ``--log`` as it finishes, so a stopped run keeps what it measured.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+_SAFE, _UNSAFE = ("holds", "unsat"), ("violated", "sat")
+
+
+def published(results_csv: Path) -> dict:
+    """``{(onnx name, vnnlib name): "safe" | "unsafe"}`` by majority of the decided published answers."""
+    votes: dict = collections.defaultdict(collections.Counter)
+    with open(results_csv) as f:
+        for row in csv.DictReader(f):
+            r = row["result"].strip().lower()
+            key = (Path(row["onnx"]).name, Path(row["vnnlib"]).name)
+            if r in _SAFE:
+                votes[key]["safe"] += 1
+            elif r in _UNSAFE:
+                votes[key]["unsafe"] += 1
+    return {k: v.most_common(1)[0][0] for k, v in votes.items() if v}
+
+
+def run(vnncomp_dir: str, *, timeout: float | None = None, log: str | None = None, limit: int | None = None,
+        progress: bool = True) -> dict:
+    import jaxrepair as jr
+
+    d = Path(vnncomp_dir)
+    inst_file, res_file = d / "acasxu_instances.csv", d / "results_2021_acasxu.csv"
+    for f in (inst_file, res_file):
+        if not f.is_file():
+            raise FileNotFoundError(f"{f}: missing (--vnncomp-dir names VNN-COMP 2021's acasxu folder)")
+    truth = published(res_file)
+    instances = [r for r in csv.reader(open(inst_file)) if r]
+    if limit:
+        instances = instances[:limit]
+    rows, nets, props = [], {}, {}
+    t_all = time.perf_counter()
+    for onnx_name, vnnlib_name, t_out in instances:
+        net = nets.get(onnx_name) or nets.setdefault(onnx_name, jr.convert.from_onnx(d / onnx_name))
+        prop = props.get(vnnlib_name) or props.setdefault(vnnlib_name, jr.properties.from_vnnlib(d / vnnlib_name))
+        v = jr.verify(net, prop, timeout=float(timeout or t_out))
+        want = truth.get((onnx_name, vnnlib_name))
+        row = {"onnx": onnx_name, "vnnlib": vnnlib_name, "verdict": v.verdict, "seconds": v.seconds, "boxes": v.boxes,
+               "published": want, "wrong": v.verdict in ("safe", "unsafe") and want is not None and v.verdict != want}
+        if v.counterexample is not None:
+            row["counterexample"] = np.asarray(v.counterexample).tolist()
+        rows.append(row)
+        if log:
+            with open(log, "a") as f:
+                f.write(json.dumps(row) + "\n")
+        if progress:
+            print(f"[bench verify] {len(rows)}/{len(instances)} {onnx_name} {vnnlib_name}: {v.verdict} "
+                  f"({v.seconds:.1f}s, {v.boxes} boxes){' WRONG' if row['wrong'] else ''}", file=sys.stderr, flush=True)
+    secs = [r["seconds"] for r in rows]
+    decided = [r for r in rows if r["verdict"] != "unknown"]
+    return {"instances": len(rows), "decided": len(decided), "safe": sum(r["verdict"] == "safe" for r in rows),
+            "unsafe": sum(r["verdict"] == "unsafe" for r in rows), "unknown": len(rows) - len(decided),
+            "wrong": sum(r["wrong"] for r in rows), "median_s": float(np.median(secs)) if secs else None,
+            "total_s": float(np.sum(secs)), "wall_s": time.perf_counter() - t_all, "rows": rows}

@@ -1,0 +1,29 @@
+"""Verification: sound output bounds (intervals, CROWN) over input boxes, a falsifier, and branch
+and bound by input splitting that proves a property safe (with a certificate) or finds a confirmed
+counterexample.
+
+>>> v = jr.verify(model, jr.properties.from_vnnlib("prop_2.vnnlib"), timeout=60)   # doctest: +SKIP
+>>> v.verdict, v.seconds, v.counterexample                                          # doctest: +SKIP
+
+Depends on :mod:`jaxrepair.models` and :mod:`jaxrepair.properties`.
+"""
+
+from jaxrepair.verify._bab import BATCH, Verdict, falsify, spec_of, verify
+from jaxrepair.verify._bounds import Chain, affine_chain, crown, crown_pre, forward, interval
+
+__all__ = ["BATCH", "Chain", "Verdict", "affine_chain", "crown", "crown_pre", "falsify", "forward", "interval", "spec_of",
+           "verify"]
+
+
+import sys as _sys
+import types as _types
+
+
+class _CallableModule(_types.ModuleType):
+    """Lets ``jr.verify(model, prop)`` call :func:`verify` while ``jr.verify.*`` stays a module."""
+
+    def __call__(self, *args, **kwargs):
+        return verify(*args, **kwargs)
+
+
+_sys.modules[__name__].__class__ = _CallableModule

@@ -1,0 +1,197 @@
+"""Sound output bounds of ReLU networks over input boxes: interval bound propagation and CROWN.
+
+A network is first read as a chain of affine maps with ReLUs between them (:func:`affine_chain`):
+every op between two ReLUs — dense, the ``.nnet`` normalisation, constant add/sub/mul/div,
+flatten/reshape, batch norm, average pooling, convolutions — is affine, so its weight matrix is its
+Jacobian and its bias its value at 0 (computed once, exactly, with JAX). An input ``clip`` (the
+``.nnet`` domain) is applied to the box itself. Branching graphs and other non-linearities are
+refused by name.
+
+CROWN (Zhang et al., NeurIPS 2018) bounds a linear function of the output by propagating it
+backwards through the chain, relaxing each unstable ReLU by a line below (slope 0 or 1, whichever
+keeps the relaxation's area smaller) and the chord above; intermediate pre-activation bounds come
+from the same backward pass for each layer. Everything is plain ``jnp`` on one box, so ``vmap``
+bounds thousands of sub-boxes in one compiled call.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrepair.models import ELEMENTWISE, INPUT, Network, run_op
+
+_AFFINE = {"dense", "conv2d", "avgpool", "global_avgpool", "flatten", "reshape", "transpose", "pad", "batchnorm",
+           "standardize", "denormalize", "add", "sub", "mul", "div", "identity", "reduce_mean"}
+MAX_WIDTH = 8192
+
+
+class Chain(NamedTuple):
+    """``y = A_L relu(... relu(A_1 x + c_1) ...) + c_L`` on flat vectors, ``x`` clipped to ``[lo, hi]``."""
+
+    weights: tuple  # ([n_out_i, n_in_i] arrays)
+    biases: tuple  # ([n_out_i] arrays)
+    clip_lo: np.ndarray | None  # [n_in] the input domain (an input clip), or None
+    clip_hi: np.ndarray | None
+    input_shape: tuple
+
+
+def affine_chain(model: Network) -> Chain:
+    """Reads ``model`` as affine maps with ReLUs between them (see the module docstring)."""
+    g, params = model.graph, model.params()
+    n_in = int(np.prod(g.input_shape))
+    clip_lo = clip_hi = None
+    pending: list = []  # affine nodes since the last ReLU
+    weights, biases = [], []
+    prev = INPUT
+    shape = tuple(g.input_shape)
+
+    def flush(ops, in_shape):
+        def f(v):
+            h = v.reshape((1, *in_shape))
+            for n in ops:
+                h = run_op(n.op, params.get(n.name, {}), [h], n.attr)
+            return h.reshape(-1)
+
+        zero = jnp.zeros(int(np.prod(in_shape)), jnp.float32)
+        b = f(zero)
+        if b.shape[0] > MAX_WIDTH or zero.shape[0] > MAX_WIDTH:
+            raise ValueError(f"a layer of {b.shape[0]} x {zero.shape[0]} units is too wide to verify here (max {MAX_WIDTH})")
+        return np.asarray(jax.jacfwd(f)(zero), np.float64), np.asarray(b, np.float64)
+
+    seg_shape = shape
+    for n in g.nodes:
+        if n.inputs != (prev,):
+            raise ValueError(f"verification reads chains of single-input layers; node {n.name!r} reads {list(n.inputs)}")
+        if n.op == "clip" and prev == INPUT:
+            a = n.attr
+            clip_lo = np.broadcast_to(np.asarray(-np.inf if a.get("min") is None else a["min"], np.float64), shape).reshape(-1)
+            clip_hi = np.broadcast_to(np.asarray(np.inf if a.get("max") is None else a["max"], np.float64), shape).reshape(-1)
+        elif n.op == "relu":
+            w, b = flush(pending, seg_shape)
+            weights.append(w)
+            biases.append(b)
+            pending = []
+            seg_shape = (w.shape[0],)
+            # the ReLU's output keeps the shape of its input: later ops see it flat through reshape
+            seg_shape = _site_shape(model, n.name)
+        elif n.op in _AFFINE or (n.op in ELEMENTWISE and n.op == "identity"):
+            if n.op in ("div",) and n.attr.get("reverse"):
+                raise ValueError(f"node {n.name!r}: a constant divided by the input is not affine")
+            if n.op == "mul" and n.name in params and len(n.inputs) != 1:
+                raise ValueError(f"node {n.name!r}: a product of two tensors is not affine")
+            pending.append(n)
+        else:
+            raise ValueError(f"node {n.name!r} ({n.op}): verification supports ReLU networks whose other layers are "
+                             f"affine ({', '.join(sorted(_AFFINE))}); {n.op} is not")
+        prev = n.name
+    w, b = flush(pending, seg_shape)
+    weights.append(w)
+    biases.append(b)
+    if weights[0].shape[1] != n_in:
+        raise ValueError("the first affine map does not read the whole input")  # pragma: no cover
+    return Chain(tuple(weights), tuple(biases), clip_lo, clip_hi, tuple(g.input_shape))
+
+
+def _site_shape(model, name):
+    from jaxrepair.models import sites
+
+    return tuple(sites(model)[name].shape)
+
+
+def clip_box(chain: Chain, lo, hi):
+    """The box as the network sees it (the input clip applied to both corners)."""
+    if chain.clip_lo is None:
+        return lo, hi
+    cl, ch = jnp.asarray(chain.clip_lo, lo.dtype), jnp.asarray(chain.clip_hi, lo.dtype)
+    return jnp.clip(lo, cl, ch), jnp.clip(hi, cl, ch)
+
+
+def forward(chain: Chain, x):
+    """The chain's output on flat inputs ``[B, n_in]`` (equal to the model's, for tests and counterexamples)."""
+    if chain.clip_lo is not None:
+        x = jnp.clip(x, jnp.asarray(chain.clip_lo, x.dtype), jnp.asarray(chain.clip_hi, x.dtype))
+    h = x
+    for i, (w, b) in enumerate(zip(chain.weights, chain.biases)):
+        h = h @ jnp.asarray(w, h.dtype).T + jnp.asarray(b, h.dtype)
+        if i < len(chain.weights) - 1:
+            h = jax.nn.relu(h)
+    return h
+
+
+def interval(chain: Chain, lo, hi):
+    """Interval bounds ``(lower, upper)`` of the output over the box ``[lo, hi]`` (one box, flat)."""
+    lo, hi = clip_box(chain, lo, hi)
+    for i, (w, b) in enumerate(zip(chain.weights, chain.biases)):
+        w = jnp.asarray(w, lo.dtype)
+        c, r = (hi + lo) / 2, (hi - lo) / 2
+        c, r = w @ c + jnp.asarray(b, lo.dtype), jnp.abs(w) @ r
+        lo, hi = c - r, c + r
+        if i < len(chain.weights) - 1:
+            lo, hi = jax.nn.relu(lo), jax.nn.relu(hi)
+    return lo, hi
+
+
+def _backward(chain: Chain, layer: int, lam, const, pre, lo, hi, *, with_coefficients: bool = False):
+    """Lower bound of ``lam · z_layer + const`` over the box, given pre-activation bounds ``pre`` of the
+    ReLU layers before ``layer`` (``z_layer`` is the output of affine map ``layer``)."""
+    dt = lo.dtype
+    for i in range(layer, -1, -1):
+        w, b = jnp.asarray(chain.weights[i], dt), jnp.asarray(chain.biases[i], dt)
+        const = const + lam @ b
+        lam = lam @ w  # now on a_{i-1} (the ReLU output before map i), or on x when i == 0
+        if i == 0:
+            break
+        lower, upper = pre[i - 1]
+        unstable = (lower < 0) & (upper > 0)
+        chord = jnp.where(unstable, upper / jnp.where(unstable, upper - lower, 1.0), (lower >= 0).astype(dt))
+        below = jnp.where(unstable, (upper > -lower).astype(dt), (lower >= 0).astype(dt))
+        slope = jnp.where(lam >= 0, below, chord)  # relax by the line below where the weight is >= 0
+        const = const + jnp.sum(jnp.where(lam < 0, lam * chord * (-jnp.where(unstable, lower, 0.0)), 0.0), axis=-1)
+        lam = lam * slope
+    c, r = (hi + lo) / 2, (hi - lo) / 2
+    bound = lam @ c - jnp.abs(lam) @ r + const
+    return (bound, lam) if with_coefficients else bound
+
+
+def crown_pre(chain: Chain, lo, hi):
+    """CROWN bounds ``[(lower, upper)]`` of every ReLU layer's pre-activation (one box, flat)."""
+    lo, hi = clip_box(chain, lo, hi)
+    pre = []
+    for layer in range(len(chain.weights) - 1):
+        n = chain.weights[layer].shape[0]
+        eye = jnp.eye(n, dtype=lo.dtype)
+        lower = _backward(chain, layer, eye, jnp.zeros(n, lo.dtype), pre, lo, hi)
+        upper = -_backward(chain, layer, -eye, jnp.zeros(n, lo.dtype), pre, lo, hi)
+        il, iu = _interval_pre(chain, layer, pre, lo, hi)  # never looser than intervals
+        pre.append((jnp.maximum(lower, il), jnp.minimum(upper, iu)))
+    return pre
+
+
+def _interval_pre(chain, layer, pre, lo, hi):
+    if layer == 0:
+        a_lo, a_hi = lo, hi
+    else:
+        a_lo, a_hi = jax.nn.relu(pre[layer - 1][0]), jax.nn.relu(pre[layer - 1][1])
+    w, b = jnp.asarray(chain.weights[layer], lo.dtype), jnp.asarray(chain.biases[layer], lo.dtype)
+    c, r = w @ ((a_hi + a_lo) / 2) + b, jnp.abs(w) @ ((a_hi - a_lo) / 2)
+    return c - r, c + r
+
+
+def crown(chain: Chain, lo, hi, C, d, *, with_coefficients: bool = False):
+    """Lower bounds of ``C·y − d`` (rows of the spec) over the box ``[lo, hi]`` by CROWN; ``max`` with
+    the interval bound, so it is never looser than intervals. One box, flat; vmap for many.
+    ``with_coefficients``: also the rows' linear coefficients on the input (``[rows, n_in]``), which
+    say how much halving each input's range can raise each bound (the branching heuristic)."""
+    pre = crown_pre(chain, lo, hi)
+    lo_c, hi_c = clip_box(chain, lo, hi)
+    C = jnp.asarray(C, lo.dtype)
+    bound, lam = _backward(chain, len(chain.weights) - 1, C, -jnp.asarray(d, lo.dtype), pre, lo_c, hi_c,
+                           with_coefficients=True)
+    ylo, yhi = _interval_pre(chain, len(chain.weights) - 1, pre, lo_c, hi_c)  # intervals from the CROWN pre-bounds
+    ibp = jnp.where(C >= 0, C * ylo, C * yhi).sum(-1) - d
+    best = jnp.maximum(bound, ibp)
+    return (best, lam) if with_coefficients else best

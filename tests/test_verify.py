@@ -1,0 +1,120 @@
+"""Verification: bounds contain every sampled output, CROWN is never looser than intervals and
+encloses the exact maximum (a MILP), verdicts agree with VNN-COMP, certificates re-check in numpy."""
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxrepair as jr
+from jaxrepair import verify as V
+from jaxrepair.models import Graph, Network, Node
+from tests import reference as R
+
+VNN = Path(__file__).parent / "fixtures" / "vnncomp"
+
+
+def _small_cnn(key):
+    k = jax.random.split(key, 3)
+    nodes = (Node.make("c1", "conv2d", "input", strides=(1, 1), padding="SAME"), Node.make("r1", "relu", "c1"),
+             Node.make("p", "avgpool", "r1", window=(2, 2), strides=(2, 2), padding="VALID"),
+             Node.make("f", "flatten", "p"), Node.make("d1", "dense", "f"), Node.make("r2", "relu", "d1"),
+             Node.make("out", "dense", "r2"))
+    params = {"c1": {"kernel": jax.random.normal(k[0], (3, 3, 1, 2)) * 0.5, "bias": jnp.full(2, 0.1)},
+              "d1": {"kernel": jax.random.normal(k[1], (8, 6)) * 0.5, "bias": jnp.zeros(6)},
+              "out": {"kernel": jax.random.normal(k[2], (6, 3)), "bias": jnp.zeros(3)}}
+    return Network(Graph(nodes, (4, 4, 1), "out"), params)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+def test_bounds_contain_every_sampled_output_and_crown_beats_intervals(kind):
+    key = jax.random.key(1)
+    model = jr.models.mlp([4, 8, 8, 3], key=key) if kind == "mlp" else _small_cnn(key)
+    chain = V.affine_chain(model)
+    n_in = chain.weights[0].shape[1]
+    rng = np.random.default_rng(0)
+    eye = np.eye(3)
+    for trial in range(4):
+        c = rng.normal(size=n_in).astype(np.float32)
+        w = rng.uniform(0.05, 0.6, n_in).astype(np.float32)
+        lo, hi = c - w, c + w
+        x = (lo + rng.uniform(size=(2000, n_in)) * (hi - lo)).astype(np.float32)
+        y = np.asarray(model(x.reshape(-1, *model.input_shape)))
+        np.testing.assert_allclose(np.asarray(V.forward(chain, x)), y, atol=1e-4)
+        ilo, ihi = (np.asarray(v) for v in V.interval(chain, jnp.asarray(lo), jnp.asarray(hi)))
+        assert np.all(y >= ilo - 1e-4) and np.all(y <= ihi + 1e-4)
+        C = np.concatenate([eye, -eye])
+        cl = np.asarray(V.crown(chain, jnp.asarray(lo), jnp.asarray(hi), C, np.zeros(6)))
+        assert np.all(cl[:3, None] <= y.T + 1e-4) and np.all(-cl[3:, None] >= y.T - 1e-4)  # sound
+        assert np.all(cl[:3] >= ilo - 1e-5) and np.all(-cl[3:] <= ihi + 1e-5)  # never looser
+        ref = R.crown_lower(chain.weights, chain.biases, lo, hi, C, np.zeros(6))  # independent numpy CROWN
+        np.testing.assert_allclose(cl, np.maximum(ref, np.concatenate([ilo, -ihi])), rtol=1e-4, atol=1e-4)
+
+
+def test_crown_encloses_the_milp_maximum_on_tiny_relu_nets():
+    pytest.importorskip("scipy")
+    for seed in range(3):
+        model = jr.models.mlp([3, 6, 5, 2], key=jax.random.key(seed))
+        chain = V.affine_chain(model)
+        lo, hi = np.full(3, -1.0, np.float32), np.full(3, 1.0, np.float32)
+        for c in (np.array([1.0, -1.0]), np.array([0.0, 1.0])):
+            exact, xstar = R.milp_max(chain.weights, chain.biases, lo, hi, c)
+            got = float(np.asarray(model(xstar[None].astype(np.float32)))[0] @ c)
+            assert got == pytest.approx(exact, abs=1e-4)  # the MILP's maximiser attains it
+            upper = -float(np.asarray(V.crown(chain, jnp.asarray(lo), jnp.asarray(hi), -c[None], np.zeros(1)))[0])
+            assert upper >= exact - 1e-4
+            # the verdict matches the exact answer: "c·y >= exact - 0.01" is reachable, "c·y >= exact + 0.01" is not
+            for t, want in ((exact - 0.01, "unsafe"), (exact + 0.01, "safe")):
+                prop = jr.properties.Vnnlib(np.stack([lo, hi], 1)[None].astype(np.float64), ((-c[None], np.array([-t])),))
+                v = V.verify(model, prop, timeout=30)
+                assert v.verdict == want, (seed, c, t, v.verdict)
+                if want == "unsafe":
+                    assert float(np.asarray(model(v.counterexample[None].astype(np.float32)))[0] @ c) >= t - 1e-5
+                else:  # the certificate re-checks in numpy: every box closed by an independent bound
+                    for blo, bhi, _ in v.certificate:
+                        assert R.crown_lower(chain.weights, chain.biases, blo, bhi, -c[None], [-t])[0] > -1e-5
+
+
+@pytest.mark.parametrize("net, prop, want", [("1_1", 1, "safe"), ("1_9", 4, "unsafe")])
+def test_verdicts_on_vnncomp_instances(net, prop, want):
+    model = jr.convert.from_onnx(VNN / f"ACASXU_run2a_{net}_batch_2000.onnx")
+    p = jr.properties.from_vnnlib(VNN / f"prop_{prop}.vnnlib")
+    v = V.verify(model, p, timeout=120)
+    assert v.verdict == want  # the published answers (a-b-CROWN: N1,1 p1 UNSAT, N1,9 p4 SAT)
+    chain = V.affine_chain(model)
+    if want == "unsafe":
+        x = v.counterexample.astype(np.float32)
+        assert np.all(np.asarray(p.in_boxes(x[None])))
+        assert float(np.asarray(p.margin(model(x.reshape(1, 1, 1, 5)).reshape(1, -1)))[0]) >= 0
+    else:
+        assert v.certificate
+        rows = np.concatenate([C for C, _ in p.clauses])
+        rhs = np.concatenate([d for _, d in p.clauses])
+        owner = np.concatenate([np.full(len(d), k) for k, (_, d) in enumerate(p.clauses)])
+        # cover: the closed boxes tile the property's box (their volumes add up to it)
+        vol = sum(float(np.prod(bhi - blo)) for blo, bhi, _ in v.certificate)
+        assert vol == pytest.approx(float(np.prod(p.boxes[0, :, 1] - p.boxes[0, :, 0])), rel=1e-4)
+        for blo, bhi, _ in v.certificate[:200]:
+            ref = R.crown_lower(chain.weights, chain.biases, blo, bhi, rows, rhs)
+            ilo, ihi = R_interval(chain, blo, bhi)
+            ibp = np.where(rows >= 0, rows * ilo, rows * ihi).sum(-1) - rhs
+            best = np.maximum(ref, ibp)
+            assert all(np.any(best[owner == k] > -1e-5) for k in range(len(p.clauses)))
+
+
+def R_interval(chain, lo, hi):
+    lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
+    for i, (w, b) in enumerate(zip(chain.weights, chain.biases)):
+        c, r = w @ ((hi + lo) / 2) + b, np.abs(w) @ ((hi - lo) / 2)
+        lo, hi = c - r, c + r
+        if i < len(chain.weights) - 1:
+            lo, hi = np.maximum(lo, 0), np.maximum(hi, 0)
+    return lo, hi
+
+
+def test_unsupported_graphs_are_refused():
+    cnn = jr.models.cnn((6, 6, 1), [2], [4], 3, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="maxpool"):
+        V.affine_chain(cnn)
