@@ -470,7 +470,8 @@ def cmd_repair(args):
         r = repair.finetune(model, task, a=a, max_drop=budget)
     else:
         r = repair.repair(model, task, a=args.a, seed=args.seed, localizer=args.localizer, devices=args.devices,
-                          selection="random" if args.baseline == "random" else None, **common)
+                          selection="random" if args.baseline == "random" else None, certify=args.certify,
+                          verify_timeout=args.verify_timeout, **common)
     files = repair.write_result(r, out, model_path=None if bench is not None and args.model == bench.name else args.model,
                                 extra={"command": " ".join(sys.argv)})
     _result({**r.to_json(), "files": files})
@@ -641,7 +642,8 @@ def cmd_bench(args):
 
         if not args.vnncomp_dir:
             raise UsageError("bench verify needs --vnncomp-dir DIR (VNN-COMP 2021's acasxu folder)")
-        results = _verify.run(args.vnncomp_dir, timeout=args.timeout, log=args.log, limit=args.limit)
+        results = _verify.run(args.vnncomp_dir, timeout=args.timeout, log=args.log, limit=args.limit,
+                              falsifier_only=args.falsifier_only)
         print(f"{results['decided']}/{results['instances']} decided ({results['safe']} safe, {results['unsafe']} unsafe), "
               f"{results['wrong']} wrong, median {results['median_s']:.2f}s, total {results['total_s']:.0f}s")
     elif args.what == "onnx":
@@ -854,6 +856,10 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--localizer", default="ace", choices=["ace", "interchange"],
                     help="rank neurons by ACE or by interchange interventions on counterfactual pairs")
     rp.add_argument("--pareto", type=_a_values, help="comma-separated a values in [0, 1]: one vmapped run, non-dominated front")
+    rp.add_argument("--certify", action="store_true", help="repair and verify in rounds until the property is proven "
+                    "(a safety task or a VNN-LIB property); the record says whether it was")
+    rp.add_argument("--verify-timeout", type=_float_in(0.0, open_low=True), default=60.0,
+                    help="--certify: seconds of verification per round")
     rp.add_argument("--pareto-seeds", type=_int_in(1, 1000), default=1)
     rp.add_argument("--repair-samples", type=POS, default=5000)
     rp.add_argument("--seed", type=SEED, default=0)
@@ -967,6 +973,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "(default: the competition's)")
     bn.add_argument("--log", help="verify: append one JSON line per instance to this file as it finishes")
     bn.add_argument("--limit", type=POS, help="verify: only the first N instances")
+    bn.add_argument("--falsifier-only", action="store_true", help="verify: only the falsifier (counts the "
+                    "counterexamples it finds alone)")
     bn.add_argument("--node-tests", help="onnx: folder with onnx's backend node tests (onnx_node.tar.xz)")
     bn.add_argument("--care-dir", help="cold: directory with CARE's census files (census_sex_ref.npz); "
                     "default: the zoo's census-sex model")

@@ -118,3 +118,38 @@ def test_unsupported_graphs_are_refused():
     cnn = jr.models.cnn((6, 6, 1), [2], [4], 3, key=jax.random.key(0))
     with pytest.raises(ValueError, match="maxpool"):
         V.affine_chain(cnn)
+
+
+@pytest.mark.parametrize("seed, proven", [(4, True), (3, False)])
+def test_certified_repair_proves_or_says_it_did_not(seed, proven):
+    model = jr.models.mlp([2, 8, 2], key=jax.random.key(seed))
+    chain = V.affine_chain(model)
+    lo, hi = np.array([-1.0, -1.0]), np.array([1.0, 1.0])
+    c = np.array([1.0, -1.0])
+    exact, _ = R.milp_max(chain.weights, chain.biases, lo, hi, c)
+    t = exact - 0.3 * abs(exact) - 0.05  # the model reaches y0 − y1 >= t somewhere in the box: a violation
+    prop = jr.properties.Vnnlib(np.stack([lo, hi], 1)[None], ((-c[None], np.array([-t])),))
+    assert V.verify(model, prop, timeout=30).verdict == "unsafe"
+    rng = np.random.default_rng(0)
+    splits = {}
+    for i, name in enumerate(("repair", "select", "test")):
+        x = rng.uniform(-1, 1, size=(400, 2)).astype(np.float32)
+        splits[name] = {"x": x, "y": np.argmax(np.asarray(model(x)), -1).astype(np.int32)}
+    task = jr.repair.custom_task("box", prop, splits, effect=jr.causal.TargetOutput(0))
+    r = jr.repair(model, task, certify=True, certify_rounds=3, verify_timeout=20, k=4, bounds=(0.0, 2.0),
+                  generations=20, population_size=10, a=0.05)
+    cert = r.certificate
+    assert cert["proven"] == proven
+    assert 1 <= len(cert["rounds"]) <= 3 and cert["verdict"] == cert["rounds"][-1]["verdict"]
+    again = V.verify(r.model, prop, timeout=30)
+    assert cert["proven"] == (cert["verdict"] == "safe")
+    if cert["proven"]:
+        assert again.verdict == "safe" and cert["certificate_boxes"] > 0
+    else:  # not proven: each round trained on more points than the one before, and the record says so
+        sizes = [x["repair_set"] for x in cert["rounds"]]
+        assert sizes == sorted(sizes) and len(set(sizes)) == len(sizes)
+        assert "no (" in r.table()
+    assert r.to_json()["certificate"]["rounds"][0]["round"] == 1
+    with pytest.raises(ValueError, match="a property the verifier reads"):
+        jr.repair(model, jr.repair.custom_task("p", jr.properties.Misclassification(), splits,
+                                               effect=jr.causal.TargetOutput(0)), certify=True)

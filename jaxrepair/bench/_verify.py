@@ -37,7 +37,7 @@ def published(results_csv: Path) -> dict:
 
 
 def run(vnncomp_dir: str, *, timeout: float | None = None, log: str | None = None, limit: int | None = None,
-        progress: bool = True) -> dict:
+        falsifier_only: bool = False, progress: bool = True) -> dict:
     import jaxrepair as jr
 
     d = Path(vnncomp_dir)
@@ -54,7 +54,7 @@ def run(vnncomp_dir: str, *, timeout: float | None = None, log: str | None = Non
     for onnx_name, vnnlib_name, t_out in instances:
         net = nets.get(onnx_name) or nets.setdefault(onnx_name, jr.convert.from_onnx(d / onnx_name))
         prop = props.get(vnnlib_name) or props.setdefault(vnnlib_name, jr.properties.from_vnnlib(d / vnnlib_name))
-        v = jr.verify(net, prop, timeout=float(timeout or t_out))
+        v = jr.verify(net, prop, timeout=float(timeout or t_out), falsifier_only=falsifier_only)
         want = truth.get((onnx_name, vnnlib_name))
         row = {"onnx": onnx_name, "vnnlib": vnnlib_name, "verdict": v.verdict, "seconds": v.seconds, "boxes": v.boxes,
                "published": want, "wrong": v.verdict in ("safe", "unsafe") and want is not None and v.verdict != want}

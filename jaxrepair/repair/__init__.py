@@ -10,6 +10,7 @@ seed, ``a`` and budget), ACE-localised neurons, evosax search, baselines, Pareto
 Depends on :mod:`jaxrepair.models`, :mod:`jaxrepair.causal` and :mod:`jaxrepair.properties`.
 """
 
+from jaxrepair.repair._certified import certified_repair
 from jaxrepair.repair._presets import PRESETS, Preset, preset_for
 from jaxrepair.repair._problem import Problem, candidate_sites, prepare, problem_data
 from jaxrepair.repair._repair import (
@@ -36,7 +37,7 @@ from jaxrepair.repair._task import Objective, Task, custom_task, degeneracy, fro
 
 __all__ = [
     "DeltaSpace", "FROM_PRESET", "FactorSpace", "Neurons", "Objective", "PRESETS", "Preset", "Problem", "RepairResult",
-    "STRATEGIES", "Slots", "Space", "Strategy", "Task", "budget", "candidate_sites", "custom_task", "degeneracy", "finetune", "from_zoo",
+    "STRATEGIES", "Slots", "Space", "Strategy", "Task", "budget", "candidate_sites", "certified_repair", "custom_task", "degeneracy", "finetune", "from_zoo",
     "get_strategy", "group", "interchange_pairs", "localization_effect", "localize", "localize_interchange",
     "localized_finetune", "metrics", "non_dominated", "optimise_with_selection", "pareto", "plot_history", "plot_pareto",
     "prepare", "preset_for", "problem_data", "prune", "random_selection", "repair", "repaired_model", "weight_mask", "write_pareto",

@@ -44,6 +44,7 @@ class RepairResult:
     timings: dict
     config: dict
     localization: object = None
+    certificate: dict | None = None  # certified repair: {"proven", "verdict", "rounds", "certificate_boxes"}
 
     def summary(self) -> dict:
         """The headline figures (test split)."""
@@ -67,6 +68,7 @@ class RepairResult:
             "before_test": self.before, "after_test": self.after, "summary": self.summary(),
             "search": {**{k: v for k, v in self.search.items() if k != "history"}, "history": hist},
             "timings_s": self.timings,
+            **({"certificate": self.certificate} if self.certificate is not None else {}),
         }
 
     def table(self) -> str:
@@ -77,6 +79,9 @@ class RepairResult:
         if "drawdown" in self.after:
             rows.append(["drawdown (test)", 0.0, self.after["drawdown"]])
         rows.append(["time (s)", "", sum(self.timings.values())])
+        if self.certificate is not None:
+            rows.append(["proven safe (verifier)", "", "yes" if self.certificate["proven"] else
+                         f"no ({self.certificate['verdict']} after {len(self.certificate['rounds'])} round(s))"])
         table = markdown_table(["metric", "before", f"after ({self.method})"], rows)
         for when, d in (("before", self.before), ("after", self.after)):
             if d.get("degenerate"):
@@ -199,6 +204,9 @@ def repair(
     localizer: str = "ace",
     devices=None,
     progress: bool = False,
+    certify: bool = False,
+    certify_rounds: int = 4,
+    verify_timeout: float = 60.0,
 ) -> RepairResult:
     """Localises (ACE, or interchange interventions with ``localizer="interchange"``), searches a repair
     of the top-``k`` neurons and reports test metrics.
@@ -226,7 +234,17 @@ def repair(
         enforced when the result is chosen on the select split; ``None``: no budget.
       devices: devices the population is sharded over (``None``: all; 1: no sharding); the ACE
         localisation uses the same devices.
+      certify: repair ⇄ verify until the task's property is proven (``certify_rounds`` rounds,
+        ``verify_timeout`` seconds of verification each; :func:`certified_repair`).
     """
+    if certify:
+        from jaxrepair.repair._certified import certified_repair
+
+        return certified_repair(model, task, rounds=certify_rounds, verify_timeout=verify_timeout, progress=progress,
+                                preset=preset, k=k, score=score, sites=sites, selection=selection, space=space,
+                                bounds=bounds, strategy=strategy, generations=generations,
+                                population_size=population_size, a=a, max_drop=max_drop, seed=seed,
+                                num_values=num_values, localization=localization, localizer=localizer, devices=devices)
     p, cfg = _resolve(task, preset, k=k, score=score, space=space, bounds=bounds, strategy=strategy, a=a,
                       max_drop=max_drop)
     task.check()

@@ -39,6 +39,7 @@ class Verdict:
     output: np.ndarray | None = None  # the network's output there
     certificate: list = dataclasses.field(default_factory=list)  # [(lo, hi, bounds per clause row)] when safe
     falsifier_hits: int = 0
+    worst: np.ndarray | None = None  # [k, n_in] inputs closest to a violation in boxes left open (unknown)
 
     def to_json(self) -> dict:
         return {"verdict": self.verdict, "seconds": self.seconds, "boxes": self.boxes,
@@ -122,8 +123,9 @@ def _sensitivity(chain: Chain) -> np.ndarray:
 
 
 def verify(model, prop, *, timeout: float = 60.0, seed: int = 0, progress: bool = False,
-           input_transform=None) -> Verdict:
-    """Decides ``prop`` on ``model`` (see the module docstring). ``timeout`` in seconds."""
+           falsifier_only: bool = False) -> Verdict:
+    """Decides ``prop`` on ``model`` (see the module docstring). ``timeout`` in seconds;
+    ``falsifier_only``: just the falsifier on the whole boxes (``unsafe`` or ``unknown``)."""
     t0 = time.perf_counter()
     chain = affine_chain(model)
     boxes, clauses = spec_of(prop, chain)
@@ -162,10 +164,18 @@ def verify(model, prop, *, timeout: float = 60.0, seed: int = 0, progress: bool 
             ok, y = confirm(x)
             if ok:
                 return Verdict("unsafe", time.perf_counter() - t0, 0, np.asarray(x), y, falsifier_hits=1)
+    if falsifier_only:
+        return Verdict("unknown", time.perf_counter() - t0, 0, worst=np.asarray(xs))
     # 2. branch and bound
     while queue:
         if time.perf_counter() - t0 > timeout:
-            return Verdict("unknown", time.perf_counter() - t0, bounded, falsifier_hits=hits)
+            # the points of the open boxes closest to a violation: what a certified repair trains on next
+            lo = np.stack([q[0] for q in queue[:FALSIFY]] + [queue[0][0]] * max(0, FALSIFY - len(queue)))
+            hi = np.stack([q[1] for q in queue[:FALSIFY]] + [queue[0][1]] * max(0, FALSIFY - len(queue)))
+            key, k = jax.random.split(key)
+            xs, _ = jax.device_get(falsify(fchain, clauses, lo, hi, k, restarts=8, steps=20))
+            return Verdict("unknown", time.perf_counter() - t0, bounded, falsifier_hits=hits,
+                           worst=np.asarray(xs)[: min(len(queue), FALSIFY)])
         batch, queue = queue[:BATCH], queue[BATCH:]
         n = len(batch)
         lo = np.stack([b[0] for b in batch] + [batch[0][0]] * (BATCH - n))
