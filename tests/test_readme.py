@@ -8,7 +8,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 def _block(title: str) -> str:
     text = README.read_text()
-    section = text[text.index(f"## {title}"):]
+    section = text[text.index(f"# {title}"):]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
@@ -23,3 +23,12 @@ def test_library_in_one_screen_runs_as_printed(tmp_path, monkeypatch, capsys):
     assert scope["out"]["solution"].shape[0] == 3
     assert (tmp_path / "repaired.onnx").exists()
     assert "violation (test)" in capsys.readouterr().out
+
+
+def test_verification_block_runs_as_printed(capsys):
+    code = _block("Verification and certified repair")
+    scope: dict = {}
+    exec(compile(code, "README.md (Verification)", "exec"), scope)
+    assert scope["v"].verdict in ("safe", "unsafe")
+    out = capsys.readouterr().out
+    assert out.split()[0] == scope["v"].verdict

@@ -102,6 +102,12 @@ def _site_shape(model, name):
     return tuple(sites(model)[name].shape)
 
 
+def _f32(a):
+    """Bounds are computed in float32, the dtype of the networks (``tests/test_verify.py`` re-checks
+    certificates in float64)."""
+    return jnp.asarray(a, jnp.float32)
+
+
 def clip_box(chain: Chain, lo, hi):
     """The box as the network sees it (the input clip applied to both corners)."""
     if chain.clip_lo is None:
@@ -124,6 +130,7 @@ def forward(chain: Chain, x):
 
 def interval(chain: Chain, lo, hi):
     """Interval bounds ``(lower, upper)`` of the output over the box ``[lo, hi]`` (one box, flat)."""
+    lo, hi = _f32(lo), _f32(hi)
     lo, hi = clip_box(chain, lo, hi)
     for i, (w, b) in enumerate(zip(chain.weights, chain.biases)):
         w = jnp.asarray(w, lo.dtype)
@@ -159,7 +166,7 @@ def _backward(chain: Chain, layer: int, lam, const, pre, lo, hi, *, with_coeffic
 
 def crown_pre(chain: Chain, lo, hi):
     """CROWN bounds ``[(lower, upper)]`` of every ReLU layer's pre-activation (one box, flat)."""
-    lo, hi = clip_box(chain, lo, hi)
+    lo, hi = clip_box(chain, _f32(lo), _f32(hi))
     pre = []
     for layer in range(len(chain.weights) - 1):
         n = chain.weights[layer].shape[0]
@@ -186,10 +193,11 @@ def crown(chain: Chain, lo, hi, C, d, *, with_coefficients: bool = False):
     the interval bound, so it is never looser than intervals. One box, flat; vmap for many.
     ``with_coefficients``: also the rows' linear coefficients on the input (``[rows, n_in]``), which
     say how much halving each input's range can raise each bound (the branching heuristic)."""
+    lo, hi = _f32(lo), _f32(hi)
     pre = crown_pre(chain, lo, hi)
     lo_c, hi_c = clip_box(chain, lo, hi)
-    C = jnp.asarray(C, lo.dtype)
-    bound, lam = _backward(chain, len(chain.weights) - 1, C, -jnp.asarray(d, lo.dtype), pre, lo_c, hi_c,
+    C, d = jnp.asarray(C, lo.dtype), jnp.asarray(d, lo.dtype)
+    bound, lam = _backward(chain, len(chain.weights) - 1, C, -d, pre, lo_c, hi_c,
                            with_coefficients=True)
     ylo, yhi = _interval_pre(chain, len(chain.weights) - 1, pre, lo_c, hi_c)  # intervals from the CROWN pre-bounds
     ibp = jnp.where(C >= 0, C * ylo, C * yhi).sum(-1) - d
