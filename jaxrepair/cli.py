@@ -120,7 +120,7 @@ def _user_table(args):
 
     if not getattr(args, "data", None):
         return None
-    return data.load_user_table(args.data, label=args.label, sensitive=args.sensitive)
+    return data.load_user_table(args.data, label=args.label, sensitive=getattr(args, "sensitive", None))
 
 
 def _sensitive(args, ds) -> tuple[str, int, list[float]]:
@@ -276,7 +276,9 @@ def cmd_features(args):
     model, bench = _load_model(args.model)
     batch = _load_data(args, bench)
     names = None
-    if bench is not None and bench.entry.kind == "fairness":
+    if args.data and Path(args.data).suffix.lower() == ".csv":
+        names = _user_table(args).columns
+    elif bench is not None and bench.entry.kind == "fairness":
         from jaxrepair import data
 
         names = data.load_tabular(bench.entry.dataset).columns
@@ -899,7 +901,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     fe = sub.add_parser("features", help="input-feature ACE (Chattopadhyay et al.): exact or second-order")
     fe.add_argument("model")
-    fe.add_argument("--data", help=".npz with an 'x' array; default: the zoo entry's split")
+    fe.add_argument("--data", help=".npz with an 'x' array, or a .csv table with --label; default: the zoo entry's split")
+    fe.add_argument("--label", default="y", help="with a .csv --data: the label column (dropped from the features)")
     fe.add_argument("--split", default="val", choices=["train", "val", "test"])
     fe.add_argument("--method", default="exact", choices=["exact", "taylor"])
     fe.add_argument("--output", type=_int_in(0), default=1, help="which output's ACE to rank by")
