@@ -93,13 +93,23 @@ def _falsify(weights, biases, clip_lo, clip_hi, Cs, ds, lo, hi, key, restarts, s
 
         grad = jax.vmap(jax.grad(lambda z: m(z[None])[0]))
 
-        def step(x, t):
-            g = grad(x)
-            x = jnp.clip(x + (0.1 * (1.0 - t / steps)) * width * jnp.sign(g), lo_b, hi_b)
-            return x, None
+        def ascend(x, scale):
+            def step(carry, t):
+                x, best_x, best_m = carry
+                g = grad(x)
+                size = scale * (0.5 + 0.5 * jnp.cos(jnp.pi * t / steps))  # of the box's width, annealed to 0
+                x = jnp.clip(x + size * width * jnp.sign(g), lo_b, hi_b)
+                mx = m(x)
+                better = mx > best_m
+                return (x, jnp.where(better[:, None], x, best_x), jnp.where(better, mx, best_m)), None
 
-        x, _ = jax.lax.scan(step, x, jnp.arange(steps, dtype=jnp.float32))
-        margins = m(x)
+            (_, best, margins), _ = jax.lax.scan(step, (x, x, m(x)), jnp.arange(steps, dtype=jnp.float32))
+            return best, margins
+
+        x, margins = ascend(x, 0.05)  # global: large steps from every start
+        top = jnp.argsort(-margins)[: min(64, restarts)]
+        fine, fine_m = ascend(x[top], 0.002)  # local: small steps from the most promising points
+        x, margins = jnp.concatenate([x, fine]), jnp.concatenate([margins, fine_m])
         i = jnp.argmax(margins)
         return x[i], margins[i]
 
@@ -158,7 +168,7 @@ def verify(model, prop, *, timeout: float = 60.0, seed: int = 0, progress: bool 
     lo = np.stack([q[0] for q in queue])
     hi = np.stack([q[1] for q in queue])
     key, k = jax.random.split(key)
-    xs, ms = jax.device_get(falsify(fchain, clauses, lo, hi, k, restarts=256, steps=80))
+    xs, ms = jax.device_get(falsify(fchain, clauses, lo, hi, k, restarts=4096, steps=80))
     for x, m in zip(xs, ms):
         if m >= 0:
             ok, y = confirm(x)
