@@ -29,6 +29,7 @@ def main(argv=None) -> int:
     p.add_argument("log", help="JSON lines from `jaxrepair bench verify --log`")
     p.add_argument("--falsifier", help="JSON lines from the same bench with --falsifier-only")
     p.add_argument("--timeout", type=float, default=60.0)
+    p.add_argument("--note", default="", help="a line on how the log was made (the commit, what ran beside it)")
     p.add_argument("--out", default=str(Path(__file__).parent / "results"))
     a = p.parse_args(argv)
     rows = _rows(a.log)
@@ -41,6 +42,7 @@ def main(argv=None) -> int:
              f"Measured {env['date']} on {env['device']} ({env['machine']}, 2 cores shared with other work), jax "
              f"{env['versions']['jax']}; {a.timeout:g} s per instance. Regenerate: `jaxrepair bench verify --vnncomp-dir "
              f"DIR --timeout {a.timeout:g} --log verify.jsonl` then `python experiments/verify_acasxu.py verify.jsonl`.\n",
+             *([f"{a.note}\n"] if a.note else []),
              f"**{len(rows)} of 186 instances measured** (published: {pub['safe']} safe, {pub['unsafe']} unsafe among them). "
              f"Decided {len(decided)} ({sum(r['verdict'] == 'safe' for r in rows)} safe, "
              f"{sum(r['verdict'] == 'unsafe' for r in rows)} unsafe), unknown {len(rows) - len(decided)}, "
