@@ -63,8 +63,9 @@ def main(argv=None) -> int:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     target = out / "verify_acasxu.md"
-    if target.exists():
-        target.replace(out / "verify_acasxu.md.previous")
+    for f in (target, out / "verify_acasxu.json"):  # the previous table is kept beside, never overwritten in place
+        if f.exists():
+            f.replace(f.with_name(f.name + ".previous"))
     jr.records.write_text(target, "\n".join(lines))
     jr.records.write_json(out / "verify_acasxu.json", {"environment": env, "rows": rows,
                                                          "falsifier_rows": _rows(a.falsifier) if a.falsifier else None})
