@@ -163,7 +163,7 @@ def verify(model, prop, *, timeout: float = 60.0, seed: int = 0, progress: bool 
         return margin >= 0, y[0]
 
     queue = [(b[:, 0].astype(np.float32), b[:, 1].astype(np.float32)) for b in boxes]
-    certificate, bounded, hits = [], 0, 0
+    certificate, bounded, hits, undecided = [], 0, 0, False
     # 1. the falsifier on the whole boxes
     lo = np.stack([q[0] for q in queue])
     hi = np.stack([q[1] for q in queue])
@@ -217,8 +217,13 @@ def verify(model, prop, *, timeout: float = 60.0, seed: int = 0, progress: bool 
             open_rows = np.flatnonzero(np.isin(owner, still))
             gain = np.abs(coef[i, open_rows]).sum(0) * width
             dim = int(np.argmax(gain if gain.max() > 0 else width * sens))
-            if width[dim] <= 0:
-                continue  # a point box that is open and not a counterexample: bounds are exact there
+            if width[dim] <= 0:  # cannot be split further: its centre decides it, or the run cannot be decided
+                ok, y = confirm((lo[i] + hi[i]) / 2)
+                if ok:
+                    return Verdict("unsafe", time.perf_counter() - t0, bounded, (lo[i] + hi[i]) / 2, y,
+                                   falsifier_hits=hits)
+                undecided = True
+                continue
             mid = (lo[i][dim] + hi[i][dim]) / 2
             left_hi, right_lo = hi[i].copy(), lo[i].copy()
             left_hi[dim], right_lo[dim] = mid, mid
@@ -226,4 +231,6 @@ def verify(model, prop, *, timeout: float = 60.0, seed: int = 0, progress: bool 
         if progress:
             print(f"[verify] {bounded} boxes bounded, {len(certificate)} closed, {len(queue)} open, "
                   f"{time.perf_counter() - t0:.1f}s", file=sys.stderr, flush=True)
+    if undecided:  # a box too small to split stayed open: never call that safe
+        return Verdict("unknown", time.perf_counter() - t0, bounded, falsifier_hits=hits)
     return Verdict("safe", time.perf_counter() - t0, bounded, certificate=certificate, falsifier_hits=hits)
