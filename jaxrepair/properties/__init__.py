@@ -5,7 +5,7 @@ Depends on :mod:`jaxrepair.models` only through ``apply_fn``.
 """
 
 from jaxrepair.properties._acasxu import DESCRIPTIONS as ACASXU_PROPERTIES, Safety, safety_report
-from jaxrepair.properties._vnnlib import Vnnlib, from_vnnlib
+from jaxrepair.properties._vnnlib import Vnnlib, clause_margin, from_vnnlib
 from jaxrepair.properties._core import (
     AttackSuccess,
     failing_set,
@@ -28,7 +28,7 @@ from jaxrepair.properties._core import (
 
 __all__ = [
     "AttackSuccess", "failing_set",
-    "ACASXU_PROPERTIES", "Safety", "safety_report", "Vnnlib", "from_vnnlib",
+    "ACASXU_PROPERTIES", "Safety", "safety_report", "Vnnlib", "clause_margin", "from_vnnlib",
     "Combined", "IndividualFairness", "Misclassification", "Property", "accuracy", "combine",
     "Static", "demographic_parity_difference", "predict", "violations", "equalized_odds_difference", "sample_domain", "sampled_rate", "split",
     "wilson_interval",

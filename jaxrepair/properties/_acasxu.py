@@ -109,6 +109,11 @@ class Safety:
     def boxes(self) -> np.ndarray:
         return np.asarray(_BOXES[self.number], np.float64)  # [boxes, 5, 2]
 
+    @property
+    def clauses(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The unsafe output region as clauses ``C·y <= d`` (see :func:`clauses`)."""
+        return clauses(self.number)
+
     def __call__(self, apply_fn, params, batch):
         return _VIOLATED[self.number](apply_fn(params, batch["x"])).astype(jnp.float32)
 

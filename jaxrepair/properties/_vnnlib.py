@@ -29,6 +29,14 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def clause_margin(y: jax.Array, clauses) -> jax.Array:
+    """``max_k min_j (d_kj − C_kj·y)`` per example for clauses ``[(C, d)]`` (a disjunction of
+    conjunctions ``C·y <= d``): ≥ 0 iff the output ``y`` (``[B, ...]``, read flat) satisfies one."""
+    y = y.reshape(y.shape[0], -1)
+    per_clause = [jnp.min(jnp.asarray(d, y.dtype) - y @ jnp.asarray(C, y.dtype).T, axis=-1) for C, d in clauses]
+    return jnp.max(jnp.stack(per_clause, axis=-1), axis=-1)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Vnnlib:
     """A VNN-LIB property: ``boxes [B, n_in, 2]`` (a disjunction) and output clauses
@@ -48,9 +56,7 @@ class Vnnlib:
 
     def margin(self, y: jax.Array) -> jax.Array:
         """``max_k min_j (d_kj − C_kj·y)`` per example: ≥ 0 iff the output satisfies some clause."""
-        y = y.reshape(y.shape[0], -1)
-        per_clause = [jnp.min(jnp.asarray(d, y.dtype) - y @ jnp.asarray(C, y.dtype).T, axis=-1) for C, d in self.clauses]
-        return jnp.max(jnp.stack(per_clause, axis=-1), axis=-1)
+        return clause_margin(y, self.clauses)
 
     def in_boxes(self, x: jax.Array, tol: float = 1e-6) -> jax.Array:
         x = x.reshape(x.shape[0], 1, -1)

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrepair.properties import clause_margin
 from jaxrepair.verify._bounds import Chain, affine_chain, crown, forward
 
 BATCH = 256  # boxes bounded per compiled call (padded): one program for every round
@@ -52,18 +53,9 @@ def spec_of(prop, chain: Chain):
     """``(boxes [B, n, 2], clauses [(C, d)])`` in the network's flat input/output coordinates."""
     from jaxrepair.properties import Safety, Vnnlib
 
-    if isinstance(prop, Vnnlib):
-        return np.asarray(prop.boxes, np.float64), [(np.asarray(C), np.asarray(d)) for C, d in prop.clauses]
-    if isinstance(prop, Safety):
-        from jaxrepair.properties._acasxu import clauses
-
-        return np.asarray(prop.boxes, np.float64), clauses(prop.number)
-    raise TypeError(f"verify takes a VNN-LIB property or an ACAS Xu phi, not {type(prop).__name__}")
-
-
-def _margin(y, Cs, ds):
-    """max over clauses of min over rows of (d − C·y): ≥ 0 iff y is in the unsafe region."""
-    return jnp.max(jnp.stack([jnp.min(d - y @ C.T, axis=-1) for C, d in zip(Cs, ds)], -1), -1)
+    if not isinstance(prop, (Vnnlib, Safety)):
+        raise TypeError(f"verify takes a VNN-LIB property or an ACAS Xu phi, not {type(prop).__name__}")
+    return np.asarray(prop.boxes, np.float64), [(np.asarray(C), np.asarray(d)) for C, d in prop.clauses]
 
 
 def falsify(chain: Chain, clauses, lo, hi, key, *, restarts: int = 64, steps: int = 60):
@@ -89,7 +81,7 @@ def _falsify(weights, biases, clip_lo, clip_hi, Cs, ds, lo, hi, key, restarts, s
         width = jnp.where(hi_b > lo_b, hi_b - lo_b, 0.0)
 
         def m(z):
-            return _margin(forward(chain, z), Cs, ds)
+            return clause_margin(forward(chain, z), tuple(zip(Cs, ds)))
 
         grad = jax.vmap(jax.grad(lambda z: m(z[None])[0]))
 
@@ -158,9 +150,15 @@ def verify(model, prop, *, timeout: float = 60.0, seed: int = 0, progress: bool 
     def confirm(x):
         x = np.asarray(x, np.float32)[None]
         y = np.asarray(model(x.reshape((1, *model.input_shape)))).reshape(1, -1)
-        margin = float(_margin(jnp.asarray(y), [jnp.asarray(C, jnp.float32) for C, _ in clauses],
-                               [jnp.asarray(d, jnp.float32) for _, d in clauses])[0])
-        return margin >= 0, y[0]
+        return float(clause_margin(jnp.asarray(y), clauses)[0]) >= 0, y[0]
+
+    def falsify_some(boxes_lo, boxes_hi, k):
+        """The falsifier on up to FALSIFY boxes, padded to FALSIFY (one compiled program)."""
+        n = min(len(boxes_lo), FALSIFY)
+        pad = np.minimum(np.arange(FALSIFY), n - 1)
+        xs, ms = jax.device_get(falsify(fchain, clauses, np.asarray(boxes_lo)[pad], np.asarray(boxes_hi)[pad], k,
+                                        restarts=8, steps=20))
+        return xs[:n], ms[:n]
 
     queue = [(b[:, 0].astype(np.float32), b[:, 1].astype(np.float32)) for b in boxes]
     certificate, bounded, hits, undecided = [], 0, 0, False
@@ -180,12 +178,9 @@ def verify(model, prop, *, timeout: float = 60.0, seed: int = 0, progress: bool 
     while queue:
         if time.perf_counter() - t0 > timeout:
             # the points of the open boxes closest to a violation: what a certified repair trains on next
-            lo = np.stack([q[0] for q in queue[:FALSIFY]] + [queue[0][0]] * max(0, FALSIFY - len(queue)))
-            hi = np.stack([q[1] for q in queue[:FALSIFY]] + [queue[0][1]] * max(0, FALSIFY - len(queue)))
             key, k = jax.random.split(key)
-            xs, _ = jax.device_get(falsify(fchain, clauses, lo, hi, k, restarts=8, steps=20))
-            return Verdict("unknown", time.perf_counter() - t0, bounded, falsifier_hits=hits,
-                           worst=np.asarray(xs)[: min(len(queue), FALSIFY)])
+            xs, _ = falsify_some([q[0] for q in queue[:FALSIFY]], [q[1] for q in queue[:FALSIFY]], k)
+            return Verdict("unknown", time.perf_counter() - t0, bounded, falsifier_hits=hits, worst=np.asarray(xs))
         batch, queue = queue[:BATCH], queue[BATCH:]
         n = len(batch)
         lo = np.stack([b[0] for b in batch] + [batch[0][0]] * (BATCH - n))
@@ -198,12 +193,9 @@ def verify(model, prop, *, timeout: float = 60.0, seed: int = 0, progress: bool 
         open_idx = np.flatnonzero(~closed)
         for i in np.flatnonzero(closed):
             certificate.append((lo[i], hi[i], bounds[i]))
-        if open_idx.size:  # the falsifier on (up to) FALSIFY open boxes, padded: one compiled program
+        if open_idx.size:
             key, k = jax.random.split(key)
-            pick = open_idx[:FALSIFY]
-            pad = np.concatenate([pick, np.full(FALSIFY - pick.size, pick[0])])
-            xs, ms = jax.device_get(falsify(fchain, clauses, lo[pad], hi[pad], k, restarts=8, steps=20))
-            xs, ms = xs[: pick.size], ms[: pick.size]
+            xs, ms = falsify_some(lo[open_idx], hi[open_idx], k)
             for x, m in zip(xs, ms):
                 if m >= 0:
                     hits += 1

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrepair.models import ELEMENTWISE, INPUT, Network, run_op
+from jaxrepair.models import INPUT, Network, run_op, site_shapes
 
 _AFFINE = {"dense", "conv2d", "avgpool", "global_avgpool", "flatten", "reshape", "transpose", "pad", "batchnorm",
            "standardize", "denormalize", "add", "sub", "mul", "div", "identity", "reduce_mean"}
@@ -42,7 +42,7 @@ class Chain(NamedTuple):
 def affine_chain(model: Network) -> Chain:
     """Reads ``model`` as affine maps with ReLUs between them (see the module docstring)."""
     g, params = model.graph, model.params()
-    n_in = int(np.prod(g.input_shape))
+    shapes = site_shapes(g, params)
     clip_lo = clip_hi = None
     pending: list = []  # affine nodes since the last ReLU
     weights, biases = [], []
@@ -62,7 +62,7 @@ def affine_chain(model: Network) -> Chain:
             raise ValueError(f"a layer of {b.shape[0]} x {zero.shape[0]} units is too wide to verify here (max {MAX_WIDTH})")
         return np.asarray(jax.jacfwd(f)(zero), np.float64), np.asarray(b, np.float64)
 
-    seg_shape = shape
+    seg_shape = shape  # the shape the pending affine ops read
     for n in g.nodes:
         if n.inputs != (prev,):
             raise ValueError(f"verification reads chains of single-input layers; node {n.name!r} reads {list(n.inputs)}")
@@ -75,14 +75,10 @@ def affine_chain(model: Network) -> Chain:
             weights.append(w)
             biases.append(b)
             pending = []
-            seg_shape = (w.shape[0],)
-            # the ReLU's output keeps the shape of its input: later ops see it flat through reshape
-            seg_shape = _site_shape(model, n.name)
-        elif n.op in _AFFINE or (n.op in ELEMENTWISE and n.op == "identity"):
-            if n.op in ("div",) and n.attr.get("reverse"):
+            seg_shape = shapes[n.name]  # the ReLU's output keeps its input's shape
+        elif n.op in _AFFINE:
+            if n.op == "div" and n.attr.get("reverse"):
                 raise ValueError(f"node {n.name!r}: a constant divided by the input is not affine")
-            if n.op == "mul" and n.name in params and len(n.inputs) != 1:
-                raise ValueError(f"node {n.name!r}: a product of two tensors is not affine")
             pending.append(n)
         else:
             raise ValueError(f"node {n.name!r} ({n.op}): verification supports ReLU networks whose other layers are "
@@ -91,15 +87,7 @@ def affine_chain(model: Network) -> Chain:
     w, b = flush(pending, seg_shape)
     weights.append(w)
     biases.append(b)
-    if weights[0].shape[1] != n_in:
-        raise ValueError("the first affine map does not read the whole input")  # pragma: no cover
     return Chain(tuple(weights), tuple(biases), clip_lo, clip_hi, tuple(g.input_shape))
-
-
-def _site_shape(model, name):
-    from jaxrepair.models import sites
-
-    return tuple(sites(model)[name].shape)
 
 
 def _f32(a):
