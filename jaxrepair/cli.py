@@ -85,11 +85,21 @@ def _load_model(spec: str):
     raise UsageError(f"{spec!r} is neither a zoo entry ({', '.join(sorted(zoo.ENTRIES))}) nor a model file")
 
 
-def _load_data(args, bench):
-    if args.data and (Path(args.data).suffix.lower() == ".csv" or getattr(args, "sensitive", None)):
-        ds = _user_table(args)
-        batch = {"x": np.concatenate([s.x for s in ds.splits.values()]),
-                 "y": np.concatenate([s.y for s in ds.splits.values()])}
+def _is_table(args) -> bool:
+    """``--data`` names a table to read with its label (a .csv, or any file with ``--sensitive``)."""
+    return bool(args.data) and (Path(args.data).suffix.lower() == ".csv" or bool(getattr(args, "sensitive", None)))
+
+
+def _all_rows(ds) -> dict:
+    """Every row of the user's table, its splits joined: ``{"x", "y"}``."""
+    return {"x": np.concatenate([s.x for s in ds.splits.values()]), "y": np.concatenate([s.y for s in ds.splits.values()])}
+
+
+def _load_data(args, bench, ds=None):
+    """The batch a command analyses: ``ds`` (the user's table, read once by the caller), an .npz
+    ``--data`` file, or the zoo entry's split; subsampled to ``--samples``."""
+    if ds is not None:
+        batch = _all_rows(ds)
     elif args.data:
         path = Path(args.data)
         if not path.is_file():
@@ -209,11 +219,10 @@ def cmd_localize(args):
     model, bench = _load_model(args.model)
     if args.method == "interchange":
         return _localize_interchange(args, model, bench)
-    batch = _load_data(args, bench)
-    if args.sensitive and args.data:
-        from jaxrepair import causal
-
-        _, col, values = _sensitive(args, _user_table(args))
+    ds = _user_table(args) if _is_table(args) else None
+    batch = _load_data(args, bench, ds)
+    if args.sensitive and ds is not None:
+        _, col, values = _sensitive(args, ds)
         effect = causal.Fairness.make(col, values)
     else:
         effect = _parse_effect(args.effect, bench)
@@ -274,10 +283,11 @@ def cmd_features(args):
     from jaxrepair import causal, records
 
     model, bench = _load_model(args.model)
-    batch = _load_data(args, bench)
+    ds = _user_table(args) if _is_table(args) else None
+    batch = _load_data(args, bench, ds)
     names = None
-    if args.data and Path(args.data).suffix.lower() == ".csv":
-        names = _user_table(args).columns
+    if ds is not None:
+        names = ds.columns
     elif bench is not None and bench.entry.kind == "fairness":
         from jaxrepair import data
 
@@ -736,8 +746,8 @@ def _evaluate_user(args, model, ds) -> dict:
     from jaxrepair import models, properties, repair
 
     _check_fits(model, ds, args.data)
-    x = np.concatenate([s.x for s in ds.splits.values()])
-    y = np.concatenate([s.y for s in ds.splits.values()])
+    rows = _all_rows(ds)
+    x, y = rows["x"], rows["y"]
     apply, params = models.functional(model)
     pred = properties.predict(apply, params, x)
     n_out = int(models.sites(model)[model.graph.output].shape[-1])

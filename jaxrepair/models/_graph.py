@@ -164,7 +164,19 @@ def check_shapes(graph: Graph, params: Params, where: str = "") -> None:
 
 
 def site_shapes(graph: Graph, params: Params) -> dict[str, tuple[int, ...]]:
-    """Per-example shape of every site (input included), by abstract evaluation (no FLOPs)."""
+    """Per-example shape of every site (input included), by abstract evaluation (no FLOPs).
+
+    Shapes depend only on the graph and the parameters' shapes, so they are computed once per such
+    pair: repair, localisation and checks all ask for them."""
+    key = (graph, tuple(sorted((n, k, tuple(map(int, v.shape))) for n, p in params.items() for k, v in p.items())))
+    return dict(_site_shapes(*key))
+
+
+@functools.lru_cache(maxsize=256)
+def _site_shapes(graph: Graph, param_shapes: tuple) -> tuple:
+    params: dict = {}
+    for node, name, shape in param_shapes:
+        params.setdefault(node, {})[name] = jax.ShapeDtypeStruct(shape, jnp.float32)
     x = jax.ShapeDtypeStruct((1, *graph.input_shape), jnp.float32)
     env = jax.eval_shape(lambda p, x: run(graph, p, x, all_sites=True), params, x)
-    return {k: tuple(v.shape[1:]) for k, v in env.items()}
+    return tuple((k, tuple(v.shape[1:])) for k, v in env.items())
