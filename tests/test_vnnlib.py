@@ -58,19 +58,19 @@ def test_vnnlib_property_evaluates_and_samples():
     np.testing.assert_array_equal(viol > 0, ~allowed_min)
 
 
-def test_bad_vnnlib_is_named(tmp_path):
+DECLARE = "(declare-const X_0 Real)\n(declare-const Y_0 Real)\n"
+
+
+@pytest.mark.parametrize("text, message", [
+    (DECLARE + "(assert (<= X_0 1.0))\n(assert (>= Y_0 0.0))\n", "not bounded on both sides"),
+    (DECLARE + "(assert (<= X_0 Y_0))\n", "mixes inputs and outputs"),
+    (DECLARE + "(assert (<= X_0 (* X_0 X_0)))\n", "not linear"),
+    ("(declare-const X_0 Real)\n(assert (<= X_0 1.0)\n", "unclosed"),
+])
+def test_bad_vnnlib_is_named(tmp_path, text, message):
     f = tmp_path / "bad.vnnlib"
-    f.write_text("(declare-const X_0 Real)\n(declare-const Y_0 Real)\n(assert (<= X_0 1.0))\n(assert (>= Y_0 0.0))\n")
-    with pytest.raises(ValueError, match="not bounded on both sides"):
-        jr.properties.from_vnnlib(f)
-    f.write_text("(declare-const X_0 Real)\n(declare-const Y_0 Real)\n(assert (<= X_0 Y_0))\n")
-    with pytest.raises(ValueError, match="mixes inputs and outputs"):
-        jr.properties.from_vnnlib(f)
-    f.write_text("(declare-const X_0 Real)\n(declare-const Y_0 Real)\n(assert (<= X_0 (* X_0 X_0)))\n")
-    with pytest.raises(ValueError, match="not linear"):
-        jr.properties.from_vnnlib(f)
-    f.write_text("(declare-const X_0 Real)\n(assert (<= X_0 1.0)\n")
-    with pytest.raises(ValueError, match="unclosed"):
+    f.write_text(text)
+    with pytest.raises(ValueError, match=message):
         jr.properties.from_vnnlib(f)
 
 
