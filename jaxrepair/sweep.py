@@ -49,18 +49,19 @@ TOP_KEYS = ("store", "grid", "settings")
 PROPERTIES = ("default", "fairness", "backdoor", "safety")
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def _check_settings(path, st: dict) -> None:
     def bad(key, want):
         raise ValueError(f"{path}: setting {key} = {st[key]!r}; expected {want}")
 
-    def is_int(v):
-        return isinstance(v, int) and not isinstance(v, bool)
-
-    if st["generations"] is not None and not (is_int(st["generations"]) and st["generations"] >= 1):
+    if st["generations"] is not None and not (_is_int(st["generations"]) and st["generations"] >= 1):
         bad("generations", "a positive integer")
-    if st["population"] is not None and not (is_int(st["population"]) and st["population"] >= 4):
+    if st["population"] is not None and not (_is_int(st["population"]) and st["population"] >= 4):
         bad("population", "an integer >= 4")
-    if not (is_int(st["repair_samples"]) and st["repair_samples"] >= 1):
+    if not (_is_int(st["repair_samples"]) and st["repair_samples"] >= 1):
         bad("repair_samples", "a positive integer")
     if st["space"] not in ("factor", "delta"):
         bad("space", "'factor' or 'delta'")
@@ -78,15 +79,12 @@ def _check_settings(path, st: dict) -> None:
 
     if st["score"] not in causal.SCORES:
         bad("score", f"one of {list(causal.SCORES)}")
-    if not (is_int(st["devices"]) and st["devices"] >= 0):
+    if not (_is_int(st["devices"]) and st["devices"] >= 0):
         bad("devices", "0 (all devices) or a positive integer")
 
 
 def _check_grid(path, grid: dict) -> None:
     from jaxrepair import repair, zoo
-
-    def is_int(v):
-        return isinstance(v, int) and not isinstance(v, bool)
 
     missing = [e for e in grid["entry"] if e not in zoo.ENTRIES]
     if missing:
@@ -106,13 +104,13 @@ def _check_grid(path, grid: dict) -> None:
         wrong = [p for p in grid["property"] if p not in ("default", kind)]
         if wrong:
             raise ValueError(f"{path}: {e} is a {kind} benchmark; property {wrong} does not apply")
-    bad = [k for k in grid["k"] if not (is_int(k) and k >= 1)]
+    bad = [k for k in grid["k"] if not (_is_int(k) and k >= 1)]
     if bad:
         raise ValueError(f"{path}: k must be positive integers (leave k out for the preset's), got {bad}")
     bad = [a for a in grid["a"] if not (isinstance(a, (int, float)) and not isinstance(a, bool) and 0 <= a <= 1)]
     if bad:
         raise ValueError(f"{path}: a must be numbers in [0, 1] (leave a out for the preset's), got {bad}")
-    bad = [s for s in grid["seed"] if not (is_int(s) and 0 <= s < 2**31)]
+    bad = [s for s in grid["seed"] if not (_is_int(s) and 0 <= s < 2**31)]
     if bad:
         raise ValueError(f"{path}: seed must be non-negative integers, got {bad}")
 
