@@ -6,6 +6,14 @@ Depends on :mod:`jaxrepair.models` only through ``apply_fn``.
 
 from jaxrepair.properties._acasxu import DESCRIPTIONS as ACASXU_PROPERTIES, Safety, safety_report
 from jaxrepair.properties._vnnlib import Vnnlib, clause_margin, from_vnnlib
+from jaxrepair.properties._group import (
+    GroupRates,
+    demographic_parity_difference,
+    equalized_odds_difference,
+    group_metrics,
+    group_metrics_from_predictions,
+    group_rates,
+)
 from jaxrepair.properties._core import (
     AttackSuccess,
     failing_set,
@@ -17,8 +25,6 @@ from jaxrepair.properties._core import (
     combine,
     predict,
     violations,
-    demographic_parity_difference,
-    equalized_odds_difference,
     Static,
     sample_domain,
     sampled_rate,
@@ -31,5 +37,5 @@ __all__ = [
     "ACASXU_PROPERTIES", "Safety", "safety_report", "Vnnlib", "clause_margin", "from_vnnlib",
     "Combined", "IndividualFairness", "Misclassification", "Property", "accuracy", "combine",
     "Static", "demographic_parity_difference", "predict", "violations", "equalized_odds_difference", "sample_domain", "sampled_rate", "split",
-    "wilson_interval",
+    "wilson_interval", "GroupRates", "group_metrics", "group_metrics_from_predictions", "group_rates",
 ]

@@ -194,25 +194,6 @@ def sampled_rate(prop, apply_fn, params, x_pool, *, key, num_samples: int = 10_0
             "interval": "percentile bootstrap over the pool's rows"}
 
 
-def demographic_parity_difference(apply_fn, params, batch, column: int) -> jax.Array:
-    """max − min over groups of P(ŷ = 1 | group)."""
-    pred = predict(apply_fn, params, batch["x"]) == 1
-    g = np.asarray(batch["x"][:, column])
-    rates = [float(np.mean(pred[g == v])) for v in np.unique(g)]
-    return max(rates) - min(rates)
-
-
-def equalized_odds_difference(apply_fn, params, batch, column: int) -> float:
-    """max over y ∈ {0, 1} of the spread across groups of P(ŷ = 1 | group, y)."""
-    pred = predict(apply_fn, params, batch["x"]) == 1
-    g, y = np.asarray(batch["x"][:, column]), np.asarray(batch["y"])
-    gaps = []
-    for label in (0, 1):
-        rates = [pred[(g == v) & (y == label)].mean() for v in np.unique(g) if np.any((g == v) & (y == label))]
-        gaps.append(max(rates) - min(rates) if rates else 0.0)
-    return float(max(gaps))
-
-
 @dataclasses.dataclass(frozen=True)
 class Combined:
     """``Σ w_i · violation_i`` per example, e.g. CARE's ``(1−a)·violation + a·misclassification``."""
