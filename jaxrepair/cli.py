@@ -761,9 +761,10 @@ def _evaluate_user(args, model, ds) -> dict:
         out["sensitive"] = {"column": name, "index": col, "values": values}
         out["fairness_violation"] = properties.sampled_rate(prop, apply, params, x, key=jax.random.key(args.seed))
         if set(np.unique(y)) <= {0, 1}:
-            batch = {"x": x, "y": y}
-            out["demographic_parity_difference"] = float(properties.demographic_parity_difference(apply, params, batch, col))
-            out["equalized_odds_difference"] = float(properties.equalized_odds_difference(apply, params, batch, col))
+            g = properties.group_metrics(apply, params, {"x": x, "y": y}, col, values)
+            out["demographic_parity_difference"] = g["demographic_parity_difference"]
+            out["equalized_odds_difference"] = g["equalized_odds_difference"]
+            out["groups"] = {k: g[k] for k in ("values", "favorable", "by_group")}
     return out
 
 

@@ -13,8 +13,8 @@
 ``favorable`` names the favourable class (AIF360's ``favorable_label``): with ``favorable=0`` (COMPAS,
 where 1 is "reoffends") predictions and labels are read as ``ŷ == 0`` and ``y == 0``. A group
 present in the batch with no positive (negative) labels has TPR (FPR) 0, as in Fairlearn (whose rates
-come from sklearn's row-normalised confusion matrix); a listed value absent from the batch gets NaN
-rates and is left out of the differences. The numeric part is one jitted function of arrays.
+come from sklearn's row-normalised confusion matrix); a listed value absent from the batch has count 0
+and rates ``None``, and is left out of the differences. The numeric part is one jitted function of arrays.
 
 >>> import numpy as np
 >>> r = group_metrics_from_predictions(np.array([1, 0, 1, 1]), np.array([1, 0, 0, 1]), np.array([0, 0, 1, 1]))
@@ -44,7 +44,8 @@ class GroupRates(NamedTuple):
 @jax.jit
 def group_rates(y, pred, groups, values) -> GroupRates:
     """Per-group rates of binary predictions ``pred`` against labels ``y`` (both ``[B]`` in {0, 1})
-    for the rows whose ``groups`` entry equals each of ``values`` (``[G]``)."""
+    for the rows whose ``groups`` entry equals each of ``values`` (``[G]``); a value with no rows
+    gets NaN rates."""
     member = (groups[:, None] == values[None, :]).astype(jnp.float32)  # [B, G]
     yhat, yt = (pred == 1).astype(jnp.float32)[:, None], (y == 1).astype(jnp.float32)[:, None]
     n = member.sum(0)
@@ -60,6 +61,10 @@ def group_rates(y, pred, groups, values) -> GroupRates:
         false_positive_rate=rate((member * yhat * (1 - yt)).sum(0), neg),
         accuracy=rate((member * (yhat == yt)).sum(0), n),
     )
+
+
+def _num(v) -> float | None:
+    return float(v) if np.isfinite(v) else None  # an absent group's rates: None (strict JSON has no NaN)
 
 
 def _spread(rates) -> float:
@@ -100,7 +105,7 @@ def group_metrics_from_predictions(y, pred, groups, values=None, *, privileged=N
     out = {
         "values": [float(v) for v in vals],
         "favorable": favorable,
-        "by_group": {f"{float(v):g}": {k: float(getattr(r, k)[i]) for k in GroupRates._fields} for i, v in enumerate(vals)},
+        "by_group": {f"{float(v):g}": {k: _num(getattr(r, k)[i]) for k in GroupRates._fields} for i, v in enumerate(vals)},
         "demographic_parity_difference": _spread(r.selection_rate),
         "equalized_odds_difference": max(_spread(r.true_positive_rate), _spread(r.false_positive_rate)),
     }

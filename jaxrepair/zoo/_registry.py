@@ -36,6 +36,8 @@ class FairnessEntry:
     batch_size: int = 128
     learning_rate: float = 1e-3
     seed: int = 0
+    privileged: tuple[float, ...] = ()  # AIF360's privileged values of the attribute (signed group metrics)
+    favorable: int = 1  # the favourable class (COMPAS: 0, not reoffending)
     kind: str = "fairness"
 
     def config(self) -> dict:
@@ -90,12 +92,22 @@ ENTRIES = {
         SafetyEntry("acasxu-n3_3-phi2", (3, 3), 2),
         SafetyEntry("acasxu-n5_7-phi2", (5, 7), 2),
         SafetyEntry("acasxu-n3_9-phi2", (3, 9), 2),
-        FairnessEntry("census-race", "census", "race"),
-        FairnessEntry("census-sex", "census", "sex"),
-        FairnessEntry("census-age", "census", "age"),
-        FairnessEntry("bank-age", "bank", "age"),
-        FairnessEntry("german-sex", "german", "sex", epochs=60, batch_size=32),
-        FairnessEntry("german-age", "german", "age", epochs=60, batch_size=32),
+        # One model per entry (distinct seeds). Privileged groups as AIF360 sets them: male, white,
+        # older (age buckets: ages >= 30, the bucket edge nearest AIF360's German "age > 25"); COMPAS:
+        # female and Caucasian, favourable class 0 (no recidivism).
+        FairnessEntry("census-race", "census", "race", seed=1, privileged=(4.0,)),
+        FairnessEntry("census-sex", "census", "sex", privileged=(1.0,)),
+        FairnessEntry("census-age", "census", "age", seed=2, privileged=tuple(range(3, 10))),
+        FairnessEntry("bank-age", "bank", "age", privileged=tuple(range(3, 10))),
+        # German Credit has 700 training rows: the census net (64-32-16-8-4, 60 epochs) overfits to
+        # 0.673 test accuracy, below the majority rate 0.68. 32-16 for 30 epochs had the best 5-fold
+        # cross-validated accuracy on the train split among the recipes tried (0.750 vs 0.733; majority 0.706);
+        # german-age's seed had the best validation accuracy of seeds 1-5 (seed 1 was at the majority rate there).
+        FairnessEntry("german-sex", "german", "sex", hidden=(32, 16), epochs=30, batch_size=32, privileged=(1.0,)),
+        FairnessEntry("german-age", "german", "age", hidden=(32, 16), epochs=30, batch_size=32, seed=2,
+                      privileged=tuple(range(3, 10))),
+        FairnessEntry("compas-race", "compas", "race", seed=1, privileged=(2.0,), favorable=0),
+        FairnessEntry("compas-sex", "compas", "sex", privileged=(0.0,), favorable=0),
     ]
 }
 
@@ -134,18 +146,29 @@ def fairness_setup(e: FairnessEntry):
     return ds, prop, splits
 
 
-def evaluate_fairness(model, prop, splits, *, seed: int = 0, num_samples: int = 10_000) -> dict:
+def evaluate_fairness(model, prop, splits, *, seed: int = 0, num_samples: int = 10_000, privileged=None,
+                      favorable: int = 1) -> dict:
+    """Test-split accuracy (with the majority-class rate it must beat), the individual-fairness
+    violation (exhaustive and with a bootstrap interval) and the group metrics
+    (:func:`jaxrepair.properties.group_metrics`: per-group rates, Fairlearn's and, given
+    ``privileged``, AIF360's differences)."""
     apply, params = models.functional(model)
     test = {k: jnp.asarray(v) for k, v in splits["test"].items()}
-    col = prop.column
+    y = np.asarray(test["y"])
+    groups = properties.group_metrics(apply, params, test, prop.column, prop.values,
+                                      privileged=privileged or None, favorable=favorable)
+    signed = ("statistical_parity_difference", "average_odds_difference")
     return {
-        "test_accuracy": float(np.mean(properties.predict(apply, params, test["x"]) == np.asarray(test["y"]))),
+        "test_accuracy": float(np.mean(properties.predict(apply, params, test["x"]) == y)),
+        "majority_rate": float(np.bincount(y).max() / len(y)),
         "fairness_violation_exhaustive": float(np.mean(properties.violations(prop, apply, params, test))),
         "fairness_violation_sampled": properties.sampled_rate(
             prop, apply, params, test["x"], key=jax.random.key(seed), num_samples=num_samples
         ),
-        "demographic_parity_difference": float(properties.demographic_parity_difference(apply, params, test, col)),
-        "equalized_odds_difference": float(properties.equalized_odds_difference(apply, params, test, col)),
+        "demographic_parity_difference": groups["demographic_parity_difference"],
+        "equalized_odds_difference": groups["equalized_odds_difference"],
+        **{k: groups[k] for k in signed if k in groups},
+        "groups": {k: groups[k] for k in ("values", "privileged", "favorable", "by_group") if k in groups},
     }
 
 
@@ -183,7 +206,8 @@ def evaluate(bench: "Benchmark", model=None, *, seed: int = 0) -> dict:
         raise ValueError(f"the model takes inputs of shape {tuple(model.input_shape)}, but {e.name}'s data has "
                          f"shape {want} per example (features: {want[-1] if want else 0})")
     if e.kind == "fairness":
-        return evaluate_fairness(model, bench.prop, bench.splits, seed=seed)
+        return evaluate_fairness(model, bench.prop, bench.splits, seed=seed, privileged=e.privileged,
+                                 favorable=e.favorable)
     if e.kind == "backdoor":
         return evaluate_backdoor(model, bench.prop, bench.splits)
     return evaluate_safety(model, bench.prop, seed=seed, num_samples=e.num_samples)
@@ -233,7 +257,7 @@ def build(name: str, *, epochs: int | None = None, progress: bool = False, save:
         print(f"[zoo] training {e.name} ({ds.name}, {len(xtr)} rows, {e.epochs} epochs)", file=sys.stderr, flush=True)
     net = train_classifier(net, xtr, splits["train"]["y"], key=k_train, epochs=e.epochs, batch_size=e.batch_size,
                            learning_rate=e.learning_rate, progress=progress)
-    metrics = evaluate_fairness(net, prop, splits, seed=e.seed)
+    metrics = evaluate_fairness(net, prop, splits, seed=e.seed, privileged=e.privileged, favorable=e.favorable)
     data = {"name": ds.name, "splits": {k: len(v["y"]) for k, v in splits.items()},
             "sensitive_column": prop.column, "sensitive_values": list(prop.values)}
     return _finish(e, net, prop, splits, data, metrics, t0, save and epochs is None)
