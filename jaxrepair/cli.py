@@ -611,6 +611,15 @@ def cmd_sweep(args):
     _result(res)
 
 
+def cmd_suite(args):
+    from jaxrepair import suite
+
+    res = suite.acasxu(args.out, tasks=args.tasks, budget=args.timeout)
+    _result(res)
+    print(Path(res["files"]["markdown"]).read_text())
+    print(f"wrote {', '.join(res['files'].values())}")
+
+
 def cmd_report(args):
     from jaxrepair import sweep
 
@@ -973,6 +982,14 @@ def build_parser() -> argparse.ArgumentParser:
                         description=_SWEEP_HELP)
     sw.add_argument("config")
     sw.set_defaults(fn=cmd_sweep)
+
+    su = sub.add_parser("suite", help="a published repair suite end to end, resumable: acasxu (VeRe's 36 ACAS Xu "
+                        "tasks, certified repair, proven / success / generalisation / drawdown / time)")
+    su.add_argument("name", choices=["acasxu"])
+    su.add_argument("--out", default="suite-out", help="directory of the store, JSON and markdown table")
+    su.add_argument("--tasks", nargs="+", help="only these tasks, e.g. N2,1-phi2 N1,9-phi7 (default: all 36)")
+    su.add_argument("--timeout", type=_float_in(0.0, open_low=True), default=120.0, help="seconds per task")
+    su.set_defaults(fn=cmd_suite)
 
     rep = sub.add_parser("report", help="markdown table and plots of a sweep store")
     rep.add_argument("store")

@@ -125,9 +125,11 @@ class Safety:
 
     def surrogate(self, apply_fn, params, batch):
         """Differentiable stand-in: the hinge of the violation margin, in units of ``batch['scale']``
-        (default 1) so that scores of any magnitude give a usable gradient."""
+        (default 1) so that scores of any magnitude give a usable gradient; it is zero once the
+        margin is below ``-batch['margin']`` (default 0.01) of those units; ``batch['weight']``
+        (per example, default 1) weighs rare violating inputs against many safe ones."""
         m = self.margin(apply_fn(params, batch["x"])) / batch.get("scale", 1.0)
-        return jax.nn.relu(m + 0.01)
+        return jax.nn.relu(m + batch.get("margin", 0.01)) * batch.get("weight", 1.0)
 
     def sample(self, key, n: int = 10_000) -> jax.Array:
         """Uniform samples of the region (a union of boxes is sampled in proportion to volume)."""

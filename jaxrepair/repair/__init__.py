@@ -10,6 +10,12 @@ seed, ``a`` and budget), ACE-localised neurons, evosax search, baselines, Pareto
 Depends on :mod:`jaxrepair.models`, :mod:`jaxrepair.causal` and :mod:`jaxrepair.properties`.
 """
 
+from jaxrepair.repair._acasxu import SETTINGS as ACASXU_SETTINGS
+from jaxrepair.repair._acasxu import SUITE as ACASXU_SUITE
+from jaxrepair.repair._acasxu import AcasxuSets, acasxu_task
+from jaxrepair.repair._acasxu import repair_task as repair_acasxu
+from jaxrepair.repair._acasxu import task_metrics as acasxu_metrics
+from jaxrepair.repair._acasxu import task_name as acasxu_task_name
 from jaxrepair.repair._certified import certified_repair
 from jaxrepair.repair._presets import PRESETS, Preset, preset_for
 from jaxrepair.repair._problem import Problem, candidate_sites, prepare, problem_data
@@ -36,6 +42,7 @@ from jaxrepair.repair._space import DeltaSpace, FactorSpace, Neurons, Slots, Spa
 from jaxrepair.repair._task import Objective, Task, custom_task, degeneracy, from_zoo, metrics
 
 __all__ = [
+    "ACASXU_SETTINGS", "ACASXU_SUITE", "AcasxuSets", "acasxu_metrics", "acasxu_task", "acasxu_task_name", "repair_acasxu",
     "DeltaSpace", "FROM_PRESET", "FactorSpace", "Neurons", "Objective", "PRESETS", "Preset", "Problem", "RepairResult",
     "STRATEGIES", "Slots", "Space", "Strategy", "Task", "budget", "candidate_sites", "certified_repair", "custom_task", "degeneracy", "finetune", "from_zoo",
     "get_strategy", "group", "interchange_pairs", "localization_effect", "localize", "localize_interchange",

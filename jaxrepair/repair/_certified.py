@@ -14,6 +14,7 @@ import dataclasses
 import sys
 import time
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -48,9 +49,17 @@ def _neighbourhood(prop, points: np.ndarray, *, per_point: int = 32, radius: flo
 
 
 def certified_repair(model, task: Task, *, rounds: int = 4, verify_timeout: float = 60.0, progress: bool = False,
-                     **repair_kwargs):
+                     method=None, sweep: int = 0, budget: float | None = None, **repair_kwargs):
     """Repairs ``model`` on ``task`` until :func:`jaxrepair.verify.verify` proves the task's property
     (a VNN-LIB property or an ACAS Xu φ) or ``rounds`` are spent; see the module docstring.
+
+    ``method``: the repair run each round, ``method(model, task) -> RepairResult`` (for instance
+    ``functools.partial(jr.repair.finetune, a=0.5)``); default ``jr.repair`` with ``repair_kwargs``.
+    ``sweep``: when a round is not proven, also add the violations that the falsifier finds in
+    ``sweep`` small sub-boxes of the property (:func:`jaxrepair.verify.counterexamples`) on that
+    round's network, so that one round learns every place it still fails, not one point of it.
+    ``budget``: seconds for the whole loop; no round starts after it is spent and each verification
+    gets at most what is left of it (never less than 1 s).
 
     Returns the last round's :class:`RepairResult` with ``result.certificate`` set to
     ``{"proven": bool, "verdict", "rounds": [...per round...], "certificate_boxes"}``.
@@ -66,11 +75,16 @@ def certified_repair(model, task: Task, *, rounds: int = 4, verify_timeout: floa
         raise ValueError(f"rounds must be a positive integer, got {rounds!r}")
     verify.affine_chain(model)  # a network the verifier cannot read is refused before any work
     history, current, result, v = [], task, None, None
+    t_start = time.perf_counter()
     for r in range(rounds):
+        if r and budget is not None and time.perf_counter() - t_start >= budget:
+            break
         t = time.perf_counter()
-        result = repair(model, current, progress=progress, **repair_kwargs)
+        result = (method(model, current) if method is not None
+                  else repair(model, current, progress=progress, **repair_kwargs))
         t_repair = time.perf_counter() - t
-        v = verify.verify(result.model, prop, timeout=verify_timeout)
+        left = verify_timeout if budget is None else max(1.0, min(verify_timeout, budget - (time.perf_counter() - t_start)))
+        v = verify.verify(result.model, prop, timeout=left)
         entry = {"round": r + 1, "verdict": v.verdict, "verify_s": v.seconds, "repair_s": t_repair, "boxes": v.boxes,
                  "repair_set": int(np.shape(current.data["repair"]["property"]["x"])[0]),
                  "violation_after": result.after["violation"], "accuracy_after": result.after["accuracy"]}
@@ -82,8 +96,14 @@ def certified_repair(model, task: Task, *, rounds: int = 4, verify_timeout: floa
         points = v.counterexample[None] if v.counterexample is not None else v.worst
         if points is None or len(points) == 0:
             break
-        current = _with_points(current, _neighbourhood(prop, np.asarray(points), seed=r))
+        points = _neighbourhood(prop, np.asarray(points), seed=r)
+        if sweep:
+            more, _ = verify.counterexamples(result.model, prop, jax.random.key(7919 + r), num_boxes=sweep)
+            points = np.concatenate([points.reshape(len(points), -1), more]).reshape((-1, *points.shape[1:]))
+            entry["sweep_violations"] = len(more)
+        current = _with_points(current, points)
     result.certificate = {"proven": v.verdict == "safe", "verdict": v.verdict, "rounds": history,
                           "certificate_boxes": len(v.certificate)}
-    result.config = {**result.config, "certify": {"rounds": rounds, "verify_timeout": verify_timeout}}
+    result.config = {**result.config, "certify": {"rounds": rounds, "verify_timeout": verify_timeout, "sweep": sweep,
+                                                 "budget": budget}}
     return result

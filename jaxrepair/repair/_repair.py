@@ -389,20 +389,30 @@ def optimise_with_selection(params, stats, loss, data_s, a, lr, max_drop, *, app
 
 
 @jax.jit(static_argnames=("apply", "objective", "steps", "eval_every"))
-def _finetune(params, stats, mask, data_r, data_s, numbers, a, lr, max_drop, *, apply, objective, steps, eval_every):
+def _finetune(params, stats, mask, data_r, data_s, numbers, a, lr, max_drop, preserve, *, apply, objective, steps,
+              eval_every):
     obj = objective.join(numbers)
+    x_keep = data_r["accuracy"]["x"]
+    y_keep = apply(models.merge(params, stats), x_keep)  # the input model's outputs, to stay close to
+    y_scale = jnp.std(y_keep) + 1e-12
 
     def loss(p):
-        return obj.surrogate(lambda q, x: apply(models.merge(q, stats), x), p, data_r, a)
+        fn = lambda q, x: apply(models.merge(q, stats), x)  # noqa: E731
+        drift = jnp.mean(jnp.square((fn(p, x_keep) - y_keep) / y_scale))
+        return obj.surrogate(fn, p, data_r, a) + preserve * drift
 
     return optimise_with_selection(params, stats, loss, data_s, a, lr, max_drop, apply=apply, objective=obj, steps=steps,
                                    eval_every=eval_every, mask=mask)
 
 
 def finetune(model, task: Task, *, neurons: list[Neuron] | None = None, a: float = 0.2, steps: int = 300,
-             learning_rate: float = 1e-3, eval_every: int = 10, max_drop: float | None = None) -> RepairResult:
+             learning_rate: float = 1e-3, eval_every: int = 10, max_drop: float | None = None,
+             preserve: float = 0.0) -> RepairResult:
     """Optax Adam on the objective's differentiable surrogate over the repair split (full batch),
     keeping the checkpoint with the best select-split objective. ``neurons``: only their weights.
+    ``preserve``: weight of a drift term, the mean squared change of the outputs on the repair
+    split's accuracy inputs (in units of their spread), which keeps decisions away from the defect
+    as they were (a cross-entropy alone lets near-tie decisions flip).
     Batch statistics and normalisation constants are never trained."""
     _count(steps, "steps")
     _count(eval_every, "eval_every")
@@ -415,13 +425,14 @@ def finetune(model, task: Task, *, neurons: list[Neuron] | None = None, a: float
         method = "finetune-masked"
     best, best_f, losses, sel_f = _finetune(args.params, args.stats, mask, args.data_r, args.data_s, args.objective,
                                             jnp.float32(a), jnp.float32(learning_rate), _search.budget(max_drop),
-                                            apply=apply, objective=static, steps=steps, eval_every=eval_every)
+                                            jnp.float32(preserve), apply=apply, objective=static, steps=steps, eval_every=eval_every)
     repaired = repaired_model(model, models.merge(jax.device_get(best), args.stats), {"task": task.name, "method": method})
     dt = time.perf_counter() - t
     before, after = task.report(model), task.report(repaired)
     return RepairResult(task.name, method, repaired, list(neurons or []), {}, before, after,
                         {"select_fitness": float(best_f), "history": {"loss": losses, "select": sel_f}},
-                        {"train": dt}, {"a": a, "steps": steps, "learning_rate": learning_rate, "max_drop": max_drop})
+                        {"train": dt}, {"a": a, "steps": steps, "learning_rate": learning_rate, "max_drop": max_drop,
+                         "preserve": preserve})
 
 
 def localized_finetune(model, task: Task, ranking: list[Neuron], *, k_values=None, a: float | None = None,

@@ -8,10 +8,10 @@ counterexample.
 Depends on :mod:`jaxrepair.models` and :mod:`jaxrepair.properties`.
 """
 
-from jaxrepair.verify._bab import BATCH, Verdict, falsify, spec_of, verify
+from jaxrepair.verify._bab import BATCH, Verdict, counterexamples, falsify, spec_of, verify
 from jaxrepair.verify._bounds import Chain, affine_chain, crown, crown_pre, forward, interval
 
-__all__ = ["BATCH", "Chain", "Verdict", "affine_chain", "crown", "crown_pre", "falsify", "forward", "interval", "spec_of",
+__all__ = ["BATCH", "Chain", "Verdict", "affine_chain", "counterexamples", "crown", "crown_pre", "falsify", "forward", "interval", "spec_of",
            "verify"]
 
 

@@ -109,6 +109,34 @@ def _falsify(weights, biases, clip_lo, clip_hi, Cs, ds, lo, hi, key, restarts, s
     return jax.vmap(one_box)(lo, hi, keys)
 
 
+def counterexamples(model, prop, key, *, num_boxes: int = 256, width: float = 0.1, restarts: int = 32,
+                    steps: int = 40, near: bool = False):
+    """The falsifier over many small boxes: one best point per random sub-box of the property's
+    boxes (each ``width`` of its box's width on every input, centred at a uniform sample; boxes
+    chosen in proportion to volume). A single run on a whole box finds one point; this finds the
+    many separate places a repair must fix.
+
+    Returns ``(x [n, n_in], margin [n])``: the points a forward pass confirms as violations, or with
+    ``near=True`` every best point (``margin < 0``: not violated, the falsifier's closest approach).
+    """
+    chain = affine_chain(model)
+    boxes, clauses = spec_of(prop, chain)
+    widths = boxes[:, :, 1] - boxes[:, :, 0]
+    vol = np.prod(np.where(widths > 0, widths, 1.0), axis=1)
+    kb, kc, kf = jax.random.split(key, 3)
+    which = np.asarray(jax.random.choice(kb, len(boxes), (num_boxes,), p=jnp.asarray(vol / vol.sum())))
+    lo_b, hi_b = boxes[which, :, 0], boxes[which, :, 1]
+    centre = lo_b + np.asarray(jax.random.uniform(kc, lo_b.shape), np.float64) * (hi_b - lo_b)
+    half = width * (hi_b - lo_b) / 2
+    lo, hi = np.maximum(centre - half, lo_b), np.minimum(centre + half, hi_b)
+    xs, _ = jax.device_get(falsify(chain, clauses, lo, hi, kf, restarts=restarts, steps=steps))
+    xs = np.asarray(xs, np.float32)
+    y = np.asarray(model(xs.reshape((-1, *model.input_shape)))).reshape(len(xs), -1)
+    ms = np.asarray(clause_margin(jnp.asarray(y), clauses))  # the model's own forward pass decides
+    keep = np.ones(len(xs), bool) if near else ms >= 0
+    return xs[keep], ms[keep]
+
+
 @jax.jit
 def _bound_batch(weights, biases, clip_lo, clip_hi, C, d, lo, hi):
     """Lower bounds of C·y − d for every row (all clauses' rows stacked), for a batch of boxes."""
