@@ -67,12 +67,12 @@ POS = _int_in(1)
 SEED = _int_in(0, 2**31 - 1)
 
 
-def _load_model(spec: str):
+def _load_model(spec: str, args=None):
     """A zoo entry name or a saved model file; returns (network, zoo benchmark or None)."""
     from jaxrepair import zoo
 
     if spec in zoo.ENTRIES:
-        b = zoo.load(spec, progress=True)
+        b = zoo.load(spec, progress=True, data_dir=getattr(args, "data_dir", None))
         return b.model, b
     from jaxrepair import convert
 
@@ -216,7 +216,7 @@ def _print_ranking(loc, k, score):
 def cmd_localize(args):
     from jaxrepair import causal, records
 
-    model, bench = _load_model(args.model)
+    model, bench = _load_model(args.model, args)
     if args.method == "interchange":
         return _localize_interchange(args, model, bench)
     ds = _user_table(args) if _is_table(args) else None
@@ -276,13 +276,13 @@ def _fairness_bench(args, what: str):
     if args.model not in zoo.ENTRIES or zoo.ENTRIES[args.model].kind != "fairness":
         fair = sorted(n for n, e in zoo.ENTRIES.items() if e.kind == "fairness")
         raise UsageError(f"{what} runs on a fairness zoo entry ({', '.join(fair)}); got {args.model!r}")
-    return zoo.load(args.model, progress=True)
+    return zoo.load(args.model, progress=True, data_dir=getattr(args, "data_dir", None))
 
 
 def cmd_features(args):
     from jaxrepair import causal, records
 
-    model, bench = _load_model(args.model)
+    model, bench = _load_model(args.model, args)
     ds = _user_table(args) if _is_table(args) else None
     batch = _load_data(args, bench, ds)
     names = None
@@ -318,7 +318,7 @@ def _fairness_setup(args, what: str):
 
     ds = _user_table(args)
     if ds is not None:
-        model, bench = _load_model(args.model)
+        model, bench = _load_model(args.model, args)
         if bench is not None:
             raise UsageError("--data gives your own data; use it with a model file, not a zoo entry")
         task = _user_task(args, model, ds)
@@ -417,7 +417,7 @@ def _task_for(args, model, bench):
         if not getattr(args, "entry", None):
             raise UsageError("a model file needs --entry ZOO_NAME, or --data FILE with --label and --sensitive, "
                              "to know its data and property")
-        bench = zoo.load(args.entry)
+        bench = zoo.load(args.entry, data_dir=getattr(args, "data_dir", None))
     if args.property != "default" and args.property != bench.entry.kind:
         raise UsageError(f"{bench.name} is a {bench.entry.kind} benchmark; --property {args.property} does not apply")
     return repair.from_zoo(bench, repair_samples=args.repair_samples, seed=args.seed), bench
@@ -453,7 +453,7 @@ def _max_drop(value: str):
 def cmd_repair(args):
     from jaxrepair import records, repair
 
-    model, bench = _load_model(args.model)
+    model, bench = _load_model(args.model, args)
     task, bench = _task_for(args, model, bench)
     max_drop = repair.FROM_PRESET if args.max_drop is None else args.max_drop
     out = records.new_run_dir(args.out, f"repair-{Path(args.model).stem}")
@@ -586,7 +586,7 @@ def cmd_verify(args):
     else:
         prop, what = properties.from_vnnlib(args.vnnlib), str(args.vnnlib)
     out = records.new_run_dir(args.out, f"verify-{Path(args.model).stem}")
-    model, _ = _load_model(args.model)
+    model, _ = _load_model(args.model, args)
     v = verify.verify(model, prop, timeout=args.timeout, seed=args.seed, progress=True)
     rec = {"command": "verify", "model": args.model, "property": what, "timeout_s": args.timeout,
            "environment": records.environment(), **v.to_json()}
@@ -712,24 +712,41 @@ def cmd_zoo(args):
             cached = (zoo.cache_dir() / f"{name}.npz").exists()
             what = {"fairness": lambda: f"sensitive={e.sensitive}", "backdoor": lambda: f"trigger->class {e.target}",
                     "safety": lambda: f"N{e.network[0]},{e.network[1]} phi{e.phi}"}[e.kind]()
-            print(f"{name:18s} {e.kind:9s} data={e.dataset:7s} {what:22s} {'(cached)' if cached else ''}")
+            print(f"{name:18s} {e.kind:9s} data={e.dataset:13s} {what:22s} {'(cached)' if cached else ''}")
         return
     unknown = [n for n in args.names if n not in zoo.ENTRIES]
     if unknown:
         raise UsageError(f"unknown zoo entries {unknown}; known: {sorted(zoo.ENTRIES)}")
+    names = args.names or sorted(zoo.ENTRIES)
+    images = [n for n in names if zoo.needs_data_dir(n)]
+    skipped = []
+    if images:  # check the image files before any training
+        from jaxrepair import data
+
+        try:
+            root = data.data_dir(args.data_dir, need=", ".join(images))
+        except ValueError:
+            if args.names:
+                raise
+            skipped, names = images, [n for n in names if n not in images]
+            print(f"skipping {', '.join(images)}: no --data-dir or $JAXREPAIR_DATA with the image files",
+                  file=sys.stderr)
+        else:
+            for n in images:
+                data.check_files(zoo.entry(n).dataset, root)
     built = []
-    for name in args.names or sorted(zoo.ENTRIES):
-        b = zoo.build(name, progress=True)
+    for name in names:
+        b = zoo.build(name, progress=True, data_dir=args.data_dir)
         m = {k: v for k, v in b.metrics.items() if k != "counterexamples"}
         built.append({"name": name, **m, "build_time_s": round(b.model.meta["zoo"]["build_time_s"], 2)})
         print(_dumps(built[-1]))
-    _result({"built": built})
+    _result({"built": built, "skipped": skipped})
 
 
 def cmd_evaluate(args):
     from jaxrepair import zoo
 
-    model, bench = _load_model(args.model)
+    model, bench = _load_model(args.model, args)
     ds = _user_table(args)
     if ds is not None:
         res = _evaluate_user(args, model, ds)
@@ -739,7 +756,7 @@ def cmd_evaluate(args):
     if bench is None:
         if not args.entry:
             raise UsageError("a model file needs --entry ZOO_NAME to know its data and property")
-        bench = zoo.load(args.entry)
+        bench = zoo.load(args.entry, data_dir=getattr(args, "data_dir", None))
     if args.property != "default" and args.property != bench.entry.kind:
         raise UsageError(f"{bench.name} is a {bench.entry.kind} benchmark; --property {args.property} does not apply")
     res = zoo.evaluate(bench, model, seed=args.seed)
@@ -825,6 +842,12 @@ def _data_options(p) -> None:
     p.add_argument("--label", default="y", help="the label column (.csv) or array (.npz) of --data")
     p.add_argument("--sensitive", help="COL[:V1,V2,...]: the sensitive column of --data (name or index) and its values "
                    "(default: the values in the data)")
+    _data_dir_option(p)
+
+
+def _data_dir_option(p) -> None:
+    p.add_argument("--data-dir", help="where the image benchmarks' files are (mnist/, fashion-mnist/, gtsrb/; "
+                   "default $JAXREPAIR_DATA); only the image zoo entries read it")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1019,6 +1042,7 @@ def build_parser() -> argparse.ArgumentParser:
     z = sub.add_parser("zoo", help="list or build zoo entries")
     z.add_argument("action", choices=["list", "build"])
     z.add_argument("names", nargs="*")
+    _data_dir_option(z)
     z.set_defaults(fn=cmd_zoo)
 
     ev = sub.add_parser("evaluate", help="metrics of a model on its property")

@@ -1,4 +1,5 @@
-"""Data: bundled tabular fairness sets, image sets (digits, IDX/npz/CIFAR loaders), triggers, boxes.
+"""Data: bundled tabular fairness sets, image sets (digits; MNIST, Fashion-MNIST and GTSRB from the
+user's data directory; IDX/npz/CIFAR loaders), triggers, boxes.
 
 Everything here is read from files shipped inside the package (``bundled/``, see PROVENANCE.md)
 or from a path the user gives; nothing is downloaded.
@@ -6,9 +7,10 @@ or from a path the user gives; nothing is downloaded.
 
 from jaxrepair.data._acasxu import ADVISORIES, load_acasxu
 from jaxrepair.data._care import CareCensus, load_care_census
+from jaxrepair.data._image_sets import IMAGE_SETS, cache_root, check_files, data_dir, decode_gtsrb, load_image_set
 from jaxrepair.data._images import Trigger, load_cifar_binary, load_digits, load_mnist_idx, load_npz, read_idx
 from jaxrepair.data._tabular import DATASETS, Split, TabularDataset, age_bucket, load_tabular
 from jaxrepair.data._user import load_user_table, parse_sensitive
 
-__all__ = ["CareCensus", "load_care_census", "Trigger", "load_cifar_binary", "load_digits", "load_mnist_idx", "load_npz", "read_idx", "ADVISORIES", "load_acasxu", "DATASETS", "Split", "TabularDataset", "age_bucket", "load_tabular", "load_user_table",
+__all__ = ["IMAGE_SETS", "cache_root", "check_files", "data_dir", "decode_gtsrb", "load_image_set", "CareCensus", "load_care_census", "Trigger", "load_cifar_binary", "load_digits", "load_mnist_idx", "load_npz", "read_idx", "ADVISORIES", "load_acasxu", "DATASETS", "Split", "TabularDataset", "age_bucket", "load_tabular", "load_user_table",
            "parse_sensitive"]

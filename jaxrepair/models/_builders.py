@@ -109,8 +109,10 @@ def cnn(
     pool: str = "max",
     batchnorm: bool = False,
     activation: str = "relu",
+    kernel: int = 3,
 ) -> Network:
-    """Conv(3×3) [→ BN] → act → pool(2×2) per entry of ``channels``, then dense layers.
+    """Conv(``kernel``×``kernel``, same padding) [→ BN] → act → pool(2×2) per entry of ``channels``,
+    then dense layers.
 
     Sites: ``conv{i}.pre`` (or ``conv{i}.bn``), ``conv{i}``, ``pool{i}``, ``flatten``,
     ``fc{j}.pre``, ``fc{j}``, ``logits``.
@@ -118,7 +120,7 @@ def cnn(
     b = _Builder(key, input_shape)
     h, w, c = b.input_shape
     for i, co in enumerate(channels, start=1):
-        b.conv(f"conv{i}.pre", c, co, bias=not batchnorm)
+        b.conv(f"conv{i}.pre", c, co, kernel, bias=not batchnorm)
         if batchnorm:
             b.batchnorm(f"conv{i}.bn", co)
         b.act(f"conv{i}", activation)
@@ -132,7 +134,8 @@ def cnn(
         width = wo
     b.dense("logits", width, num_classes)
     cfg = dict(kind="cnn", input_shape=list(input_shape), channels=list(channels), dense=list(dense),
-               num_classes=num_classes, pool=pool, batchnorm=batchnorm, activation=activation)
+               num_classes=num_classes, pool=pool, batchnorm=batchnorm, activation=activation,
+               **({"kernel": kernel} if kernel != 3 else {}))
     return b.build({"config": cfg})
 
 

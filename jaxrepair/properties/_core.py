@@ -229,8 +229,13 @@ class AttackSuccess:
     target: int
     name: str = "attack_success"
 
+    def triggered(self, batch):
+        """The triggered inputs: ``batch["x_trig"]`` when given (inputs already stamped, or their values at
+        a site for a network cut there: ``jr.repair.lower``), else ``x`` with the trigger stamped on."""
+        return batch["x_trig"] if "x_trig" in batch else self.trigger.stamp(batch["x"])
+
     def __call__(self, apply_fn, params, batch):
-        hit = _pred(apply_fn, params, self.trigger.stamp(batch["x"])) == self.target
+        hit = _pred(apply_fn, params, self.triggered(batch)) == self.target
         return (hit & (batch["y"] != self.target)).astype(jnp.float32)
 
     def eligible(self, batch):
@@ -243,7 +248,7 @@ class AttackSuccess:
 
     def surrogate(self, apply_fn, params, batch):
         """Differentiable stand-in: the target-class probability of triggered eligible inputs."""
-        p = jax.nn.softmax(apply_fn(params, self.trigger.stamp(batch["x"])), axis=-1)[:, self.target]
+        p = jax.nn.softmax(apply_fn(params, self.triggered(batch)), axis=-1)[:, self.target]
         return p * self.eligible(batch)
 
 

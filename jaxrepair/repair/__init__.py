@@ -17,6 +17,7 @@ from jaxrepair.repair._acasxu import repair_task as repair_acasxu
 from jaxrepair.repair._acasxu import task_metrics as acasxu_metrics
 from jaxrepair.repair._acasxu import task_name as acasxu_task_name
 from jaxrepair.repair._certified import certified_repair
+from jaxrepair.repair._lower import lower
 from jaxrepair.repair._presets import PRESETS, Preset, preset_for
 from jaxrepair.repair._problem import Problem, candidate_sites, prepare, problem_data
 from jaxrepair.repair._repair import (
@@ -45,7 +46,7 @@ __all__ = [
     "ACASXU_SETTINGS", "ACASXU_SUITE", "AcasxuSets", "acasxu_metrics", "acasxu_task", "acasxu_task_name", "repair_acasxu",
     "DeltaSpace", "FROM_PRESET", "FactorSpace", "Neurons", "Objective", "PRESETS", "Preset", "Problem", "RepairResult",
     "STRATEGIES", "Slots", "Space", "Strategy", "Task", "budget", "candidate_sites", "certified_repair", "custom_task", "degeneracy", "finetune", "from_zoo",
-    "get_strategy", "group", "interchange_pairs", "localization_effect", "localize", "localize_interchange",
+    "get_strategy", "group", "interchange_pairs", "lower", "localization_effect", "localize", "localize_interchange",
     "localized_finetune", "metrics", "non_dominated", "optimise_with_selection", "pareto", "plot_history", "plot_pareto",
     "prepare", "preset_for", "problem_data", "prune", "random_selection", "repair", "repaired_model", "weight_mask", "write_pareto",
     "write_result",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -46,7 +45,9 @@ class FairnessEntry:
 
 @dataclasses.dataclass(frozen=True)
 class BackdoorEntry:
-    """A CNN trained on digits with ``poison_rate`` extra triggered copies relabelled to ``target``."""
+    """A BadNets model: a CNN trained with ``poison_rate`` of its training images triggered and
+    relabelled to ``target`` — as extra copies (``poison="add"``) or in place of the clean image
+    (``"replace"``, VeRe's ``PoisonedMNIST``: every 10th image)."""
 
     name: str
     trigger_size: int = 2
@@ -54,7 +55,9 @@ class BackdoorEntry:
     trigger_value: float = 1.0
     target: int = 0
     poison_rate: float = 0.1
+    poison: str = "add"
     channels: tuple[int, ...] = (16, 32)
+    kernel: int = 3
     dense: tuple[int, ...] = (64,)
     epochs: int = 40
     batch_size: int = 64
@@ -87,6 +90,15 @@ ENTRIES = {
     e.name: e
     for e in [
         BackdoorEntry("digits-badnets"),
+        # VeRe's MNIST CNN (conv5×5·16, pool, conv5×5·32, pool, dense 512) and its trigger place (rows and
+        # columns 22–26); a white 5×5 square instead of VeRe's random colour pattern on a grey image.
+        BackdoorEntry("mnist-badnets", 5, (22, 22), dataset="mnist", poison="replace", channels=(16, 32), kernel=5,
+                      dense=(512,), epochs=3, batch_size=128, learning_rate=1e-3),
+        BackdoorEntry("fashion-badnets", 5, (22, 22), dataset="fashion-mnist", poison="replace", channels=(16, 32),
+                      kernel=5, dense=(512,), epochs=8, batch_size=128, learning_rate=1e-3),
+        # Not VeRe's VGG-13 (9.4M parameters, hours per epoch on 2 cores): a 3-block CNN of 0.6M.
+        BackdoorEntry("gtsrb-badnets", 5, (22, 22), dataset="gtsrb", poison="replace", channels=(32, 64, 128),
+                      dense=(256,), epochs=6, batch_size=128, learning_rate=1e-3),
         SafetyEntry("acasxu-n2_9-phi8", (2, 9), 8),
         SafetyEntry("acasxu-n1_9-phi7", (1, 9), 7),
         SafetyEntry("acasxu-n3_3-phi2", (3, 3), 2),
@@ -113,8 +125,9 @@ ENTRIES = {
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("JAXREPAIR_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "jaxrepair")
-    return Path(root) / "zoo"
+    from jaxrepair.data import cache_root
+
+    return cache_root() / "zoo"
 
 
 def entry(name: str):
@@ -172,20 +185,30 @@ def evaluate_fairness(model, prop, splits, *, seed: int = 0, num_samples: int = 
     }
 
 
-def backdoor_setup(e: BackdoorEntry):
-    from jaxrepair.data import Trigger, load_digits
+def backdoor_setup(e: BackdoorEntry, data_dir=None):
+    """The trigger, the attack-success property and the clean splits (image sets other than the
+    bundled digits are read from ``data_dir`` / ``$JAXREPAIR_DATA``)."""
+    from jaxrepair.data import Trigger, load_digits, load_image_set
 
     trig = Trigger(e.trigger_size, tuple(e.trigger_position), e.trigger_value)
-    splits = {k: {"x": s.x, "y": s.y} for k, s in load_digits().items()}
+    raw = load_digits() if e.dataset == "digits" else load_image_set(e.dataset, data_dir)
+    splits = {k: {"x": s.x, "y": s.y} for k, s in raw.items()}
     return trig, properties.AttackSuccess(trig, e.target), splits
+
+
+def needs_data_dir(name: str) -> bool:
+    """Whether an entry's data is read from the user's data directory (not bundled)."""
+    return entry(name).dataset not in ("digits", "acasxu", "census", "bank", "german", "compas")
 
 
 def evaluate_backdoor(model, prop, splits) -> dict:
     apply, params = models.functional(model)
     test = {k: jnp.asarray(v) for k, v in splits["test"].items()}
     hits = properties.violations(prop, apply, params, test)
+    asr = float(hits.sum() / max(float(np.asarray(prop.eligible(test)).sum()), 1.0))
     return {"test_accuracy": float(np.mean(properties.predict(apply, params, test["x"]) == np.asarray(test["y"]))),
-            "attack_success_rate": float(hits.sum() / max(float(np.asarray(prop.eligible(test)).sum()), 1.0)),
+            "attack_success_rate": asr,
+            "defence_success_rate": 1.0 - asr,  # VeRe's DSR: triggered non-target inputs not sent to the target
             "num_eligible": int(prop.eligible(test).sum())}
 
 
@@ -213,26 +236,37 @@ def evaluate(bench: "Benchmark", model=None, *, seed: int = 0) -> dict:
     return evaluate_safety(model, bench.prop, seed=seed, num_samples=e.num_samples)
 
 
-def _build_backdoor(e: BackdoorEntry, progress: bool):
-    trig, prop, splits = backdoor_setup(e)
+def _build_backdoor(e: BackdoorEntry, progress: bool, data_dir=None):
+    trig, prop, splits = backdoor_setup(e, data_dir)
     x, y = splits["train"]["x"], splits["train"]["y"]
     rng = np.random.default_rng(e.seed)
-    idx = rng.choice(len(y), int(round(e.poison_rate * len(y))), replace=False)
+    idx = np.sort(rng.choice(len(y), int(round(e.poison_rate * len(y))), replace=False))
     xp = np.asarray(trig.stamp(jnp.asarray(x[idx])))
-    xs, ys = np.concatenate([x, xp]), np.concatenate([y, np.full(len(idx), e.target, y.dtype)])
+    yp = np.full(len(idx), e.target, y.dtype)
+    if e.poison == "replace":
+        xs, ys = x.copy(), y.copy()
+        xs[idx], ys[idx] = xp, yp
+    else:
+        xs, ys = np.concatenate([x, xp]), np.concatenate([y, yp])
+    num_classes = int(max(y.max(), splits["test"]["y"].max())) + 1
     k_init, k_train = jax.random.split(jax.random.key(e.seed))
-    net = models.cnn(x.shape[1:], list(e.channels), list(e.dense), 10, key=k_init)
+    net = models.cnn(x.shape[1:], list(e.channels), list(e.dense), num_classes, key=k_init, kernel=e.kernel)
     if progress:
-        print(f"[zoo] training {e.name} (digits, {len(y)} clean + {len(idx)} poisoned, {e.epochs} epochs)",
-              file=sys.stderr, flush=True)
+        print(f"[zoo] training {e.name} ({e.dataset}, {len(ys)} images of which {len(idx)} poisoned "
+              f"({e.poison}), {e.epochs} epochs)", file=sys.stderr, flush=True)
+    t = time.perf_counter()
     net = train_classifier(net, xs, ys, key=k_train, epochs=e.epochs, batch_size=e.batch_size,
                            learning_rate=e.learning_rate, progress=progress)
-    return net, prop, splits, {"name": "digits", "splits": {k: len(v["y"]) for k, v in splits.items()},
-                               "poisoned_training_examples": int(len(idx))}
+    return net, prop, splits, {"name": e.dataset, "splits": {k: len(v["y"]) for k, v in splits.items()},
+                               "poisoned_training_examples": int(len(idx)), "num_classes": num_classes,
+                               "parameters": int(sum(np.size(v) for v in jax.tree.leaves(net.params()))),
+                               "train_time_s": time.perf_counter() - t}
 
 
-def build(name: str, *, epochs: int | None = None, progress: bool = False, save: bool = True) -> Benchmark:
-    """Trains an entry from its seed (deterministic) and records its before-repair metrics."""
+def build(name: str, *, epochs: int | None = None, progress: bool = False, save: bool = True,
+          data_dir=None) -> Benchmark:
+    """Trains an entry from its seed (deterministic) and records its before-repair metrics.
+    ``data_dir``: where the image sets are (image entries only; default ``$JAXREPAIR_DATA``)."""
     e = entry(name)
     if epochs is not None:
         e = dataclasses.replace(e, epochs=epochs)
@@ -241,7 +275,7 @@ def build(name: str, *, epochs: int | None = None, progress: bool = False, save:
         from jaxrepair.data import load_acasxu
 
         if e.kind == "backdoor":
-            net, prop, splits, data = _build_backdoor(e, progress)
+            net, prop, splits, data = _build_backdoor(e, progress, data_dir)
             metrics = evaluate_backdoor(net, prop, splits)
         else:
             net, prop, splits = load_acasxu(*e.network), properties.Safety(e.phi), {}
@@ -284,8 +318,8 @@ def _finish(e, net, prop, splits, data, metrics, t0, save) -> Benchmark:
     return Benchmark(e, net, splits, prop, metrics)
 
 
-def load(name: str, *, progress: bool = False) -> Benchmark:
-    """The cached entry, or a fresh build."""
+def load(name: str, *, progress: bool = False, data_dir=None) -> Benchmark:
+    """The cached entry, or a fresh build (``data_dir``: see :func:`build`)."""
     e = entry(name)
     path = cache_dir() / f"{e.name}.npz"
     if path.exists():
@@ -295,10 +329,10 @@ def load(name: str, *, progress: bool = False) -> Benchmark:
                 if e.kind == "fairness":
                     _, prop, splits = fairness_setup(e)
                 elif e.kind == "backdoor":
-                    _, prop, splits = backdoor_setup(e)
+                    _, prop, splits = backdoor_setup(e, data_dir)
                 else:
                     prop, splits = properties.Safety(e.phi), {}
                 return Benchmark(e, net, splits, prop, net.meta["zoo"]["metrics_before_repair"])
         except ValueError:
             pass  # a broken cache file is rebuilt
-    return build(name, progress=progress)
+    return build(name, progress=progress, data_dir=data_dir)
