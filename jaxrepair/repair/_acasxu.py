@@ -51,12 +51,13 @@ def input_domain(model) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(clip.attr["min"], np.float32), np.asarray(clip.attr["max"], np.float32)
 
 
-def falsified_inputs(model, prop: properties.Safety, key, *, num_boxes: int = 256) -> np.ndarray:
+def falsified_inputs(model, prop: properties.Safety, key, *, num_boxes: int = 256, around=None) -> np.ndarray:
     """Violating inputs of ``model`` the falsifier finds in ``num_boxes`` small sub-boxes of φ's
-    region (:func:`jaxrepair.verify.counterexamples`), confirmed by φ's own predicate. ``[n, 5]``."""
+    region (:func:`jaxrepair.verify.counterexamples`; ``around``: centred on these points), confirmed
+    by φ's own predicate. ``[n, 5]``."""
     from jaxrepair import verify
 
-    xs, _ = verify.counterexamples(model, prop, key, num_boxes=num_boxes)
+    xs, _ = verify.counterexamples(model, prop, key, num_boxes=num_boxes, around=around)
     if len(xs) == 0:
         return xs.reshape(0, prop.boxes.shape[1])
     apply, params = models.functional(model)
@@ -77,21 +78,31 @@ class AcasxuSets:
                 "drawdown": len(self.drawdown)}
 
 
-def _violating(prop, apply, params, key, n_region: int, n_falsify: int, model):
+def _violating(prop, apply, params, key, n_region: int, n_falsify: int, model, around=None):
     """``(violating, near, safe)``: region samples that violate plus the falsifier's confirmed
     violations; the falsifier's closest approaches that do not violate; region samples that do not."""
     from jaxrepair import verify
 
     x = np.asarray(prop.sample(key, n_region))
     v = properties.violations(prop, apply, params, x) > 0
-    found, _ = verify.counterexamples(model, prop, jax.random.fold_in(key, 1), num_boxes=n_falsify, near=True)
+    found, _ = verify.counterexamples(model, prop, jax.random.fold_in(key, 1), num_boxes=n_falsify, near=True,
+                                      around=around)
     fv = properties.violations(prop, apply, params, found) > 0 if len(found) else np.zeros(0, bool)
     return np.concatenate([x[v], found[fv]]), found[~fv], x[~v]
 
 
+def _pocket(model, prop, *, timeout: float = 60.0):
+    """A verifier's counterexample, for violations too rare for sampling and a uniform falsifier
+    (N1,9 φ7: none in 20,000 samples); None if the verifier finds none."""
+    from jaxrepair import verify
+
+    v = verify.verify(model, prop, timeout=timeout)
+    return None if v.counterexample is None else np.asarray(v.counterexample, np.float32)[None]
+
+
 def acasxu_task(model, phi: int, *, name: str | None = None, seed: int = 0, max_violating: int = 500,
-                n_region: int = 20_000, n_falsify: int = 256, n_cover: int = 10_000, n_keep: int = 2000, n_drawdown: int = 10_000,
-                margin: float = 0.05) -> tuple[Task, AcasxuSets]:
+                n_region: int = 20_000, n_falsify: int = 256, n_cover: int = 6000, n_keep: int = 4000, n_drawdown: int = 10_000,
+                margin: float = 0.5) -> tuple[Task, AcasxuSets]:
     """The repair :class:`Task` of ``model`` against φ``phi`` and the sets its metrics use.
 
     Args:
@@ -101,7 +112,7 @@ def acasxu_task(model, phi: int, *, name: str | None = None, seed: int = 0, max_
       max_violating: cap on the repair set's violating inputs (sampled ones first).
       n_region: uniform samples of the region drawn per split; n_falsify: falsifier sub-boxes.
       n_cover: correctly-behaving region points the repair's hinge also covers (kept safe, with margin).
-      n_keep: correctly-behaving region points and domain points whose advisory is preserved, per split.
+      n_keep: domain points whose advisory (and outputs) the repair preserves, per split.
       n_drawdown: domain samples of the drawdown set (before removing violating ones).
       margin: the repair's hinge asks for a violation margin below ``-margin`` (in units of the
         output scale), so that the repaired network is not left on the boundary the verifier must prove.
@@ -117,17 +128,25 @@ def acasxu_task(model, phi: int, *, name: str | None = None, seed: int = 0, max_
     base = jax.random.key(20_000 + seed)
     scale = float(np.std(np.asarray(apply(params, prop.sample(jax.random.fold_in(base, 9), 2048)))))
 
+    # rare violations (found neither by sampling nor by the falsifier on uniform sub-boxes): every set's
+    # falsifier starts around a counterexample of the verifier instead
+    probe = falsified_inputs(model, prop, jax.random.fold_in(base, 5), num_boxes=n_falsify)
+    x_probe = np.asarray(prop.sample(jax.random.fold_in(base, 6), n_region))
+    rare = len(probe) + int(np.sum(properties.violations(prop, apply, params, x_probe) > 0)) < 10
+    around = _pocket(model, prop) if rare else None
+
     def split(tag: int):
         k = jax.random.fold_in(base, tag)
-        bad, near, ok = _violating(prop, apply, params, k, n_region, n_falsify, model)
+        bad, near, ok = _violating(prop, apply, params, k, n_region, n_falsify, model, around)
         bad = bad[:max_violating]
         # repairing: the violating inputs and the falsifier's near misses (where a repair tends to
         # break next) weigh as much as the covered safe region points; selecting: as many safe region
         # points as violating ones, so that fixing them dominates the select-split objective
         hot, cold = (np.concatenate([bad, near]), ok[:n_cover]) if tag == 1 else (bad, ok[:max(len(bad), 1)])
         weight = np.concatenate([np.full(len(hot), max(len(cold), 1) / max(len(hot), 1)), np.ones(len(cold))])
-        xd = np.asarray(properties.sample_domain(jax.random.fold_in(k, 2), lo, hi, n_keep))
-        x_acc = np.concatenate([ok[n_cover:n_cover + n_keep], xd])
+        # preserved: the advisories over the whole domain, where drawdown is measured; the region is
+        # left to the hinge (keeping its outputs as they were would fight the repair)
+        x_acc = np.asarray(properties.sample_domain(jax.random.fold_in(k, 2), lo, hi, n_keep))
         y_acc = properties.predict(apply, params, x_acc, "argmin")
         return {"property": {"x": jnp.asarray(np.concatenate([hot, cold])), "scale": jnp.asarray(scale),
                              "margin": jnp.asarray(margin), "weight": jnp.asarray(weight, jnp.float32)},
@@ -135,13 +154,14 @@ def acasxu_task(model, phi: int, *, name: str | None = None, seed: int = 0, max_
 
     repair, bad_r = split(1)
     select, _ = split(2)
-    gen = falsified_inputs(model, prop, jax.random.fold_in(base, 3), num_boxes=2 * n_falsify)
+    gen = falsified_inputs(model, prop, jax.random.fold_in(base, 3), num_boxes=2 * n_falsify, around=around)
     xd = np.asarray(properties.sample_domain(jax.random.fold_in(base, 4), lo, hi, n_drawdown))
     keep = properties.violations(prop, apply, params, xd) == 0
     xd = xd[keep]
     sets = AcasxuSets(bad_r, gen, xd, properties.predict(apply, params, xd, "argmin"))
     if len(bad_r) == 0:
-        raise ValueError(f"N{name or ''}: no violation of phi{phi} found by sampling or the falsifier; nothing to repair")
+        raise ValueError(f"{name or 'the network'}: no violation of phi{phi} found by sampling, the falsifier or the "
+                         f"verifier; nothing to repair")
     test = {"property": {"x": jnp.asarray(gen if len(gen) else bad_r)},
             "accuracy": {"x": jnp.asarray(xd), "y": jnp.asarray(sets.drawdown_advisory)}}
     obj = Objective(prop, "argmin")
@@ -153,7 +173,7 @@ def acasxu_task(model, phi: int, *, name: str | None = None, seed: int = 0, max_
 
     task = Task(name or f"acasxu-phi{phi}", "safety", obj, data, _SafetyEffect(phi, scale),
                 {"x": repair["property"]["x"]}, report,
-                {"seed": seed, "margin": margin, **sets.sizes()})
+                {"seed": seed, "margin": margin, "rare": rare, **sets.sizes()})
     return task, sets
 
 
@@ -175,7 +195,7 @@ def task_metrics(original, repaired, prop: properties.Safety, sets: AcasxuSets) 
 #: full fine-tuning (``finetune``) of the hinge on the region, the advisories kept by cross-entropy and
 #: the outputs by a drift term, verified and repaired again with what the verifier and a falsifier
 #: sweep found, for at most ``rounds`` rounds.
-SETTINGS = {"a": 0.5, "steps": 300, "learning_rate": 1e-3, "preserve": 10.0, "margin": 0.05, "n_cover": 4000,
+SETTINGS = {"a": 0.5, "steps": 300, "learning_rate": 1e-3, "preserve": 10.0, "margin": 0.5, "n_cover": 6000,
             "rounds": 4, "verify_timeout": 30.0, "sweep": 256, "seed": 0}
 
 

@@ -34,16 +34,18 @@ def _with_points(task: Task, points: np.ndarray) -> Task:
     return dataclasses.replace(task, data=data)
 
 
-def _neighbourhood(prop, points: np.ndarray, *, per_point: int = 32, radius: float = 0.05, seed: int = 0) -> np.ndarray:
+def _neighbourhood(prop, points: np.ndarray, *, per_point: int = 32, radius=(0.05, 0.01, 0.002), seed: int = 0) -> np.ndarray:
     """The points and ``per_point`` others around each (±``radius`` of the box's width, clipped to the
-    box): one point among hundreds of region samples would barely move the violation rate."""
+    box; the points are shared among the radii): one point among hundreds of region samples would
+    barely move the violation rate, and a violating pocket can be far narrower than 5% of the box."""
     boxes = np.asarray(prop.boxes, np.float64)
     lo, hi = boxes[:, :, 0].min(0), boxes[:, :, 1].max(0)
     flat = points.reshape(len(points), -1)
     if flat.shape[1] != lo.shape[0]:
         return points
     rng = np.random.default_rng(seed)
-    around = flat[:, None, :] + rng.uniform(-radius, radius, (len(flat), per_point, flat.shape[1])) * (hi - lo)
+    r = np.resize(np.atleast_1d(np.asarray(radius, np.float64)), per_point)[None, :, None]  # [1, per_point, 1]
+    around = flat[:, None, :] + rng.uniform(-1.0, 1.0, (len(flat), per_point, flat.shape[1])) * r * (hi - lo)
     out = np.concatenate([flat, np.clip(around, lo, hi).reshape(-1, flat.shape[1])])
     return out.reshape((-1, *points.shape[1:])).astype(np.float32)
 

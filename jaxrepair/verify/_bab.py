@@ -110,11 +110,15 @@ def _falsify(weights, biases, clip_lo, clip_hi, Cs, ds, lo, hi, key, restarts, s
 
 
 def counterexamples(model, prop, key, *, num_boxes: int = 256, width: float = 0.1, restarts: int = 32,
-                    steps: int = 40, near: bool = False):
+                    steps: int = 40, near: bool = False, around=None):
     """The falsifier over many small boxes: one best point per random sub-box of the property's
     boxes (each ``width`` of its box's width on every input, centred at a uniform sample; boxes
     chosen in proportion to volume). A single run on a whole box finds one point; this finds the
     many separate places a repair must fix.
+
+    ``around`` (``[k, n_in]`` points, e.g. a verifier's counterexample): the sub-boxes are centred
+    on these points instead, in turn, with widths from ``width`` down to ``width / 1000`` — for
+    violations confined to a pocket that uniform centres would miss.
 
     Returns ``(x [n, n_in], margin [n])``: the points a forward pass confirms as violations, or with
     ``near=True`` every best point (``margin < 0``: not violated, the falsifier's closest approach).
@@ -127,7 +131,12 @@ def counterexamples(model, prop, key, *, num_boxes: int = 256, width: float = 0.
     which = np.asarray(jax.random.choice(kb, len(boxes), (num_boxes,), p=jnp.asarray(vol / vol.sum())))
     lo_b, hi_b = boxes[which, :, 0], boxes[which, :, 1]
     centre = lo_b + np.asarray(jax.random.uniform(kc, lo_b.shape), np.float64) * (hi_b - lo_b)
-    half = width * (hi_b - lo_b) / 2
+    scale = np.full((num_boxes, 1), width)
+    if around is not None:
+        pts = np.asarray(around, np.float64).reshape(-1, boxes.shape[1])
+        centre = np.clip(pts[np.arange(num_boxes) % len(pts)], lo_b, hi_b)
+        scale = width * np.logspace(0, -3, num_boxes)[:, None]
+    half = scale * (hi_b - lo_b) / 2
     lo, hi = np.maximum(centre - half, lo_b), np.minimum(centre + half, hi_b)
     xs, _ = jax.device_get(falsify(chain, clauses, lo, hi, kf, restarts=restarts, steps=steps))
     xs = np.asarray(xs, np.float32)
