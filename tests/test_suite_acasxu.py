@@ -11,6 +11,8 @@ import jaxrepair as jr
 from jaxrepair import suite
 from jaxrepair.repair import _acasxu
 
+SMALL = {"n_region": 4000, "n_falsify": 64, "n_cover": 500, "n_keep": 300}  # one compiled program per size: shared
+
 
 def _numpy_scores(model, x):
     """Forward pass in float64 numpy from the network's affine maps (clip, affine, ReLU, ..., affine)."""
@@ -64,7 +66,7 @@ def test_metrics_match_numpy():
 def test_a_repair_that_does_nothing_is_not_proven_and_says_so():
     # learning rate 0: the "repaired" network is the original N2,1, which violates φ2
     rec, result = jr.repair.repair_acasxu(2, 1, 2, rounds=1, steps=10, learning_rate=0.0, verify_timeout=5.0,
-                                          n_cover=500, sweep=0)
+                                          sweep=0, **SMALL)
     assert rec["proven"] is False and rec["verdict"] == "unsafe" and rec["rounds"] == 1
     assert rec["repair_success"] == 0.0 and rec["generalisation"] == 0.0 and rec["drawdown"] == 0.0
     assert rec["sets"]["repair_violating"] > 0 and rec["sets"]["generalisation"] > 0
@@ -76,8 +78,7 @@ def test_a_repair_that_does_nothing_is_not_proven_and_says_so():
 
 def test_task_sets_violate_where_they_should():
     model = jr.data.load_acasxu(2, 1)
-    task, sets = jr.repair.acasxu_task(model, 2, n_region=4000, n_falsify=64, n_cover=500, n_keep=300,
-                                       n_drawdown=2000)
+    task, sets = jr.repair.acasxu_task(model, 2, **SMALL)
     ys = lambda x: _numpy_scores(model, x)  # noqa: E731
     assert np.all(np.argmax(ys(sets.repair_violating), 1) == 0)
     assert np.all(np.argmax(ys(sets.generalisation), 1) == 0)  # fresh falsifier finds, all violations
