@@ -10,7 +10,10 @@ differences, AIF360's signed statistical-parity and average-odds differences). G
 issue): violation reduced by ≥ 90% on average with ≤ 0.5 points of accuracy lost on every entry.
 Usage::
 
-    python experiments/fairness_zoo.py [--entries compas-sex ...] [--methods care ace-finetune ...]
+    python experiments/fairness_zoo.py [--entries compas-sex ...] [--methods care ace-finetune ...] [--resume]
+
+Existing result files are moved aside to ``*.previous``; ``fairness_zoo.partial.json`` is written after
+every entry, and ``--resume`` keeps its entries (with every entry already there, it only rewrites the report).
 """
 
 from __future__ import annotations
@@ -89,8 +92,8 @@ def models_table(rows) -> str:
 
 
 def summary(rows) -> tuple[str, dict]:
-    out = ["| method | entries | mean reduction | worst drop (pts) | entries within 0.5 pts | goal (≥ 90%, ≤ 0.5 pts) |",
-           "|---|---|---|---|---|---|"]
+    out = ["| method | entries | mean reduction | worst drop (pts) | entries within 0.5 pts | degenerate models | "
+           "goal (≥ 90%, ≤ 0.5 pts) |", "|---|---|---|---|---|---|---|"]
     per = {}
     for m in dict.fromkeys(r["method"] for r in rows):
         mine = [r for r in rows if r["method"] == m and r["violation_reduction"] is not None]
@@ -98,12 +101,13 @@ def summary(rows) -> tuple[str, dict]:
         drops = [r["accuracy_drop_points"] for r in mine]
         ok_drop = sum(d <= GOAL_DROP + 1e-9 for d in drops)
         met = red >= GOAL_REDUCTION and ok_drop == len(mine) and not any(r.get("degenerate") for r in mine)
+        deg = sum(bool(r.get("degenerate")) for r in mine)
         per[m] = {"entries": len(mine), "mean_reduction": red, "worst_drop_points": max(drops), "within_budget": ok_drop,
-                  "goal_met": met}
-        out.append(f"| {m} | {len(mine)} | {100 * red:.1f}% | {max(drops):.2f} | {ok_drop}/{len(mine)} | "
+                  "degenerate": deg, "goal_met": met}
+        out.append(f"| {m} | {len(mine)} | {100 * red:.1f}% | {max(drops):.2f} | {ok_drop}/{len(mine)} | {deg} | "
                    f"{'met' if met else 'not met'} |")
     for name, red, _ in ANCHORS:
-        out.append(f"| {name} (reported) | | {100 * red:.1f}% | | | |")
+        out.append(f"| {name} (reported) | | {100 * red:.1f}% | | | | |")
     return "\n".join(out) + "\n", per
 
 
@@ -196,6 +200,9 @@ def main(argv=None) -> int:
            "goal": {"mean_reduction": GOAL_REDUCTION, "max_drop_points": GOAL_DROP}, "summary": per,
            "anchors": [{"method": m, "mean_reduction": v, "source": s} for m, v, s in ANCHORS],
            "kind_config": repair_zoo.KIND, "rows": rows}
+    for f in ("fairness_zoo.json", "fairness_zoo.md", "fairness_zoo.png"):  # never overwritten silently
+        if (out / f).exists():
+            (out / f).replace(out / (f + ".previous"))
     jr.records.write_json(out / "fairness_zoo.json", rec)
     plot(rows, out / "fairness_zoo.png")
     anchors = "\n".join(f"- **{m}**: {100 * v:.1f}% — {s}" for m, v, s in ANCHORS)
