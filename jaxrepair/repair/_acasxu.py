@@ -115,7 +115,7 @@ def _pocket(model, prop, *, timeout: float = 60.0):
 
 def acasxu_task(model, phi: int, *, name: str | None = None, seed: int = 0, max_violating: int = 500,
                 n_region: int = 20_000, n_falsify: int = 256, n_cover: int = 6000, n_keep: int = 4000, n_drawdown: int = 10_000,
-                margin: float = 0.5) -> tuple[Task, AcasxuSets]:
+                margin: float = 3.0) -> tuple[Task, AcasxuSets]:
     """The repair :class:`Task` of ``model`` against φ``phi`` and the sets its metrics use.
 
     Args:
@@ -208,7 +208,7 @@ def task_metrics(original, repaired, prop: properties.Safety, sets: AcasxuSets) 
 #: full fine-tuning (``finetune``) of the hinge on the region, the advisories kept by cross-entropy and
 #: the outputs by a drift term, verified and repaired again with what the verifier and a falsifier
 #: sweep found, for at most ``rounds`` rounds.
-SETTINGS = {"a": 0.5, "steps": 300, "learning_rate": 1e-3, "preserve": 10.0, "margin": 0.5, "n_region": 20_000,
+SETTINGS = {"a": 0.5, "steps": 300, "learning_rate": 1e-3, "preserve": 10.0, "margin": 3.0, "n_region": 20_000,
             "n_falsify": 256, "n_cover": 6000, "n_keep": 4000, "rounds": 4, "verify_timeout": 30.0, "sweep": 256,
             "seed": 0}
 

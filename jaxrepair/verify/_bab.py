@@ -111,10 +111,10 @@ def _falsify(weights, biases, clip_lo, clip_hi, Cs, ds, lo, hi, key, restarts, s
 
 def counterexamples(model, prop, key, *, num_boxes: int = 256, width: float = 0.1, restarts: int = 32,
                     steps: int = 40, near: bool = False, around=None):
-    """The falsifier over many small boxes: one best point per random sub-box of the property's
-    boxes (each ``width`` of its box's width on every input, centred at a uniform sample; boxes
-    chosen in proportion to volume). A single run on a whole box finds one point; this finds the
-    many separate places a repair must fix.
+    """The falsifier over many boxes: one best point per random sub-box of the property's boxes
+    (centred at a uniform sample, boxes chosen in proportion to volume; their sizes run from the
+    whole box down to ``width`` of it on every input). A single run on a whole box finds one point;
+    this finds the many separate places a repair must fix.
 
     ``around`` (``[k, n_in]`` points, e.g. a verifier's counterexample): the sub-boxes are centred
     on these points instead, in turn, with widths from ``width`` down to ``width / 1000`` — for
@@ -131,7 +131,7 @@ def counterexamples(model, prop, key, *, num_boxes: int = 256, width: float = 0.
     which = np.asarray(jax.random.choice(kb, len(boxes), (num_boxes,), p=jnp.asarray(vol / vol.sum())))
     lo_b, hi_b = boxes[which, :, 0], boxes[which, :, 1]
     centre = lo_b + np.asarray(jax.random.uniform(kc, lo_b.shape), np.float64) * (hi_b - lo_b)
-    scale = np.full((num_boxes, 1), width)
+    scale = np.geomspace(1.0, width, num_boxes)[:, None]  # from the whole box (its worst places) to small ones
     if around is not None:
         pts = np.asarray(around, np.float64).reshape(-1, boxes.shape[1])
         centre = np.clip(pts[np.arange(num_boxes) % len(pts)], lo_b, hi_b)
