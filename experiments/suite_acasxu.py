@@ -24,8 +24,9 @@ def main(argv=None) -> int:
     p.add_argument("--work", default=str(Path(__file__).parent / "results" / "suite_acasxu_work"),
                    help="the store and its tables (kept between runs: that is what makes a rerun resume)")
     p.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    p.add_argument("--note", default="", help="a paragraph for the table: how the run was made")
     a = p.parse_args(argv)
-    res = suite.acasxu(a.work, tasks=a.tasks, budget=a.timeout)
+    res = suite.acasxu(a.work, tasks=a.tasks, budget=a.timeout, note=a.note)
     out = Path(a.out)
     for f in ("json", "markdown"):
         shutil.copyfile(res["files"][f], out / Path(res["files"][f]).name)

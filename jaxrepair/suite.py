@@ -58,11 +58,13 @@ def machine() -> str:
         return f"{platform.processor() or platform.machine()}"
 
 
-def acasxu(out_dir=".", *, tasks=None, budget: float | None = 120.0, progress: bool = True, **settings) -> dict:
+def acasxu(out_dir=".", *, tasks=None, budget: float | None = 120.0, progress: bool = True, note: str = "",
+           **settings) -> dict:
     """Runs the ACAS Xu repair suite (module docstring) into ``out_dir``: ``suite_acasxu.sqlite``
     (the records), ``suite_acasxu.json`` and ``suite_acasxu.md`` (the table of every stored task
     of these settings). ``tasks``: ``[(i, j, phi)]`` or names like ``"N2,1-phi2"`` (default: all 36).
-    ``budget``: seconds per task. ``settings``: overrides of :data:`jaxrepair.repair.ACASXU_SETTINGS`.
+    ``budget``: seconds per task. ``note``: a paragraph for the table (how the run was made).
+    ``settings``: overrides of :data:`jaxrepair.repair.ACASXU_SETTINGS`.
     """
     from jaxrepair import records, repair
     from jaxrepair.models import write_atomic
@@ -111,7 +113,7 @@ def acasxu(out_dir=".", *, tasks=None, budget: float | None = 120.0, progress: b
     summary = summarise(rows)
     env = {**records.environment(), "cpu": machine()}
     doc = {"suite": "acasxu", "environment": env, "settings": cfg, "budget_s": budget, "summary": summary,
-           "anchors": ANCHORS, "goal": GOAL, "tasks": rows}
+           "anchors": ANCHORS, "goal": GOAL, "note": note, "tasks": rows}
     # the JSON and the table are views of the store, rewritten (atomically) on every run
     for name, text in (("suite_acasxu.json", records.dumps(doc)), ("suite_acasxu.md", table(doc))):
         write_atomic(out / name, lambda f, t=text: f.write(t.encode()), overwrite=True)
@@ -161,6 +163,7 @@ def table(doc: dict) -> str:
         f"{env['versions']['jax']}; budget {doc['budget_s']} s per task. Regenerate: "
         f"`python experiments/suite_acasxu.py` (or `jaxrepair suite acasxu --out DIR --timeout {doc['budget_s']}`).\n",
         f"Settings: `{json.dumps(doc['settings'], sort_keys=True)}`.\n",
+        *([f"{doc['note']}\n"] if doc.get("note") else []),
         f"**{s['proven']} of {s['tasks']} tasks proven safe** by `jr.verify`; median drawdown "
         f"{_pct(s['median_drawdown'])}, median time {_sec(s['median_seconds'])}. Goal: {doc['goal']}.\n",
         "Repair-set success: share of the repair set's violating inputs the repaired network no longer violates; "
