@@ -87,7 +87,8 @@ def test_backdoor_and_safety_entries(tmp_path, monkeypatch):
     for pa, pb in zip(jax.tree.leaves(a.model.params()), jax.tree.leaves(b.model.params())):
         np.testing.assert_array_equal(pa, pb)
     assert a.model.meta["zoo"]["dataset"]["poisoned_training_examples"] == 126
-    assert set(a.metrics) == {"test_accuracy", "attack_success_rate", "num_eligible"}
+    assert set(a.metrics) == {"test_accuracy", "attack_success_rate", "defence_success_rate", "num_eligible"}
+    assert a.metrics["defence_success_rate"] == pytest.approx(1 - a.metrics["attack_success_rate"])
     s = jr.zoo.build("acasxu-n2_9-phi8")
     assert s.metrics["num_counterexamples"] == round(s.metrics["violation_rate"] * 10_000)
     assert (tmp_path / "zoo" / "acasxu-n2_9-phi8.json").exists()

@@ -1,12 +1,13 @@
 """Supervised training with optax: the recipe the zoo uses to build its models.
 
-One epoch is a ``lax.scan`` over shuffled minibatches under ``jit``; the epoch loop is Python (one
-compiled epoch reused), so progress can be printed. Batch statistics and input normalisation are
-not trained.
+Each minibatch step is one compiled function called from Python over a shuffled epoch (a
+``lax.scan`` over the epoch runs convolution gradients ~15× slower on XLA's CPU backend). Batch
+statistics and input normalisation are not trained.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 from typing import Callable
 
@@ -51,21 +52,24 @@ def train_classifier(
     steps = max(1, n // batch_size)
 
     @jax.jit
-    def epoch(params, state, key):
-        perm = jax.random.permutation(key, n)[: steps * batch_size].reshape(steps, batch_size)
+    def order(key):
+        return jax.random.permutation(key, n)[: steps * batch_size].reshape(steps, batch_size)
 
-        def step(carry, idx):
-            p, s = carry
-            value, g = jax.value_and_grad(lambda p: loss(apply, p, x[idx], y[idx]))(p)
-            upd, s = opt.update(g, s, p)
-            return (optax.apply_updates(p, upd), s), value
+    # One compiled step called from Python, not a lax.scan over the epoch: XLA's CPU backend runs the
+    # gradients of convolutions inside a loop body ~15× slower than the same step on its own.
+    @functools.partial(jax.jit, donate_argnums=(0, 1))
+    def step(p, s, idx):
+        value, g = jax.value_and_grad(lambda p: loss(apply, p, x[idx], y[idx]))(p)
+        upd, s = opt.update(g, s, p)
+        return optax.apply_updates(p, upd), s, value
 
-        (params, state), losses = jax.lax.scan(step, (params, state), perm)
-        return params, state, losses.mean()
-
+    params = jax.tree.map(jnp.array, params)  # donated below: never the caller's arrays
     for e in range(epochs):
         key, k = jax.random.split(key)
-        params, state, value = epoch(params, state, k)
+        total = 0.0
+        for idx in order(k):
+            params, state, value = step(params, state, idx)
+            total += value
         if progress:
-            print(f"  epoch {e + 1}/{epochs} loss {float(value):.4f}", file=sys.stderr, flush=True)
+            print(f"  epoch {e + 1}/{epochs} loss {float(total) / steps:.4f}", file=sys.stderr, flush=True)
     return model.with_params(merge(params, stats))
