@@ -209,6 +209,29 @@ def test_baselines(planted):
     assert rnd.method == "random-pso" and len(rnd.selected) == 1
 
 
+def test_choose_takes_the_lowest_select_violation_within_the_budget(planted):
+    import types
+
+    model, task = planted
+    carrier = [jr.causal.Neuron("layer1", 0, 1.0)]
+    pruned = jr.repair.prune(model, task, carrier)  # removes the violation, keeps accuracy
+    p = model.params()
+    p["logits"]["bias"] = p["logits"]["bias"] + np.array([0.0, 50.0], np.float32)  # always class 1: no violation
+    constant = types.SimpleNamespace(model=model.with_params(p), method="constant", after={})
+    unchanged = types.SimpleNamespace(model=model, method="unchanged", after={})
+    best, rows = jr.repair.choose(model, task, [unchanged, constant, pruned], max_drop=0.01)
+    assert best is pruned
+    sel = {r["method"]: r for r in rows}
+    v0, a0 = jr.repair.metrics(task.objective, model, task.data["select"])
+    assert sel["unchanged"]["select_violation"] == pytest.approx(v0) and sel["unchanged"]["within_budget"]
+    assert sel["constant"]["select_violation"] == 0.0 and not sel["constant"]["within_budget"]  # loses accuracy
+    assert sel["prune"]["select_violation"] == 0.0 and sel["prune"]["select_accuracy"] >= a0
+    best, _ = jr.repair.choose(model, task, [constant], max_drop=0.01)
+    assert best is None
+    with pytest.raises(ValueError, match="at least one"):
+        jr.repair.choose(model, task, [])
+
+
 def test_bad_input_is_named(planted):
     model, task = planted
     with pytest.raises(ValueError, match="unknown strategy"):

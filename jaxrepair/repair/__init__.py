@@ -23,6 +23,7 @@ from jaxrepair.repair._problem import Problem, candidate_sites, prepare, problem
 from jaxrepair.repair._repair import (
     FROM_PRESET,
     RepairResult,
+    choose,
     finetune,
     interchange_pairs,
     localization_effect,
@@ -45,7 +46,7 @@ from jaxrepair.repair._task import Objective, Task, custom_task, degeneracy, fro
 __all__ = [
     "ACASXU_SETTINGS", "ACASXU_SUITE", "AcasxuSets", "acasxu_metrics", "acasxu_task", "acasxu_task_name", "repair_acasxu",
     "DeltaSpace", "FROM_PRESET", "FactorSpace", "Neurons", "Objective", "PRESETS", "Preset", "Problem", "RepairResult",
-    "STRATEGIES", "Slots", "Space", "Strategy", "Task", "budget", "candidate_sites", "certified_repair", "custom_task", "degeneracy", "finetune", "from_zoo",
+    "STRATEGIES", "Slots", "Space", "Strategy", "Task", "budget", "candidate_sites", "certified_repair", "choose", "custom_task", "degeneracy", "finetune", "from_zoo",
     "get_strategy", "group", "interchange_pairs", "lower", "localization_effect", "localize", "localize_interchange",
     "localized_finetune", "metrics", "non_dominated", "optimise_with_selection", "pareto", "plot_history", "plot_pareto",
     "prepare", "preset_for", "problem_data", "prune", "random_selection", "repair", "repaired_model", "weight_mask", "write_pareto",

@@ -458,6 +458,25 @@ def localized_finetune(model, task: Task, ranking: list[Neuron], *, k_values=Non
     return best
 
 
+def choose(model, task: Task, results: list[RepairResult], *, max_drop: float = 0.01):
+    """The result with the lowest select-split violation among those whose select-split accuracy
+    is at most ``max_drop`` below ``model``'s (the test split is never looked at).
+
+    Returns ``(best or None, [{"method", "select_violation", "select_accuracy", "within_budget"}...])``.
+    """
+    if not results:
+        raise ValueError("choose needs at least one repair result")
+    _, acc0 = metrics(task.objective, model, task.data["select"])
+    rows, best, best_v = [], None, np.inf
+    for r in results:
+        v, acc = metrics(task.objective, r.model, task.data["select"])
+        ok = acc >= acc0 - max_drop - 1e-12 and not r.after.get("degenerate")
+        rows.append({"method": r.method, "select_violation": v, "select_accuracy": acc, "within_budget": bool(ok)})
+        if ok and v < best_v:
+            best, best_v = r, v
+    return best, rows
+
+
 # --------------------------------------------------------------------------- Pareto front
 
 
