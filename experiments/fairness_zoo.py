@@ -207,8 +207,11 @@ def main(argv=None) -> int:
     plot(rows, out / "fairness_zoo.png")
     anchors = "\n".join(f"- **{m}**: {100 * v:.1f}% — {s}" for m, v, s in ANCHORS)
     md = (f"# Fairness repair on the zoo\n\nMeasured {env['date']} on {env['device']} ({machine}), jax "
-          f"{env['versions']['jax']}, evosax {env['versions']['evosax']}; total {rec['wall_s']:.0f}s, on 2 cores shared "
-          f"with other jobs (times are indicative).\nRegenerate: `{cmd}`.\n\n"
+          f"{env['versions']['jax']}, evosax {env['versions']['evosax']}; the methods' times add up to "
+          f"{sum(r['wall_s'] for r in rows):.0f}s, on 2 cores shared with other jobs (times are indicative).\n"
+          f"Regenerate: `python experiments/fairness_zoo.py`"
+          + (f" (this report: `{cmd}`, rewritten from the rows of `fairness_zoo.partial.json`)" if a.resume else "")
+          + ".\n\n"
           f"Every figure is on the entry's held-out test split. Violation: CARE's individual fairness (share of test "
           f"rows whose predicted class changes when only the sensitive attribute is set to another of its values). "
           f"Goal: mean reduction ≥ {100 * GOAL_REDUCTION:.0f}% with ≤ {GOAL_DROP} accuracy points lost on every "
