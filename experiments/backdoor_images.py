@@ -211,7 +211,7 @@ def main():
     p.add_argument("--entries", nargs="*", default=ENTRIES,
                    choices=[n for n, e in jr.zoo.ENTRIES.items() if e.kind == "backdoor"])
     p.add_argument("--methods", nargs="*", default=METHODS, choices=METHODS)
-    p.add_argument("--repair-samples", type=int, default=2000)
+    p.add_argument("--repair-samples", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-conv-ace", action="store_true")
     p.add_argument("--out", default="experiments/results")

@@ -455,6 +455,9 @@ def cmd_repair(args):
 
     model, bench = _load_model(args.model, args)
     task, bench = _task_for(args, model, bench)
+    whole = model
+    if args.after:  # repair only the layers after this site (jr.repair.lower); the whole network is written
+        model, task = repair.lower(whole, task, args.after)
     max_drop = repair.FROM_PRESET if args.max_drop is None else args.max_drop
     out = records.new_run_dir(args.out, f"repair-{Path(args.model).stem}")
     common = dict(preset=args.preset, k=args.k, score=args.score, space=args.space, bounds=_bounds(args),
@@ -484,6 +487,10 @@ def cmd_repair(args):
         r = repair.repair(model, task, a=args.a, seed=args.seed, localizer=args.localizer, devices=args.devices,
                           selection="random" if args.baseline == "random" else None, certify=args.certify,
                           verify_timeout=args.verify_timeout, **common)
+    if args.after:
+        from jaxrepair import models
+
+        r.model = models.attach(whole, r.model)
     files = repair.write_result(r, out, model_path=None if bench is not None and args.model == bench.name else args.model,
                                 extra={"command": " ".join(sys.argv)})
     _result({**r.to_json(), "files": files})
@@ -939,6 +946,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "(a safety task or a VNN-LIB property); the record says whether it was")
     rp.add_argument("--verify-timeout", type=_float_in(0.0, open_low=True), default=60.0,
                     help="--certify: seconds of verification per round")
+    rp.add_argument("--after", metavar="SITE", help="repair only the layers after SITE (e.g. flatten): every batch is "
+                    "mapped through the layers before it once (jr.repair.lower); the whole repaired network is written")
     rp.add_argument("--pareto-seeds", type=_int_in(1, 1000), default=1)
     rp.add_argument("--repair-samples", type=POS, default=5000)
     rp.add_argument("--seed", type=SEED, default=0)

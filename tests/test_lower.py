@@ -71,3 +71,22 @@ def test_properties_that_read_inputs_are_not_lowered():
     task = jr.repair.from_zoo(bench, repair_samples=100)
     with pytest.raises(ValueError, match="IndividualFairness reads the inputs"):
         jr.repair.lower(bench.model, task, models.hidden_sites(bench.model)[0])
+
+
+def test_cli_repair_after_a_site_writes_the_whole_network(tmp_path, monkeypatch):
+    import json
+
+    from jaxrepair.cli import main
+
+    out = tmp_path / "out"
+    assert main(["repair", "digits-badnets", "--after", "flatten", "--baseline", "finetune-masked", "--k", "3",
+                 "--out", str(out)]) == 0
+    run = next(out.iterdir())
+    rec = json.loads((run / "repair.json").read_text())
+    repaired = jr.load(run / "repaired.npz")
+    assert repaired.input_shape == (8, 8, 1)  # the whole network, not the head
+    bench = jr.zoo.load("digits-badnets")
+    m = jr.zoo.evaluate(bench, repaired)
+    assert m["attack_success_rate"] == pytest.approx(rec["after_test"]["violation"], abs=1e-6)
+    assert m["test_accuracy"] == pytest.approx(rec["after_test"]["accuracy"], abs=1e-6)
+    assert main(["repair", "digits-badnets", "--after", "logits", "--out", str(tmp_path / "o2")]) == 2

@@ -34,10 +34,12 @@ def train_classifier(
     batch_size: int = 128,
     learning_rate: float = 1e-3,
     weight_decay: float = 0.0,
+    cosine: bool = False,
     loss: Callable | None = None,
     progress: bool = False,
 ) -> Network:
     """Trains with Adam(W) on cross-entropy (or ``loss(apply, params, x, y)``); returns a new network.
+    ``cosine``: the learning rate decays to 0 over the run along a cosine (else it is constant).
     Only ``nnx.Param`` leaves train; batch statistics and normalisation constants stay as they are."""
     raw_apply, params, stats = split(model)
     loss = loss or cross_entropy
@@ -45,11 +47,12 @@ def train_classifier(
     def apply(p, x, intervention=None):
         return raw_apply(merge(p, stats), x, intervention)
 
-    opt = optax.adamw(learning_rate, weight_decay=weight_decay)
-    state = opt.init(params)
     x, y = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.int32)
     n = x.shape[0]
     steps = max(1, n // batch_size)
+    lr = optax.cosine_decay_schedule(learning_rate, epochs * steps) if cosine else learning_rate
+    opt = optax.adamw(lr, weight_decay=weight_decay)
+    state = opt.init(params)
 
     @jax.jit
     def order(key):
