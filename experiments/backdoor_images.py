@@ -196,7 +196,7 @@ def plot(rows, path: Path) -> None:
             rs = [r for r in mine if r["method"] == m]
             if rs:
                 ax.scatter([100 * rs[0]["attack_success_after"]], [100 * rs[0]["accuracy_after"]], s=45,
-                           color=colours(i % 20), label=m)
+                           color=colours(i % 20), marker="osD^v<>pPh*"[i % 11], label=m)
         ax.axvline(100 * GOAL["attack_success"], color="grey", lw=0.8, ls="--")
         ax.axhline(100 * b["accuracy_before"] - GOAL["accuracy_drop_points"], color="grey", lw=0.8, ls="--")
         ax.set_xscale("symlog", linthresh=1.0)
