@@ -14,6 +14,7 @@ the counterfactual-fairness violation next to the task's own metric. The result 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import jax
@@ -45,19 +46,20 @@ def counterfactual_pairs(x, attribute_col: int, values, *, scm: SCM | None = Non
     return np.asarray(scm.counterfactual(jnp.asarray(x), {attribute: jnp.asarray(new)}), np.float32)
 
 
-@jax.jit(static_argnames=("apply", "objective", "mode", "steps", "eval_every"))
-def _train(params, stats, x, y, x_cf, data_s, numbers, a, lam, lr, max_drop, *, apply, objective, mode, steps,
-           eval_every):
-    def loss(p):
-        full = models.merge(p, stats)
-        logits, logits_cf = apply(full, x), apply(full, x_cf)
-        ce = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
-        if mode == "augment":
-            return 0.5 * (ce + jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits_cf, y)))
-        return ce + lam * jnp.mean(jnp.sum((logits - logits_cf) ** 2, axis=-1))
+@dataclasses.dataclass(frozen=True)
+class _PairLoss:
+    """Counterfactual logit pairing (``clp``: cross-entropy + λ·the squared logit gap to the
+    counterfactual) or augmentation (``augment``: cross-entropy on both)."""
 
-    return optimise_with_selection(params, stats, loss, data_s, a, lr, max_drop, apply=apply,
-                                   objective=objective.join(numbers), steps=steps, eval_every=eval_every)
+    mode: str
+
+    def __call__(self, p, data, stats, apply, obj, a):
+        full = models.merge(p, stats)
+        logits, logits_cf = apply(full, data["x"]), apply(full, data["x_cf"])
+        ce = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, data["y"]))
+        if self.mode == "augment":
+            return 0.5 * (ce + jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits_cf, data["y"])))
+        return ce + data["lam"] * jnp.mean(jnp.sum((logits - logits_cf) ** 2, axis=-1))
 
 
 def counterfactual_training(
@@ -98,10 +100,11 @@ def counterfactual_training(
     x_cf = counterfactual_pairs(train["x"], col, values, scm=scm, attribute=attribute, key=key)
     apply, args, static = problem_data(model, task)  # batch statistics and the input normaliser stay fixed
     stats = args.stats
-    best, best_f, losses, sel = _train(
-        args.params, stats, jnp.asarray(train["x"]), jnp.asarray(train["y"]), jnp.asarray(x_cf), args.data_s, args.objective,
-        jnp.float32(a), jnp.float32(lam), jnp.float32(learning_rate), budget(max_drop), apply=apply,
-        objective=static, mode=mode, steps=steps, eval_every=eval_every)
+    data = {"x": jnp.asarray(train["x"]), "y": jnp.asarray(train["y"]), "x_cf": jnp.asarray(x_cf),
+            "lam": jnp.float32(lam)}
+    best, best_f, losses, sel = optimise_with_selection(
+        _PairLoss(mode), data, args.params, stats, args.data_s, args.objective, jnp.float32(a),
+        jnp.float32(learning_rate), budget(max_drop), apply=apply, objective=static, steps=steps, eval_every=eval_every)
     method = f"counterfactual-{mode}" + ("" if scm is not None else "-flip")
     repaired = repaired_model(model, models.merge(jax.device_get(best), stats), {"task": task.name, "method": method})
     train_s = time.perf_counter() - t

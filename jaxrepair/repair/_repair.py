@@ -15,7 +15,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax import lax
 
 from jaxrepair import causal, models, properties
 from jaxrepair.causal import Neuron
@@ -357,55 +356,73 @@ def weight_mask(model, neurons) -> dict:
     return mask
 
 
-def optimise_with_selection(params, stats, loss, data_s, a, lr, max_drop, *, apply, objective, steps, eval_every,
-                            mask=None):
-    """Adam on ``loss(params)`` (trainable parameters only; ``stats`` stay fixed) for ``steps`` steps,
-    gradients zeroed outside ``mask``, keeping the checkpoint with the best select-split objective
-    (the accuracy budget included). Traced inside the caller's ``jit``; returns ``(best params,
-    best select fitness, mean loss per block, select fitness per block)``."""
+def optimise_with_selection(loss, data, params, stats, data_s, numbers, a, lr, max_drop, *, apply, objective, steps,
+                            eval_every, mask=None):
+    """Adam on ``loss(p, data, stats, apply, obj, a)`` (trainable parameters only; ``stats`` stay
+    fixed) for ``steps`` steps, gradients zeroed outside ``mask``, keeping the checkpoint with the
+    best select-split objective (``objective.join(numbers)``, the accuracy budget included).
+
+    ``loss`` must be hashable by value (a frozen dataclass): it is a static argument, so the same
+    loss, shapes and objective kind reuse one compiled block. Each block of ``eval_every`` steps and
+    its select-split check is one compiled call with the steps unrolled, driven from Python: XLA's CPU
+    backend runs convolution gradients inside a loop body (``lax.scan``/``fori_loop``) ~13× slower
+    than the same steps unrolled (20 MNIST-CNN steps: 10.1 s scanned, 0.68 s unrolled). Returns
+    ``(best params, best select fitness, mean loss per block, select fitness per block)``.
+    """
+    c = _opt_init(params, stats, data_s, numbers, a, lr, apply=apply, objective=objective)
+    losses, sel = [], []
+    for _ in range(steps // eval_every):
+        c, (value, f) = _opt_block(c, data, stats, mask, data_s, numbers, a, lr, max_drop, loss=loss, apply=apply,
+                                   objective=objective, eval_every=eval_every)
+        losses.append(value)
+        sel.append(f)
+    return c["best"], c["best_f"], jnp.stack(losses), jnp.stack(sel)
+
+
+def _merged(apply, stats):
+    return lambda p, x: apply(models.merge(p, stats), x)
+
+
+@jax.jit(static_argnames=("apply", "objective"))
+def _opt_init(params, stats, data_s, numbers, a, lr, *, apply, objective):
+    f0, _, acc0 = objective.join(numbers).fitness(_merged(apply, stats), params, data_s, a)
+    return dict(p=params, s=optax.adam(lr).init(params), best=params, best_f=f0, acc0=acc0)
+
+
+@jax.jit(static_argnames=("loss", "apply", "objective", "eval_every"))
+def _opt_block(c, data, stats, mask, data_s, numbers, a, lr, max_drop, *, loss, apply, objective, eval_every):
+    obj = objective.join(numbers)
     opt = optax.adam(lr)
-
-    def fn(p, x):
-        return apply(models.merge(p, stats), x)
-
-    def step(c, _):
-        p, s = c
-        val, g = jax.value_and_grad(loss)(p)
+    p, s = c["p"], c["s"]
+    values = []
+    for _ in range(eval_every):  # unrolled on purpose (see optimise_with_selection)
+        value, g = jax.value_and_grad(loss)(p, data, stats, apply, obj, a)
         if mask is not None:
             g = jax.tree.map(lambda gi, m: jnp.where(m, gi, 0.0), g, mask)
         upd, s = opt.update(g, s, p)
-        return (optax.apply_updates(p, upd), s), val
-
-    f0, _, acc0 = objective.fitness(fn, params, data_s, a)
-
-    def block(c, _):
-        (p, s), losses = lax.scan(step, c["ps"], None, length=eval_every)
-        f, _, acc = objective.fitness(fn, p, data_s, a)
-        f = f + _search.BUDGET_PENALTY * jnp.maximum(0.0, acc0 - acc - max_drop)
-        better = f < c["best_f"]
-        best = jax.tree.map(lambda new, old: jnp.where(better, new, old), p, c["best"])
-        return dict(ps=(p, s), best=best, best_f=jnp.minimum(f, c["best_f"])), (jnp.mean(losses), f)
-
-    c0 = dict(ps=(params, opt.init(params)), best=params, best_f=f0)
-    final, (losses, sel) = lax.scan(block, c0, None, length=steps // eval_every)
-    return final["best"], final["best_f"], losses, sel
+        p = optax.apply_updates(p, upd)
+        values.append(value)
+    f, _, acc = obj.fitness(_merged(apply, stats), p, data_s, a)
+    f = f + _search.BUDGET_PENALTY * jnp.maximum(0.0, c["acc0"] - acc - max_drop)
+    better = f < c["best_f"]
+    best = jax.tree.map(lambda new, old: jnp.where(better, new, old), p, c["best"])
+    return dict(p=p, s=s, best=best, best_f=jnp.minimum(f, c["best_f"]), acc0=c["acc0"]), (jnp.mean(jnp.stack(values)), f)
 
 
-@jax.jit(static_argnames=("apply", "objective", "steps", "eval_every"))
-def _finetune(params, stats, mask, data_r, data_s, numbers, a, lr, max_drop, preserve, *, apply, objective, steps,
-              eval_every):
-    obj = objective.join(numbers)
-    x_keep = data_r["accuracy"]["x"]
-    y_keep = apply(models.merge(params, stats), x_keep)  # the input model's outputs, to stay close to
-    y_scale = jnp.std(y_keep) + 1e-12
+@dataclasses.dataclass(frozen=True)
+class _SurrogateLoss:
+    """The objective's differentiable surrogate on the repair split, plus ``preserve`` × the drift
+    of the outputs on its accuracy inputs from the input model's (in units of their spread)."""
 
-    def loss(p):
-        fn = lambda q, x: apply(models.merge(q, stats), x)  # noqa: E731
-        drift = jnp.mean(jnp.square((fn(p, x_keep) - y_keep) / y_scale))
-        return obj.surrogate(fn, p, data_r, a) + preserve * drift
+    def __call__(self, p, data, stats, apply, obj, a):
+        fn = _merged(apply, stats)
+        drift = jnp.mean(jnp.square((fn(p, data["x_keep"]) - data["y_keep"]) / data["y_scale"]))
+        return obj.surrogate(fn, p, data["repair"], a) + data["preserve"] * drift
 
-    return optimise_with_selection(params, stats, loss, data_s, a, lr, max_drop, apply=apply, objective=obj, steps=steps,
-                                   eval_every=eval_every, mask=mask)
+
+@jax.jit(static_argnames=("apply",))
+def _outputs(params, x, *, apply):
+    return apply(params, x)
 
 
 def finetune(model, task: Task, *, neurons: list[Neuron] | None = None, a: float = 0.2, steps: int = 300,
@@ -426,9 +443,14 @@ def finetune(model, task: Task, *, neurons: list[Neuron] | None = None, a: float
     if neurons is not None:
         mask = weight_mask(model, neurons)
         method = "finetune-masked"
-    best, best_f, losses, sel_f = _finetune(args.params, args.stats, mask, args.data_r, args.data_s, args.objective,
-                                            jnp.float32(a), jnp.float32(learning_rate), _search.budget(max_drop),
-                                            jnp.float32(preserve), apply=apply, objective=static, steps=steps, eval_every=eval_every)
+    x_keep = args.data_r["accuracy"]["x"]
+    y_keep = _outputs(models.merge(args.params, args.stats), x_keep, apply=apply)  # the input model's outputs
+    data = {"repair": args.data_r, "x_keep": x_keep, "y_keep": y_keep, "y_scale": jnp.std(y_keep) + 1e-12,
+            "preserve": jnp.float32(preserve)}
+    best, best_f, losses, sel_f = optimise_with_selection(
+        _SurrogateLoss(), data, args.params, args.stats, args.data_s, args.objective, jnp.float32(a),
+        jnp.float32(learning_rate), _search.budget(max_drop), apply=apply, objective=static, steps=steps,
+        eval_every=eval_every, mask=mask)
     repaired = repaired_model(model, models.merge(jax.device_get(best), args.stats), {"task": task.name, "method": method})
     dt = time.perf_counter() - t
     before, after = task.report(model), task.report(repaired)
