@@ -655,7 +655,6 @@ def cmd_demo(args):
     ours = {"ACE + PSO (fairness preset)": repair.repair(bench.model, task, localization=loc, progress=True),
             "ACE-localised fine-tuning": repair.localized_finetune(bench.model, task, loc.ranking())}
     best, chosen = repair.choose(bench.model, task, list(ours.values()), max_drop=0.01)
-    label = {id(r): name for name, r in ours.items()}
     for c, name in zip(chosen, ours):
         c["label"] = name
     out = records.new_run_dir(args.out, "demo")
@@ -663,7 +662,7 @@ def cmd_demo(args):
     if best is not None:
         files["best"] = repair.write_result(best, out / "best", extra={"command": "demo", "role": "best causal method",
                                                               "chosen_on_select": chosen})
-    rows = {"care preset": care, **({f"best: {label[id(best)]}": best} if best is not None else {})}
+    rows = {"care preset": care, **{f"best: {name}": r for name, r in ours.items() if r is best}}
     _result({"care": care.to_json(), "best": best.to_json() if best is not None else None, "chosen_on_select": chosen,
              "files": files})
     print("\nCandidates on the select split (the test split is not looked at to choose):")

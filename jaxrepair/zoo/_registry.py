@@ -199,18 +199,21 @@ def backdoor_setup(e: BackdoorEntry, data_dir=None):
 
 def needs_data_dir(name: str) -> bool:
     """Whether an entry's data is read from the user's data directory (not bundled)."""
-    return entry(name).dataset not in ("digits", "acasxu", "census", "bank", "german", "compas")
+    from jaxrepair.data import IMAGE_SETS
+
+    return entry(name).dataset in IMAGE_SETS
 
 
 def evaluate_backdoor(model, prop, splits) -> dict:
     apply, params = models.functional(model)
     test = {k: jnp.asarray(v) for k, v in splits["test"].items()}
     hits = properties.violations(prop, apply, params, test)
-    asr = float(hits.sum() / max(float(np.asarray(prop.eligible(test)).sum()), 1.0))
+    eligible = int(np.asarray(prop.eligible(test)).sum())
+    asr = float(hits.sum() / max(eligible, 1))
     return {"test_accuracy": float(np.mean(properties.predict(apply, params, test["x"]) == np.asarray(test["y"]))),
             "attack_success_rate": asr,
             "defence_success_rate": 1.0 - asr,  # VeRe's DSR: triggered non-target inputs not sent to the target
-            "num_eligible": int(prop.eligible(test).sum())}
+            "num_eligible": eligible}
 
 
 def evaluate_safety(model, prop, *, seed: int = 0, num_samples: int = 10_000) -> dict:
