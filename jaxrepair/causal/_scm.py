@@ -15,7 +15,8 @@ seen in the data (the codes are treated as ordinal by the equations — a docume
 :func:`default_dag` gives the documented default for the bundled datasets: the protected
 attributes (and Census' ``native_country``) are roots, and every other column has all roots as
 parents — coarse but conservative (the sensitive attribute may reach every other feature). Pass
-your own ``parents`` for finer structure.
+your own ``parents`` for finer structure; :func:`edit_dag` derives variants of a DAG (edges dropped or
+reversed, columns hidden) to measure how much a conclusion depends on the assumed structure.
 """
 
 from __future__ import annotations
@@ -42,6 +43,56 @@ def default_dag(dataset) -> dict[str, list[str]]:
     if roots is None:
         roots = tuple(dataset.sensitive)
     return {c: ([] if c in roots else list(roots)) for c in dataset.columns}
+
+
+def edit_dag(parents: Mapping[str, Sequence[str]], *, drop: Sequence[tuple[str, str]] = (),
+             reverse: Sequence[tuple[str, str]] = (), hide: Sequence[str] = ()) -> dict[str, list[str]]:
+    """A copy of the DAG ``{column: parents}`` with edges dropped, edges reversed and columns hidden.
+
+    Edges are ``(parent, child)`` pairs. A hidden column stands for a variable the modeller cannot
+    observe (a latent confounder when it has several children): all its edges are removed, so the
+    equations of its former children are fitted without it (their noise absorbs its contribution), and
+    it is held at its observed value in every counterfactual — it becomes part of the exogenous noise.
+    The input is not modified; edits apply in the order drop, reverse, hide.
+
+    Args:
+      parents: ``{column: parent columns}``, e.g. :func:`default_dag`.
+      drop: edges to remove.
+      reverse: edges ``p -> c`` to turn into ``c -> p``; the result must stay acyclic.
+      hide: columns to cut out of the graph.
+
+    Returns:
+      The edited ``{column: parents}`` (every column of ``parents`` kept as a key).
+
+    >>> edit_dag({"A": [], "B": ["A"], "C": ["A", "B"]}, reverse=[("B", "C")], hide=["A"])
+    {'A': [], 'B': ['C'], 'C': []}
+    """
+    out = {c: list(ps) for c, ps in parents.items()}
+    for p in {p for ps in parents.values() for p in ps} - set(out):
+        out[p] = []
+    for kind, edges in (("drop", drop), ("reverse", reverse)):
+        for e in edges:
+            if len(e) != 2:
+                raise ValueError(f"edit_dag: {kind} takes (parent, child) pairs, got {e!r}")
+            p, c = e
+            if p not in out.get(c, ()):
+                raise ValueError(f"edit_dag: cannot {kind} the edge {p} -> {c}: it is not in the DAG")
+            out[c].remove(p)
+            if kind == "reverse":
+                out[p].append(c)
+    unknown = [h for h in hide if h not in out]
+    if unknown:
+        raise ValueError(f"edit_dag: cannot hide unknown columns {unknown}; the columns are {list(out)}")
+    for h in hide:
+        out[h] = []
+        for c in out:
+            if h in out[c]:
+                out[c].remove(h)
+    try:
+        _topological(list(out), out)
+    except ValueError as err:
+        raise ValueError(f"edit_dag: reversing {list(map(tuple, reverse))} leaves no DAG: {err}") from None
+    return out
 
 
 def _topological(columns: Sequence[str], parents: Mapping[str, Sequence[str]]) -> list[str]:
@@ -217,4 +268,4 @@ def counterfactual_fairness(model, scm: SCM, x, attribute: str, values, *, decid
             "num_samples": int(x.shape[0]), "attribute": attribute, "values": [float(v) for v in values]}
 
 
-__all__ = ["SCM", "counterfactual_fairness", "default_dag", "fit_default"]
+__all__ = ["SCM", "counterfactual_fairness", "default_dag", "edit_dag", "fit_default"]
