@@ -72,7 +72,7 @@ def edit_dag(parents: Mapping[str, Sequence[str]], *, drop: Sequence[tuple[str, 
         out[p] = []
     for kind, edges in (("drop", drop), ("reverse", reverse)):
         for e in edges:
-            if len(e) != 2:
+            if isinstance(e, str) or len(e) != 2:
                 raise ValueError(f"edit_dag: {kind} takes (parent, child) pairs, got {e!r}")
             p, c = e
             if p not in out.get(c, ()):
