@@ -157,3 +157,60 @@ def test_save_load_roundtrip_and_no_overwrite(tmp_path, models):
     bad.write_bytes(b"not a zip file")
     with pytest.raises(ValueError, match="bad.npz"):
         jr.load(bad)
+
+
+def _conv_bn(k, cin, cout):
+    return k * k * cin * cout + 2 * cout  # bias-free conv + BN scale and bias
+
+
+def test_resnet50_bottleneck_matches_torchvision_arithmetic():
+    net = jr.models.resnet((32, 32, 3), [(64, 3), (128, 4), (256, 6), (512, 3)], 10, key=jax.random.key(0),
+                           block="bottleneck")
+    want, c = _conv_bn(3, 3, 64), 64  # CIFAR stem: one 3×3 conv, no max-pool
+    for s, (width, blocks) in enumerate([(64, 3), (128, 4), (256, 6), (512, 3)], start=1):
+        for b in range(blocks):
+            want += _conv_bn(1, c, width) + _conv_bn(3, width, width) + _conv_bn(1, width, 4 * width)
+            if b == 0:  # stride 2 (s > 1) or 64 → 256 channels: a projection shortcut
+                want += _conv_bn(1, c, 4 * width)
+            c = 4 * width
+    want += 2048 * 10 + 10
+    # torchvision's resnet50 (25,557,032) with the 7×7 stem swapped for a 3×3 one and a 10-class head
+    assert want == 25_557_032 - 7 * 7 * 3 * 64 + 3 * 3 * 3 * 64 - (2048 * 1000 + 1000) + 2048 * 10 + 10 == 23_520_842
+    assert jr.models.parameter_count(net) == want
+    stats = sum(v.size for p in net.params().values() for k, v in p.items() if k in ("mean", "var"))
+    assert jr.models.parameter_count(net, trainable=False) == want + stats
+    s = jr.sites(net)
+    assert [s[f"s{i}b1"].shape for i in range(1, 5)] == [(32, 32, 256), (16, 16, 512), (8, 8, 1024), (4, 4, 2048)]
+    assert s["s2b1.relu1"].shape == (32, 32, 128) and s["s2b1.relu2"].shape == (16, 16, 128)  # stride on the 3×3
+    assert s["s1b1.proj_bn"].shape == (32, 32, 256) and "s1b2.proj" not in s
+    assert len(jr.models.hidden_sites(net)) == 1 + 16 * 3
+    assert net.meta["config"]["block"] == "bottleneck"
+
+
+def test_bottleneck_block_forward_matches_numpy(key):
+    net = _random_stats(jr.models.resnet((6, 6, 2), [(2, 1), (3, 2)], 3, key=key, block="bottleneck"), key)
+    x = np.random.default_rng(1).normal(size=(3, 6, 6, 2))
+    apply, params = jr.functional(net)
+    env = jax.jit(apply.sites)(params, x)
+    for site, value in ref.forward(net.graph, params, x).items():
+        np.testing.assert_allclose(env[site], value, rtol=1e-5, atol=1e-5, err_msg=site)
+    assert env["s2b2"].shape == (3, 3, 3, 12)
+    back = jr.models.from_config(net.meta["config"], key=key)
+    assert back.graph == net.graph
+    with pytest.raises(ValueError, match="block"):
+        jr.models.resnet((6, 6, 2), [(2, 1)], 3, key=key, block="wide")
+
+
+def test_forward_flops_count_by_hand():
+    cnn = jr.models.cnn((8, 8, 3), [4], [5], 3, key=jax.random.key(0))
+    assert jr.models.forward_flops(cnn) == {
+        "conv1.pre": 2 * 8 * 8 * 4 * (3 * 3 * 3) + 8 * 8 * 4,  # MACs of every output (padding taps too) + bias
+        "conv1": 8 * 8 * 4, "pool1": 4 * 4 * 4 * (2 * 2), "flatten": 0,
+        "fc1.pre": 2 * 64 * 5 + 5, "fc1": 5, "logits": 2 * 5 * 3 + 3,
+    }
+    r = jr.models.resnet((4, 4, 1), [(2, 1), (3, 1)], 2, key=jax.random.key(0))
+    f = jr.models.forward_flops(r)
+    assert f["stem.conv"] == 2 * 16 * 2 * 9 and f["stem.bn"] == 2 * 16 * 2
+    assert f["s2b1.conv1"] == 2 * (2 * 2 * 3) * (9 * 2)  # stride 2: 2×2 outputs
+    assert f["s2b1.proj"] == 2 * (2 * 2 * 3) * 2 and f["s2b1.add"] == 2 * 2 * 3
+    assert f["pool"] == 2 * 2 * 3 and f["logits"] == 2 * 3 * 2 + 2

@@ -6,6 +6,7 @@ so hand-built, zoo and converted models are treated alike.
 
 from jaxrepair.models._builders import cnn, from_config, mlp, resnet
 from jaxrepair.models._cut import attach, head, site_values
+from jaxrepair.models._flops import forward_flops, parameter_count
 from jaxrepair.models._graph import INPUT, Graph, Node, Params, check_shapes, descendants, resume, run, site_shapes
 from jaxrepair.models._network import (
     Apply,
@@ -25,6 +26,6 @@ from jaxrepair.models._ops import ACTIVATIONS, ELEMENTWISE, OPS, STAT_NAMES, run
 
 __all__ = [
     "ACTIVATIONS", "Apply", "attach", "head", "site_values", "ELEMENTWISE", "Graph", "INPUT", "Network", "Node", "OPS", "Params", "STAT_NAMES", "SiteInfo",
-    "check_finite", "check_shapes", "cnn", "descendants", "from_config", "functional", "hidden_sites", "load", "merge", "mlp",
-    "resnet", "resume", "run", "run_op", "save", "site_shapes", "sites", "split", "supported_ops", "write_atomic",
+    "check_finite", "check_shapes", "cnn", "descendants", "forward_flops", "from_config", "functional", "hidden_sites", "load", "merge", "mlp",
+    "parameter_count", "resnet", "resume", "run", "run_op", "save", "site_shapes", "sites", "split", "supported_ops", "write_atomic",
 ]

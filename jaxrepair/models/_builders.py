@@ -146,13 +146,26 @@ def resnet(
     *,
     key: jax.Array,
     stem_channels: int | None = None,
+    block: str = "basic",
 ) -> Network:
-    """A small ResNet: stem conv-BN-ReLU, then for each ``(channels, blocks)`` stage basic residual
-    blocks (conv-BN-ReLU-conv-BN + shortcut, add, ReLU; the first block of a later stage has stride 2
-    and a 1×1 conv-BN shortcut), global average pooling and a dense head.
+    """A CIFAR-style ResNet (He et al., "Deep residual learning for image recognition", CVPR 2016):
+    a 3×3 stem conv-BN-ReLU (stride 1, no max-pool), then ``(channels, blocks)`` stages of residual
+    blocks, global average pooling and a dense head. The first block of a later stage has stride 2;
+    a block whose shape changes gets a 1×1 conv-BN projection shortcut.
 
-    Sites of block ``s.b``: ``s{s}b{b}.conv1`` … ``s{s}b{b}.add`` and ``s{s}b{b}`` (its output).
+    ``block="basic"``: conv3×3-BN-ReLU-conv3×3-BN, output ``channels`` wide (ResNet-18/34).
+    ``block="bottleneck"``: conv1×1-BN-ReLU-conv3×3-BN-ReLU-conv1×1-BN with the 3×3 conv ``channels``
+    wide and the output ``4·channels`` wide (ResNet-50/101; the stride sits on the 3×3 conv, as in
+    torchvision). ResNet-18: ``[(64, 2), (128, 2), (256, 2), (512, 2)]``; ResNet-50:
+    ``[(64, 3), (128, 4), (256, 6), (512, 3)]`` with ``block="bottleneck"``.
+
+    Sites of block ``s.b``: ``s{s}b{b}.conv1``, ``.bn1``, ``.relu1``, ``.conv2``, ``.bn2``
+    (bottleneck: ``.relu2``, ``.conv3``, ``.bn3``), ``.proj``/``.proj_bn`` where there is a
+    projection, ``.add`` and ``s{s}b{b}`` (the block's output after its ReLU).
     """
+    if block not in ("basic", "bottleneck"):
+        raise ValueError(f"resnet block must be 'basic' or 'bottleneck', got {block!r}")
+    expansion = 4 if block == "bottleneck" else 1
     b = _Builder(key, input_shape)
     c = b.input_shape[-1]
     stem = stem_channels or stages[0][0]
@@ -160,15 +173,26 @@ def resnet(
     b.batchnorm("stem.bn", stem)
     x = b.act("stem", "relu")
     c = stem
-    for s, (co, nblocks) in enumerate(stages, start=1):
+    for s, (width, nblocks) in enumerate(stages, start=1):
+        co = width * expansion
         for bi in range(1, nblocks + 1):
             p = f"s{s}b{bi}"
             stride = 2 if (bi == 1 and s > 1) else 1
-            b.conv(f"{p}.conv1", c, co, strides=stride, bias=False, inputs=x)
-            b.batchnorm(f"{p}.bn1", co)
-            b.act(f"{p}.relu1", "relu")
-            b.conv(f"{p}.conv2", co, co, bias=False)
-            main = b.batchnorm(f"{p}.bn2", co)
+            if block == "basic":
+                b.conv(f"{p}.conv1", c, co, strides=stride, bias=False, inputs=x)
+                b.batchnorm(f"{p}.bn1", co)
+                b.act(f"{p}.relu1", "relu")
+                b.conv(f"{p}.conv2", co, co, bias=False)
+                main = b.batchnorm(f"{p}.bn2", co)
+            else:
+                b.conv(f"{p}.conv1", c, width, k=1, bias=False, inputs=x)
+                b.batchnorm(f"{p}.bn1", width)
+                b.act(f"{p}.relu1", "relu")
+                b.conv(f"{p}.conv2", width, width, strides=stride, bias=False)
+                b.batchnorm(f"{p}.bn2", width)
+                b.act(f"{p}.relu2", "relu")
+                b.conv(f"{p}.conv3", width, co, k=1, bias=False)
+                main = b.batchnorm(f"{p}.bn3", co)
             short = x
             if stride != 1 or c != co:
                 b.conv(f"{p}.proj", c, co, k=1, strides=stride, bias=False, inputs=x)
@@ -178,7 +202,9 @@ def resnet(
             c = co
     b.add("pool", "global_avgpool", inputs=x)
     b.dense("logits", c, num_classes)
-    cfg = dict(kind="resnet", input_shape=list(input_shape), stages=[list(s) for s in stages], num_classes=num_classes)
+    cfg = dict(kind="resnet", input_shape=list(input_shape), stages=[list(s) for s in stages], num_classes=num_classes,
+               **({"block": block} if block != "basic" else {}),
+               **({"stem_channels": stem_channels} if stem_channels else {}))
     return b.build({"config": cfg})
 
 
