@@ -14,6 +14,8 @@ from jaxrepair.models import Graph, Network, Node
 from tests import reference as R
 
 VNN = Path(__file__).parent / "fixtures" / "vnncomp"
+_graph_crown = jax.jit(V.graph_crown, static_argnums=0)  # one compiled program per graph, shared by the tests
+_graph_interval = jax.jit(V.graph_interval, static_argnums=0)
 
 
 def _small_cnn(key):
@@ -65,6 +67,8 @@ def test_crown_encloses_the_milp_maximum_on_tiny_relu_nets():
             assert got == pytest.approx(exact, abs=1e-4)  # the MILP's maximiser attains it
             upper = -float(np.asarray(V.crown(chain, jnp.asarray(lo), jnp.asarray(hi), -c[None], np.zeros(1)))[0])
             assert upper >= exact - 1e-4
+            g_upper = -float(np.asarray(_graph_crown(model.graph, model.params(), lo, hi, -c[None], np.zeros(1)))[0])
+            assert g_upper >= exact - 1e-4 and g_upper == pytest.approx(upper, abs=1e-4)  # the DAG pass, too
             # the verdict matches the exact answer: "c·y >= exact - 0.01" is reachable, "c·y >= exact + 0.01" is not
             for t, want in ((exact - 0.01, "unsafe"), (exact + 0.01, "safe")):
                 prop = jr.properties.Vnnlib(np.stack([lo, hi], 1)[None].astype(np.float64), ((-c[None], np.array([-t])),))
@@ -154,3 +158,98 @@ def test_certified_repair_proves_or_says_it_did_not(seed, proven):
     with pytest.raises(ValueError, match="a property the verifier reads"):
         jr.repair(model, jr.repair.custom_task("p", jr.properties.Misclassification(), splits,
                                                effect=jr.causal.TargetOutput(0)), certify=True)
+
+
+# --- bounds over graphs that are not chains: residual add, leaky ReLU, max pooling, batch norm, conv ---
+
+
+def _residual_net(key, alpha=0.1, pool=(2, 2)):
+    """conv-BN-leaky-conv + 1x1-conv shortcut, add, ReLU, max pool, flatten, dense: a branching graph."""
+    k = jax.random.split(key, 5)
+    nodes = (Node.make("c1", "conv2d", "input", strides=(1, 1), padding="SAME"),
+             Node.make("bn", "batchnorm", "c1", eps=1e-5), Node.make("a1", "leaky_relu", "bn", alpha=alpha),
+             Node.make("c2", "conv2d", "a1", strides=(1, 1), padding="SAME"),
+             Node.make("proj", "conv2d", "input", strides=(1, 1), padding="VALID"),
+             Node.make("add", "add", ("c2", "proj")), Node.make("a2", "relu" if alpha != 1.0 else "leaky_relu", "add", alpha=alpha),
+             Node.make("pool", "maxpool", "a2", window=pool, strides=(2, 2) if pool == (2, 2) else (1, 1), padding="SAME"),
+             Node.make("f", "flatten", "pool"), Node.make("out", "dense", "f"))
+    n_flat = 2 * 2 * 2 if pool == (2, 2) else 4 * 4 * 2
+    params = {"c1": {"kernel": jax.random.normal(k[0], (3, 3, 1, 2)) * 0.6, "bias": jnp.array([0.1, -0.1])},
+              "bn": {"scale": jnp.array([1.5, -0.7]), "bias": jnp.array([0.2, 0.0]), "mean": jnp.array([0.1, -0.2]),
+                     "var": jnp.array([0.5, 2.0])},
+              "c2": {"kernel": jax.random.normal(k[1], (3, 3, 2, 2)) * 0.5},
+              "proj": {"kernel": jax.random.normal(k[2], (1, 1, 1, 2))},
+              "out": {"kernel": jax.random.normal(k[3], (n_flat, 3)), "bias": jnp.zeros(3)}}
+    return Network(Graph(nodes, (4, 4, 1), "out"), params)
+
+
+def _sample_box(rng, n_in, n=3000):
+    c = rng.normal(size=n_in).astype(np.float32)
+    w = rng.uniform(0.05, 0.5, n_in).astype(np.float32)
+    lo, hi = c - w, c + w
+    x = lo + rng.uniform(size=(n, n_in)) * (hi - lo)
+    x[: n // 4] = np.where(rng.uniform(size=(n // 4, n_in)) < 0.5, lo, hi)  # corners: where the extremes often are
+    return lo, hi, x.astype(np.float32)
+
+
+def test_graph_bounds_contain_every_sampled_output_on_a_residual_leaky_maxpool_net():
+    model = _residual_net(jax.random.key(2))
+    g, p = model.graph, model.params()
+    rng = np.random.default_rng(1)
+    eye = np.eye(3)
+    C = np.concatenate([eye, -eye, [[1.0, -1.0, 0.0]]])  # the outputs, their negatives and a margin row
+    for trial in range(3):
+        lo, hi, x = _sample_box(rng, 16)
+        y = np.asarray(model(x.reshape(-1, 4, 4, 1)))
+        ilo, ihi = (np.asarray(v) for v in _graph_interval(g, p, lo, hi))
+        assert np.all(y >= ilo - 1e-4) and np.all(y <= ihi + 1e-4)
+        cl = np.asarray(_graph_crown(g, p, lo, hi, C, np.zeros(len(C))))
+        assert np.all(cl[:3, None] <= y.T + 1e-4) and np.all(-cl[3:6, None] >= y.T - 1e-4)  # sound
+        assert cl[6] <= (y[:, 0] - y[:, 1]).min() + 1e-4
+        assert np.all(cl[:3] >= ilo - 1e-5) and np.all(-cl[3:6] <= ihi + 1e-5)  # never looser than intervals
+        assert np.mean(-cl[3:6] - cl[:3]) < np.mean(ihi - ilo)  # and tighter here
+    pre = V.graph_crown_pre(g, p, lo, hi)  # bounded: the inputs of the three nonlinear ops
+    assert set(pre) == {"bn", "add", "a2"}
+    sites = jr.models.run(g, p, jnp.asarray(x.reshape(-1, 4, 4, 1)), all_sites=True)
+    for name, (l, u) in pre.items():  # the intermediate bounds contain every sampled value too
+        v = np.asarray(sites[name]).reshape(len(x), -1)
+        assert np.all(v >= np.asarray(l) - 1e-4) and np.all(v <= np.asarray(u) + 1e-4), name
+
+
+def test_graph_crown_is_exact_on_an_affine_residual_net():
+    # leaky ReLU with slope 1 and 1x1 max pooling are the identity: the net is affine, so CROWN's
+    # bounds must be the exact extremes c·y over the box, J c + b -/+ |J| r (checks every transpose)
+    model = _residual_net(jax.random.key(3), alpha=1.0, pool=(1, 1))
+    g, p = model.graph, model.params()
+    rng = np.random.default_rng(2)
+    lo, hi, _ = _sample_box(rng, 16, n=4)
+    f = lambda v: model(v.reshape(1, 4, 4, 1))[0]  # noqa: E731
+    J = np.asarray(jax.jacfwd(f)(jnp.zeros(16)), np.float64)
+    b = np.asarray(f(jnp.zeros(16)), np.float64)
+    c, r = (hi + lo) / 2, (hi - lo) / 2
+    exact_lo, exact_hi = J @ c + b - np.abs(J) @ r, J @ c + b + np.abs(J) @ r
+    cl = np.asarray(_graph_crown(g, p, lo, hi, np.concatenate([np.eye(3), -np.eye(3)]), np.zeros(6)))
+    np.testing.assert_allclose(cl[:3], exact_lo, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(-cl[3:], exact_hi, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+def test_graph_crown_equals_chain_crown_on_chains(kind):
+    model = jr.models.mlp([4, 8, 8, 3], key=jax.random.key(1)) if kind == "mlp" else _small_cnn(jax.random.key(1))
+    chain = V.affine_chain(model)
+    n_in = chain.weights[0].shape[1]
+    lo, hi, _ = _sample_box(np.random.default_rng(3), n_in, n=4)
+    C = np.array([[1.0, -1.0, 0.0], [0.0, 0.5, 1.0]])
+    got = np.asarray(_graph_crown(model.graph, model.params(), lo, hi, C, np.array([0.1, -0.2])))
+    ref = R.crown_lower(chain.weights, chain.biases, lo, hi, C, [0.1, -0.2])  # independent numpy CROWN
+    ilo, ihi = R_interval(chain, lo, hi)
+    np.testing.assert_allclose(got, np.maximum(ref, np.where(C >= 0, C * ilo, C * ihi).sum(-1) - [0.1, -0.2]),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_graph_bounds_refuse_ops_they_do_not_cover():
+    m = jr.models.mlp([3, 4, 2], key=jax.random.key(0), activation="tanh")
+    with pytest.raises(ValueError, match="layer1.*tanh"):
+        V.graph_interval(m.graph, m.params(), np.zeros(3), np.ones(3))
+    with pytest.raises(ValueError, match="slope"):
+        V.check_graph(Graph((Node.make("a", "leaky_relu", "input", alpha=-0.5),), (3,), "a"))
