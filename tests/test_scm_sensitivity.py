@@ -84,3 +84,21 @@ def test_counterfactuals_under_edited_dags_equal_the_closed_form():
     # the true DAG recovers the data-generating coefficients
     w_ab, _ = _ols(x, "B", ["A", "H"])
     assert w_ab == pytest.approx(1.5, abs=0.1)
+
+
+def test_counterfactual_fairness_per_example_matches_a_row_loop(key):
+    """The per-row indicators: a row counts when the decision on its counterfactual differs."""
+    x = _data(120).astype(np.float32)
+    model = jr.models.mlp([4, 3, 2], key=key)
+    dag = jr.causal.edit_dag(TRUE_DAG, hide=["H"])
+    scm = jr.causal.SCM.fit(x, COLUMNS, dag, categorical=["A"])
+    res = jr.causal.counterfactual_fairness(model, scm, x, "A", [0.0, 1.0], per_example=True)
+    apply, params = jr.functional(model)
+    ref = []
+    for row in x:  # binary A: the only other value is 1 - a
+        cf_row = np.asarray(scm.counterfactual(row[None], {"A": 1 - row[1]}))
+        ref.append(int(np.argmax(apply(params, row[None]))) != int(np.argmax(apply(params, cf_row))))
+    assert 0 < sum(ref) < len(ref)  # some rows change, some do not
+    np.testing.assert_array_equal(res["counterfactual_changed"], ref)
+    assert res["counterfactual_violation"] == pytest.approx(np.mean(ref))
+    assert "counterfactual_changed" not in jr.causal.counterfactual_fairness(model, scm, x, "A", [0.0, 1.0])

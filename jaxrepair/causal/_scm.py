@@ -246,9 +246,12 @@ def fit_default(dataset, *, equations: str = "linear", split: str = "train", key
                    equations=equations, key=key)
 
 
-def counterfactual_fairness(model, scm: SCM, x, attribute: str, values, *, decide: str = "argmax") -> dict:
+def counterfactual_fairness(model, scm: SCM, x, attribute: str, values, *, decide: str = "argmax",
+                            per_example: bool = False) -> dict:
     """Share of inputs whose predicted class changes under the SCM counterfactual "had ``attribute``
-    been v'" (any other value v' in ``values``), next to the plain attribute flip (descendants kept)."""
+    been v'" (any other value v' in ``values``), next to the plain attribute flip (descendants kept).
+    With ``per_example`` the result also holds the boolean arrays ``counterfactual_changed`` and
+    ``flip_changed`` ``[N]`` (for paired comparisons of models or SCMs on the same rows)."""
     from jaxrepair.models import functional
 
     apply, params = functional(model)
@@ -264,8 +267,11 @@ def counterfactual_fairness(model, scm: SCM, x, attribute: str, values, *, decid
         xfl = x.at[:, col].set(v)
         cf_changed |= other & (pick(apply(params, xcf), axis=-1) != y0)
         flip_changed |= other & (pick(apply(params, xfl), axis=-1) != y0)
-    return {"counterfactual_violation": float(jnp.mean(cf_changed)), "flip_violation": float(jnp.mean(flip_changed)),
-            "num_samples": int(x.shape[0]), "attribute": attribute, "values": [float(v) for v in values]}
+    out = {"counterfactual_violation": float(jnp.mean(cf_changed)), "flip_violation": float(jnp.mean(flip_changed)),
+           "num_samples": int(x.shape[0]), "attribute": attribute, "values": [float(v) for v in values]}
+    if per_example:
+        out["counterfactual_changed"], out["flip_changed"] = np.asarray(cf_changed), np.asarray(flip_changed)
+    return out
 
 
 __all__ = ["SCM", "counterfactual_fairness", "default_dag", "edit_dag", "fit_default"]
