@@ -6,13 +6,13 @@ Depends on :mod:`jaxrepair.models` and :mod:`jaxrepair.interventions`.
 
 from jaxrepair.causal._ace import DEFAULT_SCORE, SCORES, Localization, Localizer, Neuron, SiteACE, ace
 from jaxrepair.causal._effects import CounterfactualPair, Effect, Fairness, TargetOutput, describe
-from jaxrepair.causal._input_ace import InputACE, input_ace, plot_input_ace
+from jaxrepair.causal._input_ace import FeatureACE, InputACE, feature_ace, input_ace, plot_input_ace
 from jaxrepair.causal._interchange import Interchange, interchange
 from jaxrepair.causal._screen import HESSIANS, Screening, piecewise_linear_after, screen, taylor_ace
 from jaxrepair.causal._scm import SCM, counterfactual_fairness, default_dag, edit_dag, fit_default
 
 __all__ = [
-    "DEFAULT_SCORE", "SCORES", "SCM", "CounterfactualPair", "Effect", "Fairness", "InputACE", "Interchange", "Localization", "Localizer",
+    "DEFAULT_SCORE", "SCORES", "SCM", "CounterfactualPair", "Effect", "Fairness", "FeatureACE", "InputACE", "Interchange", "Localization", "Localizer",
     "Neuron", "SiteACE", "TargetOutput", "ace", "counterfactual_fairness", "default_dag", "describe", "edit_dag", "fit_default", "input_ace", "interchange",
     "plot_input_ace", "HESSIANS", "Screening", "piecewise_linear_after", "screen", "taylor_ace",
 ]

@@ -16,6 +16,7 @@ from jaxrepair.properties._group import (
 )
 from jaxrepair.properties._core import (
     AttackSuccess,
+    CounterfactualInvariance,
     failing_set,
     Combined,
     IndividualFairness,
@@ -33,7 +34,7 @@ from jaxrepair.properties._core import (
 )
 
 __all__ = [
-    "AttackSuccess", "failing_set",
+    "AttackSuccess", "CounterfactualInvariance", "failing_set",
     "ACASXU_PROPERTIES", "Safety", "safety_report", "Vnnlib", "clause_margin", "from_vnnlib",
     "Combined", "IndividualFairness", "Misclassification", "Property", "accuracy", "combine",
     "Static", "demographic_parity_difference", "predict", "violations", "equalized_odds_difference", "sample_domain", "sampled_rate", "split",

@@ -255,6 +255,29 @@ class AttackSuccess:
 jax.tree_util.register_dataclass(AttackSuccess, data_fields=["target"], meta_fields=["trigger", "name"])
 
 
+@dataclasses.dataclass(frozen=True)
+class CounterfactualInvariance:
+    """Violated when an input and its counterfactual (batch keys ``x``, ``x_cf``: the same example
+    with only a spurious feature changed, e.g. a border's colour) get different predicted classes."""
+
+    name: str = "counterfactual_invariance"
+
+    def __call__(self, apply_fn, params, batch):
+        return (_pred(apply_fn, params, batch["x"]) != _pred(apply_fn, params, batch["x_cf"])).astype(jnp.float32)
+
+    def rate(self, apply_fn, params, batch):
+        return jnp.mean(self(apply_fn, params, batch))
+
+    def surrogate(self, apply_fn, params, batch):
+        """Differentiable stand-in: the total-variation distance between the predicted class
+        distributions of ``x`` and ``x_cf``."""
+        p, q = (jax.nn.softmax(apply_fn(params, batch[k]), axis=-1) for k in ("x", "x_cf"))
+        return 0.5 * jnp.sum(jnp.abs(p - q), axis=-1)
+
+
+jax.tree_util.register_dataclass(CounterfactualInvariance, data_fields=[], meta_fields=["name"])
+
+
 def failing_set(apply_fn, params, batch) -> dict:
     """The misclassified inputs of ``batch`` (Arachne-style repair target): a batch on which
     :class:`Misclassification` is 1 everywhere before repair and must become 0."""

@@ -18,7 +18,7 @@ from jaxrepair.repair._task import Task, metrics
 
 # Properties whose violation needs nothing of an input but the network's outputs on it, or on a
 # fixed transformation of it that can be computed before the cut.
-_LOWERABLE = (properties.AttackSuccess, properties.Misclassification)
+_LOWERABLE = (properties.AttackSuccess, properties.Misclassification, properties.CounterfactualInvariance)
 
 
 def lower(model, task: Task, site: str, *, batch_size: int = 1024) -> tuple[models.Network, Task]:

@@ -94,11 +94,12 @@ class RepairResult:
 def localization_effect(task: Task, preset: Preset):
     """The effect ACE localises on: the task's own, or CARE's for the ``care`` preset — fairness: the
     sensitive attribute's effect on the class-0 raw output; backdoor: the trigger's effect on the
-    target class's raw output (CARE measures the target label's output on triggered inputs)."""
+    target class's raw output (CARE measures the target label's output on triggered inputs); a
+    spurious feature: the size of the raw-output change when only that feature changes."""
     if preset.effect == "care":
         if isinstance(task.effect, causal.Fairness):
             return dataclasses.replace(task.effect, target=0, output="logit")
-        if isinstance(task.effect, causal.CounterfactualPair) and task.kind == "backdoor":
+        if isinstance(task.effect, causal.CounterfactualPair) and task.kind in ("backdoor", "spurious"):
             return dataclasses.replace(task.effect, output="logit")
         raise ValueError(f"the 'care' preset localises with CARE's fairness or backdoor effect; task {task.name!r} "
                          f"({task.kind}) localises on {causal.describe(task.effect)}")

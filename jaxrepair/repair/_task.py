@@ -241,9 +241,42 @@ def from_zoo(bench, *, repair_samples: int | None = 5000, seed: int = 0) -> Task
             return {**m, "violation": m["attack_success_rate"], "accuracy": m["test_accuracy"]}
 
         return Task(e.name, "backdoor", Objective(prop), data, effect, loc, report, {"target": prop.target})
+    if e.kind == "spurious":
+        return _spurious_task(bench, key, repair_samples)
     if e.kind == "safety":
         return _safety_task(bench, seed=seed, repair_samples=repair_samples or 5000)
     raise ValueError(f"zoo entry {e.name!r} has unknown kind {e.kind!r}")
+
+
+def _spurious_task(bench, key, repair_samples) -> Task:
+    """Repair on training images (border colours as trained) paired with the same images in another
+    border colour; the accuracy term is on decorrelated images (colours independent of labels):
+    repair on a subsample of train, select on val, report on test."""
+    from jaxrepair import zoo
+    from jaxrepair.data import ColourBorder
+
+    border = ColourBorder(bench.entry.border)
+    sp = bench.splits
+    rng = np.random.default_rng(int(jax.random.randint(key, (), 0, 2**31 - 1)))
+
+    def pairs(s):
+        return {"x": jnp.asarray(s["x"]), "x_cf": border.paint(jnp.asarray(s["x"]), s["c_cf"]), "y": jnp.asarray(s["y"])}
+
+    def recoloured(s):
+        c = rng.integers(0, 10, size=len(s["y"]))  # uniform: independent of the label
+        return {"x": border.paint(jnp.asarray(s["x"]), c), "y": jnp.asarray(s["y"])}
+
+    train = _subsample(sp["train"], repair_samples, key)
+    data = {"repair": {"property": pairs(train), "accuracy": recoloured(train)},
+            "select": {"property": pairs(sp["val"]), "accuracy": _jnp({k: sp["val_decorrelated"][k] for k in ("x", "y")})},
+            "test": {"property": pairs(sp["test"]), "accuracy": _jnp({k: sp["test_decorrelated"][k] for k in ("x", "y")})}}
+
+    def report(model):
+        m = zoo.evaluate(bench, model)
+        return {**m, "violation": m["invariance_violation"], "accuracy": m["decorrelated_accuracy"]}
+
+    return Task(bench.entry.name, "spurious", Objective(bench.prop), data, causal.CounterfactualPair(None, "logit"),
+                data["repair"]["property"], report, {"border": bench.entry.border})
 
 
 def _domain(model):

@@ -87,6 +87,27 @@ class SafetyEntry:
         return dataclasses.asdict(self)
 
 
+@dataclasses.dataclass(frozen=True)
+class SpuriousEntry:
+    """A ResNet trained on images whose border colour predicts the label for ``p`` of the training
+    images (``jr.data.spurious_splits``); the defect is its reliance on the border."""
+
+    name: str
+    dataset: str = "fashion-mnist"
+    p: float = 0.95
+    border: int = 2
+    stages: tuple[tuple[int, int], ...] = ((16, 2), (32, 2), (64, 2), (128, 2))
+    epochs: int = 2
+    batch_size: int = 128
+    learning_rate: float = 2e-3
+    schedule: str = "cosine"
+    seed: int = 0
+    kind: str = "spurious"
+
+    def config(self) -> dict:
+        return dataclasses.asdict(self)
+
+
 ENTRIES = {
     e.name: e
     for e in [
@@ -100,6 +121,9 @@ ENTRIES = {
         # Not VeRe's VGG-13 (9.4M parameters; an epoch would take hours on 2 cores): a 3-block CNN.
         BackdoorEntry("gtsrb-badnets", 5, (22, 22), dataset="gtsrb", poison="replace", channels=(16, 32, 64),
                       dense=(128,), epochs=10, batch_size=128, learning_rate=2e-3, schedule="cosine"),
+        # ResNet-18's layout (basic blocks [2, 2, 2, 2], stride-1 3×3 stem as for CIFAR) at a quarter of its
+        # width (16-32-64-128 channels, 0.70M parameters instead of 11.2M): trainable on 2 CPU cores.
+        SpuriousEntry("fashion-spurious"),
         SafetyEntry("acasxu-n2_9-phi8", (2, 9), 8),
         SafetyEntry("acasxu-n1_9-phi7", (1, 9), 7),
         SafetyEntry("acasxu-n3_3-phi2", (3, 3), 2),
@@ -141,7 +165,7 @@ def entry(name: str):
 class Benchmark:
     """What repair and evaluation need about an entry: the model, its data splits and its property."""
 
-    entry: object  # FairnessEntry | BackdoorEntry | SafetyEntry
+    entry: object  # FairnessEntry | BackdoorEntry | SpuriousEntry | SafetyEntry
     model: models.Network
     splits: dict  # name -> {"x", "y"}
     prop: object
@@ -197,6 +221,41 @@ def backdoor_setup(e: BackdoorEntry, data_dir=None):
     return trig, properties.AttackSuccess(trig, e.target), splits
 
 
+def spurious_setup(e: SpuriousEntry, data_dir=None):
+    """The invariance property and the benchmark's splits (:func:`jaxrepair.data.spurious_splits`)."""
+    from jaxrepair.data import ColourBorder, load_image_set, spurious_splits
+
+    splits = spurious_splits(load_image_set(e.dataset, data_dir), p=e.p, seed=e.seed, border=ColourBorder(e.border))
+    return properties.CounterfactualInvariance(), splits
+
+
+def evaluate_spurious(model, splits, border_width: int, *, ace_samples: int = 1000) -> dict:
+    """In-distribution, decorrelated and shifted (corner patch) test accuracy; how often another border
+    colour changes the prediction of a test image; and the ACE of the border's (and the patch's) colour on the
+    probability of the class that colour goes with (0: no shortcut; 1: the colour decides)."""
+    from jaxrepair import causal
+    from jaxrepair.data import PALETTE, ColourBorder, ColourPatch
+
+    border = ColourBorder(border_width)
+    apply, params = models.functional(model)
+
+    def acc(split):
+        s = splits[split]
+        return float(np.mean(properties.predict(apply, params, s["x"]) == np.asarray(s["y"])))
+
+    test, dec = splits["test"], splits["test_decorrelated"]
+    pred = properties.predict(apply, params, test["x"])
+    pred_cf = properties.predict(apply, params, np.asarray(border.paint(jnp.asarray(test["x"]), test["c_cf"])))
+    colours = np.arange(len(PALETTE))
+    ace_border = causal.feature_ace(model, dec["x"][:ace_samples], border.paint, colours)
+    ace_patch = causal.feature_ace(model, splits["test_patch"]["x"][:ace_samples], ColourPatch(border=border).paint, colours)
+    return {"test_accuracy": float(np.mean(pred == np.asarray(test["y"]))), "decorrelated_accuracy": acc("test_decorrelated"),
+            "patch_accuracy": acc("test_patch"),
+            "invariance_violation": float(np.mean(pred != pred_cf)),
+            "spurious_ace": ace_border.matched(colours), "patch_ace": ace_patch.matched(colours),
+            "ace_samples": int(min(ace_samples, len(dec["y"])))}
+
+
 def needs_data_dir(name: str) -> bool:
     """Whether an entry's data is read from the user's data directory (not bundled)."""
     from jaxrepair.data import IMAGE_SETS
@@ -237,6 +296,8 @@ def evaluate(bench: "Benchmark", model=None, *, seed: int = 0) -> dict:
                                  favorable=e.favorable)
     if e.kind == "backdoor":
         return evaluate_backdoor(model, bench.prop, bench.splits)
+    if e.kind == "spurious":
+        return evaluate_spurious(model, bench.splits, e.border)
     return evaluate_safety(model, bench.prop, seed=seed, num_samples=e.num_samples)
 
 
@@ -267,6 +328,24 @@ def _build_backdoor(e: BackdoorEntry, progress: bool, data_dir=None):
                                "train_time_s": time.perf_counter() - t}
 
 
+def _build_spurious(e: SpuriousEntry, progress: bool, data_dir=None):
+    prop, splits = spurious_setup(e, data_dir)
+    tr = splits["train"]
+    k_init, k_train = jax.random.split(jax.random.key(e.seed))
+    net = models.resnet(tr["x"].shape[1:], [tuple(s) for s in e.stages], 10, key=k_init)
+    if progress:
+        agree = float(np.mean(tr["c"] == tr["y"]))
+        print(f"[zoo] training {e.name} ({e.dataset}, {len(tr['y'])} images, border colour = label for "
+              f"{agree:.1%}, {e.epochs} epochs)", file=sys.stderr, flush=True)
+    t = time.perf_counter()
+    net = train_classifier(net, tr["x"], tr["y"], key=k_train, epochs=e.epochs, batch_size=e.batch_size,
+                           learning_rate=e.learning_rate, cosine=e.schedule == "cosine", progress=progress)
+    return net, prop, splits, {"name": e.dataset, "splits": {k: len(v["y"]) for k, v in splits.items()},
+                               "colour_agreement_train": float(np.mean(tr["c"] == tr["y"])),
+                               "parameters": int(sum(np.size(v) for v in jax.tree.leaves(net.params()))),
+                               "train_time_s": time.perf_counter() - t}
+
+
 def build(name: str, *, epochs: int | None = None, progress: bool = False, save: bool = True,
           data_dir=None) -> Benchmark:
     """Trains an entry from its seed (deterministic) and records its before-repair metrics.
@@ -281,6 +360,9 @@ def build(name: str, *, epochs: int | None = None, progress: bool = False, save:
         if e.kind == "backdoor":
             net, prop, splits, data = _build_backdoor(e, progress, data_dir)
             metrics = evaluate_backdoor(net, prop, splits)
+        elif e.kind == "spurious":
+            net, prop, splits, data = _build_spurious(e, progress, data_dir)
+            metrics = evaluate_spurious(net, splits, e.border)
         else:
             net, prop, splits = load_acasxu(*e.network), properties.Safety(e.phi), {}
             data = {"name": "acasxu", "network": list(e.network), "property": f"phi{e.phi}"}
@@ -334,6 +416,8 @@ def load(name: str, *, progress: bool = False, data_dir=None) -> Benchmark:
                     _, prop, splits = fairness_setup(e)
                 elif e.kind == "backdoor":
                     _, prop, splits = backdoor_setup(e, data_dir)
+                elif e.kind == "spurious":
+                    prop, splits = spurious_setup(e, data_dir)
                 else:
                     prop, splits = properties.Safety(e.phi), {}
                 return Benchmark(e, net, splits, prop, net.meta["zoo"]["metrics_before_repair"])
