@@ -34,7 +34,9 @@ observed ``[min, max]`` on ``data['x']``, so estimated and exact curves are comp
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import sys
 import time
 from typing import Mapping, Sequence
 
@@ -215,6 +217,7 @@ def taylor_ace(
     batch_size: int | None = None,
     chunk_size: int | None = None,
     memory_budget: float = 512e6,
+    progress: bool = False,
 ) -> Localization:
     """First- or second-order Taylor estimate of every unit's ACE curve (see the module docstring).
 
@@ -227,6 +230,8 @@ def taylor_ace(
         exact, else exact).
       chunk_size: units whose second-order terms are computed at once (default: what fits
         ``memory_budget`` bytes).
+      progress: compile ahead of time, time compilation and run apart (``timings``: ``compile_s``,
+        ``run_s`` and XLA's ``flops`` for the whole data) and print one line to stderr.
 
     Returns:
       A :class:`Localization` whose curves are the estimates (rank with ``.ranking()`` as usual).
@@ -271,12 +276,18 @@ def taylor_ace(
               hessian=hessian if order == 2 else "none", chunk_sizes=_Sizes(sizes))
     u_args = tuple(jnp.asarray(unit_sets[s][0], jnp.int32) for s in sites)
     t0 = time.perf_counter()
+    step, flops = functools.partial(_step, **kw), None
+    if progress:  # compiled ahead of time to time it apart and read XLA's FLOP count
+        step = _step.lower(params, first, weights[0], u_args, **kw).compile()
+        cost = step.cost_analysis()
+        flops = (cost[0] if isinstance(cost, (list, tuple)) else cost or {}).get("flops")
+    t1 = time.perf_counter()
     total = None
     for c in range(int(weights.shape[0])):  # a Python loop: XLA CPU runs conv gradients in loops slowly
-        out = _step(params, jax.tree.map(lambda a: a[c], chunks), weights[c], u_args, **kw)
+        out = step(params, jax.tree.map(lambda a: a[c], chunks), weights[c], u_args)
         total = out if total is None else _combine(total, out)
     base, per_site = jax.device_get(total)
-    t1 = time.perf_counter()
+    t2 = time.perf_counter()
     wsum = float(n)
     grid = jnp.linspace(0.0, 1.0, num_values)
     results = {}
@@ -290,8 +301,15 @@ def taylor_ace(
             curve = curve + 0.5 * (a ** 2 * np.asarray(haa, np.float64)[:, None] - 2 * a * np.asarray(hsa, np.float64)[:, None]
                                    + np.asarray(hss, np.float64)[:, None])
         results[s] = SiteACE(s, u, np.asarray(lo), np.asarray(hi), alphas, curve / wsum, pc)
-    return Localization(results, float(base) / wsum, _effects.describe(effect), num_values, n,
-                        {"total_s": t1 - t0})
+    timings = {"total_s": t2 - t0}
+    if progress:
+        timings.update(compile_s=t1 - t0, run_s=t2 - t1)
+        if flops is not None:
+            timings["flops"] = float(flops) * int(weights.shape[0])
+        print(f"[taylor_ace] order {order}{' (' + hessian + ')' if order == 2 else ''}: {len(sites)} sites, "
+              f"{sum(len(unit_sets[s][0]) for s in sites)} units x {n} samples: compile {t1 - t0:.2f}s run {t2 - t1:.2f}s",
+              file=sys.stderr, flush=True)
+    return Localization(results, float(base) / wsum, _effects.describe(effect), num_values, n, timings)
 
 
 class _Sizes(tuple):
@@ -347,6 +365,7 @@ def screen(
     chunk_size: int | None = None,
     memory_budget: float = 512e6,
     devices=None,
+    progress: bool = False,
 ) -> Screening:
     """Ranks every unit of ``sites`` by :func:`taylor_ace`, then runs exact :func:`ace` on the
     ``candidates`` best of all sites together (by ``score``).
@@ -359,6 +378,7 @@ def screen(
       order, hessian: the estimate's (see :func:`taylor_ace`).
       score: the score candidates are chosen by (one of ``SCORES``).
       devices: passed to the exact stage (see :func:`ace`).
+      progress: time compilation apart in both stages (see :func:`taylor_ace`).
       The rest: as in :func:`ace`.
 
     Returns:
@@ -371,13 +391,13 @@ def screen(
     common = dict(params=params, sites=sites, num_values=num_values, per_channel=per_channel, batch_size=batch_size,
                   chunk_size=chunk_size, memory_budget=memory_budget)
     t0 = time.perf_counter()
-    est = taylor_ace(model, data, effect, order=order, hessian=hessian, **common)
+    est = taylor_ace(model, data, effect, order=order, hessian=hessian, progress=progress, **common)
     t1 = time.perf_counter()
     keep = {s: [] for s in est.sites}
     for nrn in est.ranking(score)[:candidates]:
         keep[nrn.site].append(nrn.unit)
     chosen = {s: sorted(u) for s, u in keep.items() if u}
-    exact = ace(model, data, effect, units=chosen, devices=devices, **{**common, "sites": list(chosen)})
+    exact = ace(model, data, effect, units=chosen, devices=devices, progress=progress, **{**common, "sites": list(chosen)})
     t2 = time.perf_counter()
     out = {}
     for s, r in est.sites.items():
@@ -389,7 +409,8 @@ def screen(
     n_exact = sum(len(u) for u in chosen.values())
     compute = {"estimate_s": t1 - t0, "exact_s": t2 - t1, "total_s": t2 - t0, "order": order,
                "units": n_all, "exact_units": n_exact, "exact_pairs": n_exact * num_values,
-               "pairs_saved": (n_all - n_exact) * num_values}
+               "pairs_saved": (n_all - n_exact) * num_values,
+               "estimate_timings": est.timings, "exact_timings": exact.timings}
     return Screening(out, exact.baseline, exact.effect, num_values, exact.num_samples,
                      {"estimate_s": t1 - t0, "exact_s": t2 - t1, "total_s": t2 - t0},
                      estimate=est, screened_out=screened_out, compute=compute)
