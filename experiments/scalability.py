@@ -333,7 +333,7 @@ def plot(nets: dict, results: dict, scm: list, limit: float, path: Path) -> None
             if s["status"] == "measured":
                 ax.axhline(s["wall_s"], color="grey", ls=":" if s["equations"] == "linear" else "--", lw=1,
                            label=f"scm-fit ({s['equations']}, census; no network)")
-        ax.axhline(limit, color="k", lw=0.8, label=f"time limit ({limit:.0f} s)")
+        ax.axhline(limit, color="k", lw=0.8, label=f"time limit ({limit:.0f} s; ResNet-50 ace-whole: see table)")
         ax.set_xscale("log")
         ax.set_yscale("log")
         for net, sizes in nets.items():
