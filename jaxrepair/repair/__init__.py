@@ -41,12 +41,12 @@ from jaxrepair.repair._repair import (
 from jaxrepair.repair._report import plot_history, plot_pareto, write_pareto, write_result
 from jaxrepair.repair._search import STRATEGIES, Strategy, budget, get_strategy, non_dominated
 from jaxrepair.repair._space import DeltaSpace, FactorSpace, Neurons, Slots, Space, group
-from jaxrepair.repair._task import Objective, Task, custom_task, degeneracy, from_zoo, metrics
+from jaxrepair.repair._task import Objective, Task, custom_task, degeneracy, degeneracy_of_predictions, from_zoo, metrics
 
 __all__ = [
     "ACASXU_SETTINGS", "ACASXU_SUITE", "AcasxuSets", "acasxu_metrics", "acasxu_task", "acasxu_task_name", "repair_acasxu",
     "DeltaSpace", "FROM_PRESET", "FactorSpace", "Neurons", "Objective", "PRESETS", "Preset", "Problem", "RepairResult",
-    "STRATEGIES", "Slots", "Space", "Strategy", "Task", "budget", "candidate_sites", "certified_repair", "choose", "custom_task", "degeneracy", "finetune", "from_zoo",
+    "STRATEGIES", "Slots", "Space", "Strategy", "Task", "budget", "candidate_sites", "certified_repair", "choose", "custom_task", "degeneracy", "degeneracy_of_predictions", "finetune", "from_zoo",
     "get_strategy", "group", "interchange_pairs", "lower", "localization_effect", "localize", "localize_interchange",
     "localized_finetune", "metrics", "non_dominated", "optimise_with_selection", "pareto", "plot_history", "plot_pareto",
     "prepare", "preset_for", "problem_data", "prune", "random_selection", "repair", "repaired_model", "weight_mask", "write_pareto",

@@ -68,8 +68,13 @@ def degeneracy(model, batch: dict, decide: str = "argmax") -> dict:
     Returns ``{"degenerate": None | reason, "predicted_classes": n, "majority_rate": r}``.
     """
     apply, params = models.functional(model)
-    pred = properties.predict(apply, params, batch["x"], decide)
-    y = np.asarray(batch["y"]).astype(np.int64)
+    return degeneracy_of_predictions(properties.predict(apply, params, batch["x"], decide), batch["y"])
+
+
+def degeneracy_of_predictions(pred, y) -> dict:
+    """:func:`degeneracy` from predicted classes (for a model that is not one network)."""
+    pred = np.asarray(pred)
+    y = np.asarray(y).astype(np.int64)
     majority = float(np.bincount(y).max() / len(y)) if len(y) else float("nan")
     acc = float(np.mean(pred == y)) if len(y) else float("nan")
     n_pred = int(len(np.unique(pred)))
