@@ -77,8 +77,8 @@ def test_crown_encloses_the_milp_maximum_on_tiny_relu_nets():
                 if want == "unsafe":
                     assert float(np.asarray(model(v.counterexample[None].astype(np.float32)))[0] @ c) >= t - 1e-5
                 else:  # the certificate re-checks in numpy: every box closed by an independent bound
-                    for blo, bhi, _ in v.certificate:
-                        assert R.crown_lower(chain.weights, chain.biases, blo, bhi, -c[None], [-t])[0] > -1e-5
+                    for blo, bhi, _, slopes in v.certificate:
+                        assert _recheck(chain, blo, bhi, -c[None], np.array([-t]), np.zeros(1, int), slopes)
 
 
 @pytest.mark.parametrize("net, prop, want", [("1_1", 1, "safe"), ("1_1", 4, "safe"), ("1_9", 1, "safe"),
@@ -101,12 +101,58 @@ def test_verdicts_on_vnncomp_instances(net, prop, want):
         # cover: the closed boxes tile the property's box (their volumes add up to it)
         vol = sum(float(np.prod(bhi - blo)) for blo, bhi, _ in v.certificate)
         assert vol == pytest.approx(float(np.prod(p.boxes[0, :, 1] - p.boxes[0, :, 0])), rel=1e-4)
-        for blo, bhi, _ in v.certificate[:200]:
-            ref = R.crown_lower(chain.weights, chain.biases, blo, bhi, rows, rhs)
-            ilo, ihi = R_interval(chain, blo, bhi)
-            ibp = np.where(rows >= 0, rows * ilo, rows * ihi).sum(-1) - rhs
-            best = np.maximum(ref, ibp)
-            assert all(np.any(best[owner == k] > -1e-5) for k in range(len(p.clauses)))
+        for blo, bhi, _, slopes in v.certificate[:200]:
+            assert _recheck(chain, blo, bhi, rows, rhs, owner, slopes)
+
+
+def crown_lower_alpha(weights, biases, lo, hi, C, d, alphas):
+    """Independent float64 α-CROWN bound for given slopes: ``R.crown_lower``'s intermediate bounds, then
+    the final back-substitution with the line below each unstable ReLU of slope ``alphas[layer][row]``."""
+    weights = [np.asarray(w, np.float64) for w in weights]
+    biases = [np.asarray(b, np.float64) for b in biases]
+    lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
+    pre = []
+    for k in range(len(weights) - 1):  # pre-activation bounds of layer k: the reference on the truncated chain
+        if k == 0:  # affine in the input: its interval is exact
+            mid, rad = weights[0] @ ((hi + lo) / 2) + biases[0], np.abs(weights[0]) @ ((hi - lo) / 2)
+            pre.append((mid - rad, mid + rad))
+            continue
+        eye = np.eye(weights[k].shape[0])
+        low = R.crown_lower(weights[: k + 1], biases[: k + 1], lo, hi, eye, np.zeros(len(eye)))
+        up = -R.crown_lower(weights[: k + 1], biases[: k + 1], lo, hi, -eye, np.zeros(len(eye)))
+        pre.append((low, up))
+    out = []
+    for r, (c_row, d_row) in enumerate(zip(np.asarray(C, np.float64), np.asarray(d, np.float64))):
+        lam, const = c_row, -d_row
+        for i in range(len(weights) - 1, -1, -1):
+            const = const + lam @ biases[i]
+            lam = lam @ weights[i]
+            if i == 0:
+                break
+            l, u = pre[i - 1]
+            unst = (l < 0) & (u > 0)
+            up_slope = np.where(unst, u / np.where(unst, u - l, 1.0), (l >= 0).astype(float))
+            low_slope = np.where(unst, np.asarray(alphas[i - 1][r], np.float64), (l >= 0).astype(float))
+            assert np.all((low_slope >= 0) & (low_slope <= 1))  # only slopes in [0, 1] are sound
+            const = const + np.sum(np.where((lam < 0) & unst, -lam * up_slope * l, 0.0))
+            lam = np.where(lam < 0, lam * up_slope, lam * low_slope)
+        c, rad = (hi + lo) / 2, (hi - lo) / 2
+        out.append(lam @ c - np.abs(lam) @ rad + const)
+    return np.array(out)
+
+
+def _recheck(chain, lo, hi, rows, rhs, owner, slopes):
+    """A certificate box re-checked in float64 numpy: CROWN ∨ intervals close every clause, or, where
+    α-CROWN closed it, the recorded rows with the recorded slopes do."""
+    if slopes is None:
+        ilo, ihi = R_interval(chain, lo, hi)
+        best = np.maximum(R.crown_lower(chain.weights, chain.biases, lo, hi, rows, rhs),
+                          np.where(rows >= 0, rows * ilo, rows * ihi).sum(-1) - rhs)
+        return all(np.any(best[owner == k] > -1e-5) for k in np.unique(owner))
+    picked = slopes["rows"]
+    assert sorted(np.unique(owner[picked])) == sorted(np.unique(owner))  # one row for every clause
+    b = crown_lower_alpha(chain.weights, chain.biases, lo, hi, rows[picked], rhs[picked], slopes["alphas"])
+    return bool(np.all(b > -1e-5))
 
 
 def R_interval(chain, lo, hi):
@@ -253,3 +299,26 @@ def test_graph_bounds_refuse_ops_they_do_not_cover():
         V.graph_interval(m.graph, m.params(), np.zeros(3), np.ones(3))
     with pytest.raises(ValueError, match="slope"):
         V.check_graph(Graph((Node.make("a", "leaky_relu", "input", alpha=-0.5),), (3,), "a"))
+
+
+def test_alpha_crown_closes_more_boxes_and_its_certificate_rechecks_in_numpy():
+    model = jr.models.mlp([3, 8, 8, 2], key=jax.random.key(0))
+    chain = V.affine_chain(model)
+    lo, hi = np.full(3, -1.0, np.float32), np.full(3, 1.0, np.float32)
+    c = np.array([1.0, -1.0])
+    exact, _ = R.milp_max(chain.weights, chain.biases, lo, hi, c)
+    C, d = -c[None], np.array([-(exact + 0.05)])  # c·y >= exact + 0.05 is unreachable: safe
+    prop = jr.properties.Vnnlib(np.stack([lo, hi], 1)[None].astype(np.float64), ((C, d),))
+    # α-CROWN alone: sound (below the MILP's exact minimum of -c·y) and never looser than CROWN
+    bound, alphas = V.alpha_crown(chain, jnp.asarray(lo), jnp.asarray(hi), C, np.zeros(1), steps=20)
+    plain = V.crown(chain, jnp.asarray(lo), jnp.asarray(hi), C, np.zeros(1))
+    assert float(plain[0]) <= float(bound[0]) <= -exact + 1e-4
+    np.testing.assert_allclose(crown_lower_alpha(chain.weights, chain.biases, lo, hi, C, np.zeros(1), alphas),
+                               np.asarray(bound), rtol=1e-4, atol=1e-4)  # the slopes re-create the bound
+    crown_only, with_alpha = (V.verify(model, prop, timeout=20, alpha_steps=s) for s in (0, 20))
+    assert crown_only.verdict == with_alpha.verdict == "safe"
+    assert with_alpha.boxes < crown_only.boxes  # 33 against 545 boxes
+    by_alpha = [x for x in with_alpha.certificate if x[3] is not None]
+    assert by_alpha and all(_recheck(chain, a, b, C, d, np.zeros(1, int), s) for a, b, _, s in with_alpha.certificate)
+    # the recorded slopes matter: plain CROWN does not close every box α-CROWN closed
+    assert not all(_recheck(chain, a, b, C, d, np.zeros(1, int), None) for a, b, _, _ in by_alpha)

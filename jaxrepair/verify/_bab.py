@@ -25,10 +25,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrepair.properties import clause_margin
-from jaxrepair.verify._bounds import Chain, affine_chain, crown, forward
+from jaxrepair.verify._bounds import Chain, affine_chain, alpha_crown, crown, crown_pre, forward
 
 BATCH = 256  # boxes bounded per compiled call (padded): one program for every round
 FALSIFY = 32  # open boxes the falsifier attacks per round (padded)
+ALPHA_STEPS = 0  # α-CROWN steps per box by default (see experiments/results/verify_acasxu.md)
 
 
 @dataclasses.dataclass
@@ -38,7 +39,9 @@ class Verdict:
     boxes: int  # boxes bounded
     counterexample: np.ndarray | None = None  # flat input, when unsafe
     output: np.ndarray | None = None  # the network's output there
-    certificate: list = dataclasses.field(default_factory=list)  # [(lo, hi, bounds per clause row)] when safe
+    # [(lo, hi, bounds per clause row, slopes)] when safe; slopes None (CROWN closed the box) or, where α-CROWN
+    # did, {"rows": [k] the row that closes each clause, "alphas": per ReLU layer [k, n_i] its slopes}
+    certificate: list = dataclasses.field(default_factory=list)
     falsifier_hits: int = 0
     worst: np.ndarray | None = None  # [k, n_in] inputs closest to a violation in boxes left open (unknown)
 
@@ -146,11 +149,21 @@ def counterexamples(model, prop, key, *, num_boxes: int = 256, width: float = 0.
     return xs[keep], ms[keep]
 
 
-@jax.jit
-def _bound_batch(weights, biases, clip_lo, clip_hi, C, d, lo, hi):
-    """Lower bounds of C·y − d for every row (all clauses' rows stacked), for a batch of boxes."""
+@jax.jit(static_argnums=(8,))
+def _bound_batch(weights, biases, clip_lo, clip_hi, C, d, lo, hi, alpha_steps=0):
+    """Lower bounds of C·y − d for every row (all clauses' rows stacked), for a batch of boxes: CROWN's
+    (with the rows' input coefficients) and, with ``alpha_steps``, α-CROWN's with its slopes."""
     chain = _chain(weights, biases, clip_lo, clip_hi)
-    return jax.vmap(lambda a, b: crown(chain, a, b, C, d, with_coefficients=True))(lo, hi)
+
+    def one(a, b):
+        pre = crown_pre(chain, a, b)
+        plain, coef = crown(chain, a, b, C, d, with_coefficients=True, pre=pre)
+        if not alpha_steps:
+            return plain, coef, plain, None
+        opt, alphas = alpha_crown(chain, a, b, C, d, steps=alpha_steps, pre=pre)
+        return plain, coef, jnp.maximum(opt, plain), alphas
+
+    return jax.vmap(one)(lo, hi)
 
 
 def _sensitivity(chain: Chain) -> np.ndarray:
@@ -161,10 +174,16 @@ def _sensitivity(chain: Chain) -> np.ndarray:
     return s.sum(0)
 
 
+def _closed(bounds, owner, n_clauses):
+    """Boxes on which every clause has a row bounded above zero (so no output meets the clause)."""
+    return np.all([np.any(bounds[:, owner == k] > 0, axis=1) for k in range(n_clauses)], axis=0)
+
+
 def verify(model, prop, *, timeout: float = 60.0, seed: int = 0, progress: bool = False,
-           falsifier_only: bool = False) -> Verdict:
+           falsifier_only: bool = False, alpha_steps: int = ALPHA_STEPS) -> Verdict:
     """Decides ``prop`` on ``model`` (see the module docstring). ``timeout`` in seconds;
-    ``falsifier_only``: just the falsifier on the whole boxes (``unsafe`` or ``unknown``)."""
+    ``falsifier_only``: just the falsifier on the whole boxes (``unsafe`` or ``unknown``);
+    ``alpha_steps``: α-CROWN steps on every box (0: CROWN only)."""
     t0 = time.perf_counter()
     chain = affine_chain(model)
     boxes, clauses = spec_of(prop, chain)
@@ -222,14 +241,20 @@ def verify(model, prop, *, timeout: float = 60.0, seed: int = 0, progress: bool 
         n = len(batch)
         lo = np.stack([b[0] for b in batch] + [batch[0][0]] * (BATCH - n))
         hi = np.stack([b[1] for b in batch] + [batch[0][1]] * (BATCH - n))
-        bounds, coef = jax.device_get(_bound_batch(*args, jnp.asarray(rows), jnp.asarray(rhs), jnp.asarray(lo), jnp.asarray(hi)))
-        bounds, coef = np.asarray(bounds)[:n], np.asarray(coef)[:n]
+        plain, coef, bounds, alphas = jax.device_get(_bound_batch(*args, jnp.asarray(rows), jnp.asarray(rhs), jnp.asarray(lo),
+                                                                  jnp.asarray(hi), alpha_steps))
+        plain, coef, bounds = np.asarray(plain)[:n], np.asarray(coef)[:n], np.asarray(bounds)[:n]
         bounded += n
         # a clause is impossible on a box when one of its rows is bounded above zero
-        closed = np.all([np.any(bounds[:, owner == k] > 0, axis=1) for k in range(len(clauses))], axis=0)
+        closed = _closed(bounds, owner, len(clauses))
+        by_crown = _closed(plain, owner, len(clauses))
         open_idx = np.flatnonzero(~closed)
         for i in np.flatnonzero(closed):
-            certificate.append((lo[i], hi[i], bounds[i]))
+            slopes = None
+            if not by_crown[i]:  # closed by α-CROWN: keep the slopes of each clause's best row (the re-check needs them)
+                best = [int(np.flatnonzero(owner == k)[np.argmax(bounds[i, owner == k])]) for k in range(len(clauses))]
+                slopes = {"rows": np.array(best), "alphas": [np.asarray(a[i][best]) for a in alphas]}
+            certificate.append((lo[i], hi[i], bounds[i], slopes))
         if open_idx.size:
             key, k = jax.random.split(key)
             xs, ms = falsify_some(lo[open_idx], hi[open_idx], k)
