@@ -83,11 +83,11 @@ def run_method(m, head, low, loc, inter, cfg, seed):
     raise ValueError(f"unknown method {m!r}")
 
 
-def run_entry(name, methods, data_dir, repair_samples, seed) -> list[dict]:
+def prepare(name, data_dir, repair_samples, seed, *, interchange=True) -> dict:
+    """The zoo entry, its repair task lowered past ``flatten`` and the localisations every method
+    starts from, timed (``interchange=False`` skips interchange localisation: ``inter`` is None)."""
     bench = jr.zoo.load(name, progress=True, data_dir=data_dir)
     task = jr.repair.from_zoo(bench, repair_samples=repair_samples, seed=seed)
-    cfg = jr.repair.preset_for("backdoor")
-    before = jr.zoo.evaluate(bench)
     t = time.perf_counter()
     head, low = jr.repair.lower(bench.model, task, "flatten")
     lower_s = time.perf_counter() - t
@@ -95,19 +95,35 @@ def run_entry(name, methods, data_dir, repair_samples, seed) -> list[dict]:
     loc = jr.repair.localize(head, low)
     loc_s = time.perf_counter() - t
     t = time.perf_counter()
-    inter = jr.repair.localize_interchange(head, low)
+    inter = jr.repair.localize_interchange(head, low) if interchange else None
     inter_s = time.perf_counter() - t
     print(f"[backdoor] {name}: lowered in {lower_s:.1f}s, ACE {loc_s:.1f}s, interchange {inter_s:.1f}s",
           file=sys.stderr, flush=True)
+    return {"bench": bench, "task": task, "cfg": jr.repair.preset_for("backdoor"), "head": head, "low": low,
+            "loc": loc, "inter": inter, "lower_s": lower_s, "loc_s": loc_s, "inter_s": inter_s}
+
+
+def localisation_s(m, p) -> float:
+    """The localisation time (from :func:`prepare`) that method ``m`` builds on; care localises
+    inside ``jr.repair``."""
+    loc_s, inter_s = p["loc_s"], p["inter_s"]
+    return {"care": 0.0, "pso": loc_s, "prune": loc_s, "ace-finetune": loc_s, "interchange-pso": inter_s,
+            "interchange-finetune": inter_s, "ace-finetune-preserve": loc_s,
+            "interchange-finetune-preserve": inter_s}.get(m, 0.0)
+
+
+def run_entry(name, methods, data_dir, repair_samples, seed) -> list[dict]:
+    p = prepare(name, data_dir, repair_samples, seed)
+    bench, cfg, head, low, loc, inter = p["bench"], p["cfg"], p["head"], p["low"], p["loc"], p["inter"]
+    lower_s = p["lower_s"]
+    before = jr.zoo.evaluate(bench)
     rows = []
     for m in methods:
         print(f"[backdoor] {name}: {m}", file=sys.stderr, flush=True)
         t = time.perf_counter()
         r = run_method(m, head, low, loc, inter, cfg, seed)
         dt = time.perf_counter() - t
-        uses = {"care": 0.0, "pso": loc_s, "prune": loc_s, "ace-finetune": loc_s, "interchange-pso": inter_s,
-                "interchange-finetune": inter_s, "ace-finetune-preserve": loc_s,
-                "interchange-finetune-preserve": inter_s}.get(m, 0.0)  # care localises inside jr.repair
+        uses = localisation_s(m, p)
         whole = jr.models.attach(bench.model, r.model)
         after = jr.zoo.evaluate(bench, whole)
         row = {"entry": name, "method": m, "accuracy_before": before["test_accuracy"],
