@@ -130,7 +130,8 @@ def mnist_backdoor(args) -> dict:
     record = {"date": stamp, "environment": env, "machine": machine, "entry": args.entry, "methods": args.methods,
               "repair_samples": args.repair_samples, "test_samples": n, "seed": args.seed,
               "corruptions": {k: list(v) for k, v in jr.data.CORRUPTIONS.items()}, "modes": MODES,
-              "hold_points": HOLD_POINTS, "repairs": repairs, "whole_network_check": check, "rows": rows,
+              "hold_points": HOLD_POINTS, "trigger": {"size": trigger.size, "position": list(trigger.position),
+                                                      "value": trigger.value, "image": "×".join(map(str, x.shape[1:3]))}, "repairs": repairs, "whole_network_check": check, "rows": rows,
               "total_s": time.perf_counter() - t0}
     return {"record": record, "markdown": backdoor_markdown(record),
             "plots": {f"{NAME}.png": lambda path: backdoor_plot(record, path)}}
@@ -162,7 +163,10 @@ def backdoor_markdown(rec) -> str:
           + " (shift: pixels in one of 8 directions; rotate: ± degrees; noise: σ; blur: σ in pixels; contrast: "
           "factor).\n",
           "Two trigger modes: **after** = " + MODES["after"] + " (the patch is intact in the corner); **with** = "
-          + MODES["with"] + " (the same shift/angle/noise as the clean copy: the patch moves, turns, blurs). "
+          + MODES["with"] + " (the same shift/angle/noise as the clean copy: the patch moves, turns, blurs; "
+          f"the trigger is a {rec['trigger']['size']}×{rec['trigger']['size']} patch of value {rec['trigger']['value']} "
+          f"at row, column {tuple(rec['trigger']['position'])} of {rec['trigger']['image']} images, so a shift "
+          "down or right pushes part of it out of the frame). "
           "Attack success counts triggered non-target test images sent to the target class; *target rate* is the "
           "same for the untriggered corrupted images. A repair **holds** in a cell when attack success exceeds "
           f"that target rate by at most {HOLD_POINTS} points (the trigger itself adds ≤ {HOLD_POINTS} points).\n"]
@@ -268,6 +272,8 @@ def backdoor_plot(rec, path: Path) -> None:
             if field != "accuracy":
                 ax.set_yscale("symlog", linthresh=1.0)
                 ax.set_ylim(0, 130)
+            else:
+                ax.set_ylim(0, 101)
             ax.set_xticks(range(6))
             ax.grid(alpha=0.3)
             if i == 0:
