@@ -91,7 +91,8 @@ def edit_dag(parents: Mapping[str, Sequence[str]], *, drop: Sequence[tuple[str, 
     try:
         _topological(list(out), out)
     except ValueError as err:
-        raise ValueError(f"edit_dag: reversing {list(map(tuple, reverse))} leaves no DAG: {err}") from None
+        after = f" after reversing {[tuple(e) for e in reverse]}" if reverse else ""
+        raise ValueError(f"edit_dag: the edited graph is not a DAG{after}: {err}") from None
     return out
 
 
