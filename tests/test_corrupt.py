@@ -95,3 +95,18 @@ def test_bad_input_is_named():
         jr.data.rotate(X, np.zeros(2))
     with pytest.raises(ValueError, match="sigma must be a positive number"):
         jr.data.gaussian_blur(X, 0.0)
+
+
+def test_severities_share_one_compiled_program():
+    from jaxrepair.data import _corrupt
+
+    x = jnp.asarray(X)
+    k = jax.random.key(0)
+    jitted = {"shift": _corrupt._translate, "rotate": _corrupt._rotate, "noise": _corrupt._noise,
+              "contrast": _corrupt._contrast}
+    for kind, fn in jitted.items():
+        jr.data.corrupt(x, kind, 1, k)
+        size = fn._cache_size()
+        for s in range(2, 6):  # the level is data, not a static argument
+            jr.data.corrupt(x, kind, s, jax.random.key(s))
+        assert fn._cache_size() == size, kind
