@@ -32,3 +32,13 @@ def test_verification_block_runs_as_printed(capsys):
     assert scope["v"].verdict in ("safe", "unsafe")
     out = capsys.readouterr().out
     assert out.split()[0] == scope["v"].verdict
+
+
+def test_spurious_block_runs_as_printed(capsys):
+    code = _block("A spurious correlation on a ResNet")
+    scope: dict = {}
+    exec(compile(code, "README.md (spurious)", "exec"), scope)
+    colours = scope["colours"]
+    assert scope["before"].matched(colours) > 0.3  # the stand-in network learned the border
+    assert scope["after"].matched(colours) < 0.1 * scope["before"].matched(colours)
+    assert "border colour's ACE on its class" in capsys.readouterr().out
