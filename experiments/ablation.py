@@ -115,7 +115,7 @@ def best_of(rows: list[dict], level: str, *, key: str = "select_objective") -> d
 # --------------------------------------------------------------------------- the three measured failure types
 
 
-def neuron_level(failure, entry, model, task, before, acc0, max_drop, seed, *, cut=None) -> list[dict]:
+def neuron_level(failure, entry, model, task, before, acc0, max_drop, seed, steps, generations, *, cut=None) -> list[dict]:
     """``preset``, ``care`` and ``ace-finetune`` on ``model`` (or on its head past ``cut``, put back)."""
     t = time.perf_counter()
     head, low = jr.repair.lower(model, task, cut) if cut else (model, task)
@@ -125,9 +125,10 @@ def neuron_level(failure, entry, model, task, before, acc0, max_drop, seed, *, c
     loc_s = time.perf_counter() - t
     log(f"{entry}: lowered in {lower_s:.1f}s, ACE localisation {loc_s:.1f}s")
     rows = []
-    runs = {"preset": (lambda: jr.repair(head, low, seed=seed, localization=loc), loc_s),
-            "care": (lambda: jr.repair(head, low, preset="care", seed=seed), 0.0),  # care localises inside
-            "ace-finetune": (lambda: jr.repair.localized_finetune(head, low, loc.ranking()), loc_s)}
+    runs = {"preset": (lambda: jr.repair(head, low, seed=seed, localization=loc, generations=generations), loc_s),
+            # care localises inside (CARE's own effect and pre-activation sites)
+            "care": (lambda: jr.repair(head, low, preset="care", seed=seed, generations=generations), 0.0),
+            "ace-finetune": (lambda: jr.repair.localized_finetune(head, low, loc.ranking(), steps=steps), loc_s)}
     for m, (run, uses) in runs.items():
         log(f"{entry}: neuron/{m}")
         t = time.perf_counter()
@@ -141,14 +142,14 @@ def neuron_level(failure, entry, model, task, before, acc0, max_drop, seed, *, c
     return rows
 
 
-def fairness(seed: int, steps: int) -> tuple[list[dict], dict]:
+def fairness(seed: int, steps: int, generations=None) -> tuple[list[dict], dict]:
     name = ENTRIES["fairness"]
     bench = jr.zoo.load(name, progress=True)
     task = jr.repair.from_zoo(bench, seed=seed)
     cfg = jr.repair.PRESETS["fairness"]
     before = task.report(bench.model)
     acc0 = jr.repair.metrics(task.objective, bench.model, task.data["select"])[1]
-    rows = neuron_level("fairness", name, bench.model, task, before, acc0, cfg.max_drop, seed)
+    rows = neuron_level("fairness", name, bench.model, task, before, acc0, cfg.max_drop, seed, steps, generations)
     ds = jr.data.load_tabular(bench.entry.dataset)
     attr = bench.entry.sensitive
     values = ds.sensitive_values(attr)
@@ -180,14 +181,15 @@ def fairness(seed: int, steps: int) -> tuple[list[dict], dict]:
     return rows, budget
 
 
-def backdoor(data_dir, seed: int, steps: int, repair_samples: int) -> tuple[list[dict], dict]:
+def backdoor(data_dir, seed: int, steps: int, repair_samples: int, generations=None) -> tuple[list[dict], dict]:
     name = ENTRIES["backdoor"]
     bench = jr.zoo.load(name, progress=True, data_dir=data_dir)
     task = jr.repair.from_zoo(bench, repair_samples=repair_samples, seed=seed)
     cfg = jr.repair.PRESETS["backdoor"]
     before = task.report(bench.model)
     acc0 = jr.repair.metrics(task.objective, bench.model, task.data["select"])[1]
-    rows = neuron_level("backdoor", name, bench.model, task, before, acc0, cfg.max_drop, seed, cut="flatten")
+    rows = neuron_level("backdoor", name, bench.model, task, before, acc0, cfg.max_drop, seed, steps, generations,
+                        cut="flatten")
     rep = task.data["repair"]["accuracy"]
     x, y = np.asarray(rep["x"]), np.asarray(rep["y"])
     stamp = StampTrigger(bench.prop.trigger)
@@ -211,14 +213,14 @@ def backdoor(data_dir, seed: int, steps: int, repair_samples: int) -> tuple[list
     return rows, budget
 
 
-def safety(seed: int) -> tuple[list[dict], dict]:
+def safety(seed: int, steps: int, generations=None) -> tuple[list[dict], dict]:
     name = ENTRIES["safety"]
     bench = jr.zoo.load(name, progress=True)
     task = jr.repair.from_zoo(bench, seed=seed)
     cfg = jr.repair.PRESETS["safety"]
     before = task.report(bench.model)
     acc0 = jr.repair.metrics(task.objective, bench.model, task.data["select"])[1]
-    rows = neuron_level("safety", name, bench.model, task, before, acc0, cfg.max_drop, seed)
+    rows = neuron_level("safety", name, bench.model, task, before, acc0, cfg.max_drop, seed, steps, generations)
     budget = {"repair_data": f"{len(task.data['repair']['property']['x'])} region samples (all violating ones found "
                              f"among 100,000) + {len(task.data['repair']['accuracy']['x'])} labelled by the original "
                              "network's advisories", "max_drop": cfg.max_drop,
@@ -322,20 +324,26 @@ def paragraph(f: str, res: dict) -> str:
 
     def fig(b):
         return (f"{b['method']}: {vl} {pct(b['violation_before'])} → {pct(b['violation_after'])}, {al} "
-                f"{pct(b['accuracy_before'])} → {pct(b['accuracy_after'])} ({b['drop_points']:.2f} points lost), "
+                f"{pct(b['accuracy_before'])} → {pct(b['accuracy_after'])}, "
                 f"{b['time_s']:.1f} s")
 
     if fb is None:
         return (f"**{f}** ({ENTRIES[f]}) — neuron level, best {fig(nb)}. Feature level does not apply: "
                 f"{res['not_applicable']['feature']}.")
-    lower = "neuron" if nb["violation_after"] < fb["violation_after"] else ("feature" if fb["violation_after"] < nb["violation_after"]
-                                                                             else "neither")
-    keeps = "neuron" if nb["drop_points"] < fb["drop_points"] else ("feature" if fb["drop_points"] < nb["drop_points"] else "neither")
-    faster = "neuron" if nb["time_s"] < fb["time_s"] else "feature"
+    def which(n, f_, less_is_better=True):
+        if n == f_:
+            return "neither level"
+        return ("neuron" if (n < f_) == less_is_better else "feature") + " level"
+
+    def lost(d):
+        return f"{d:.2f} points lost" if d >= 0 else f"{-d:.2f} points gained"
+
     text = (f"**{f}** ({ENTRIES[f]}) — neuron level, best {fig(nb)}; feature level, best {fig(fb)}. "
-            f"Lower test {vl}: {lower} level ({pct(nb['violation_after'])} vs {pct(fb['violation_after'])}); "
-            f"less {al} lost: {keeps} level ({nb['drop_points']:.2f} vs {fb['drop_points']:.2f} points); "
-            f"faster: {faster} level ({nb['time_s']:.1f} s vs {fb['time_s']:.1f} s).")
+            f"Lower test {vl}: {which(nb['violation_after'], fb['violation_after'])} (neuron "
+            f"{pct(nb['violation_after'])}, feature {pct(fb['violation_after'])}); higher {al}: "
+            f"{which(nb['accuracy_after'], fb['accuracy_after'], False)} (neuron {lost(nb['drop_points'])}, feature "
+            f"{lost(fb['drop_points'])}); faster: {which(nb['time_s'], fb['time_s'])} (neuron {nb['time_s']:.1f} s, "
+            f"feature {fb['time_s']:.1f} s).")
     if f == "spurious":
         text += (f" The border colour's ACE: {nb['spurious_ace_before']:.3f} → {nb['spurious_ace_after']:.3f} (neuron) and "
                  f"→ {fb['spurious_ace_after']:.3f} (feature); in-distribution accuracy {pct(nb['in_distribution_after'])} "
@@ -356,8 +364,12 @@ def plot(results: dict, path: Path) -> None:
     fs = [f for f in FAILURES if f in results and not results[f].get("missing")]
     if not fs:
         return
-    fig, axes = plt.subplots(1, len(fs), figsize=(4.6 * len(fs), 4.4), squeeze=False)
-    for ax, f in zip(axes[0], fs):
+    cols = 2 if len(fs) > 2 else len(fs)
+    rows_ = -(-len(fs) // cols)
+    fig, axes = plt.subplots(rows_, cols, figsize=(6.2 * cols, 4.6 * rows_), squeeze=False)
+    for ax in axes.flat[len(fs):]:
+        ax.set_visible(False)
+    for ax, f in zip(axes.flat, fs):
         res = results[f]
         c = res["candidates"]
         b0 = c[0]
@@ -378,10 +390,11 @@ def plot(results: dict, path: Path) -> None:
         ax.set_title(f"{f}: {ENTRIES[f]}", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
-    fig.suptitle("Feature- vs neuron-level repair: every candidate (hollow) and each level's choice on select (filled)",
-                 fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
-    jr.records.save_figure(fig, path)
+    fig.suptitle("Feature- vs neuron-level repair, test split: every candidate (hollow) and each level's choice on "
+                 "the select split (filled)", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def main(argv=None) -> int:
@@ -392,8 +405,14 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=300, help="fine-tuning steps of every gradient method")
     p.add_argument("--backdoor-repair-samples", type=int, default=1000)
     p.add_argument("--spurious-json", default="experiments/results/spurious.json")
+    p.add_argument("--quick", action="store_true",
+                   help="a smoke run (5 steps, 2 search generations, 200 backdoor images): checks the pipeline, "
+                        "its figures mean nothing")
     p.add_argument("--out", default="experiments/results")
     args = p.parse_args(argv)
+    generations = None
+    if args.quick:
+        args.steps, generations, args.backdoor_repair_samples = 5, 2, 200
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if "backdoor" in args.failures:  # every file checked before any work
@@ -405,11 +424,11 @@ def main(argv=None) -> int:
         log(f"=== {f}")
         t = time.perf_counter()
         if f == "fairness":
-            cands, budget = fairness(args.seed, args.steps)
+            cands, budget = fairness(args.seed, args.steps, generations)
         elif f == "backdoor":
-            cands, budget = backdoor(args.data_dir, args.seed, args.steps, args.backdoor_repair_samples)
+            cands, budget = backdoor(args.data_dir, args.seed, args.steps, args.backdoor_repair_samples, generations)
         elif f == "safety":
-            cands, budget = safety(args.seed)
+            cands, budget = safety(args.seed, args.steps, generations)
         else:
             cands, budget = spurious(Path(args.spurious_json))
             if cands is None:
