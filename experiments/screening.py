@@ -18,7 +18,7 @@ Goal (issue 16): top-10 overlap ≥ 9 of 10 at ≥ 50× less compute on the ResN
 Usage::
 
     python experiments/screening.py --data-dir ../shared/data [--models census digits resnet]
-        [--resnet-samples 64] [--resnet-all-samples 32] [--out experiments/results]
+        [--resnet-samples 64] [--resnet-all-samples 24] [--out experiments/results]
 
 Writes ``screening.{json,md,png}``; existing files are moved aside to ``*.previous``.
 """
@@ -229,7 +229,7 @@ def main():
     p.add_argument("--data-dir", help="where fashion-mnist/ is (default $JAXREPAIR_DATA)")
     p.add_argument("--models", nargs="*", default=["census", "digits", "resnet18"], choices=["census", "digits", "resnet18"])
     p.add_argument("--resnet-samples", type=int, default=64, help="image pairs for the ResNet block scope")
-    p.add_argument("--resnet-all-samples", type=int, default=32, help="image pairs for the ResNet all-sites scope")
+    p.add_argument("--resnet-all-samples", type=int, default=24, help="image pairs for the ResNet all-sites scope")
     p.add_argument("--candidates", type=int, default=30, help="k of the screen (at most a quarter of a scope's units)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="experiments/results")
