@@ -6,11 +6,15 @@ region (a :class:`~jaxrepair.properties.Vnnlib` property, or a built-in ACAS Xu 
 1. the falsifier — projected gradient ascent on the property's margin from random starts in every
    box, vmapped — looks for a counterexample; one that a concrete forward pass confirms ends the
    run with ``unsafe``;
-2. otherwise boxes are bounded with CROWN (vmapped over a fixed-size batch of boxes, one compiled
-   program); a box whose every output clause has a row with a positive lower bound is closed; the
-   others are split in two along the input with the largest width × sensitivity and queued, and the
-   falsifier runs on the open boxes' centres and corners;
-3. ``safe`` when no box is left (the certificate: every closed box with its bounds), ``unsafe`` with
+2. otherwise boxes are bounded with CROWN and α-CROWN (vmapped over a fixed-size batch of boxes,
+   one compiled program); a box whose every output clause has a row with a positive lower bound is
+   closed; the others are bisected and queued — along the widest input at even depths and the input
+   with the largest |CROWN coefficient| × width at odd ones (either rule alone leaves some ACAS Xu
+   instances open: the coefficient rule never halves an input the relaxation is loose in but the
+   bound is flat in, φ1; the width rule is slow to corner φ7's counterexample) — and the falsifier
+   runs on the open boxes;
+3. ``safe`` when no box is left (the certificate: every closed box with its bounds, and the α-CROWN
+   slopes where they closed it), ``unsafe`` with
    a confirmed counterexample, or ``unknown`` at the time limit.
 """
 
@@ -29,7 +33,8 @@ from jaxrepair.verify._bounds import Chain, affine_chain, alpha_crown, crown, cr
 
 BATCH = 256  # boxes bounded per compiled call (padded): one program for every round
 FALSIFY = 32  # open boxes the falsifier attacks per round (padded)
-ALPHA_STEPS = 0  # α-CROWN steps per box by default (see experiments/results/verify_acasxu.md)
+SPLIT = "alternate"  # the branching rule by default (see experiments/results/verify_acasxu.md)
+ALPHA_STEPS = 10  # α-CROWN steps per box by default (see experiments/results/verify_acasxu.md)
 
 
 @dataclasses.dataclass
@@ -180,10 +185,14 @@ def _closed(bounds, owner, n_clauses):
 
 
 def verify(model, prop, *, timeout: float = 60.0, seed: int = 0, progress: bool = False,
-           falsifier_only: bool = False, alpha_steps: int = ALPHA_STEPS) -> Verdict:
+           falsifier_only: bool = False, alpha_steps: int = ALPHA_STEPS, split: str = SPLIT) -> Verdict:
     """Decides ``prop`` on ``model`` (see the module docstring). ``timeout`` in seconds;
     ``falsifier_only``: just the falsifier on the whole boxes (``unsafe`` or ``unknown``);
-    ``alpha_steps``: α-CROWN steps on every box (0: CROWN only)."""
+    ``alpha_steps``: α-CROWN steps on every box (0: CROWN only); ``split``: the input an open box is
+    bisected along: ``"width"`` (the widest), ``"gain"`` (largest |CROWN coefficient| × width) or
+    ``"alternate"`` (the widest at even depths, the gain at odd ones)."""
+    if split not in ("width", "gain", "alternate"):
+        raise ValueError(f"split must be 'width', 'gain' or 'alternate', not {split!r}")
     t0 = time.perf_counter()
     chain = affine_chain(model)
     boxes, clauses = spec_of(prop, chain)
@@ -216,7 +225,7 @@ def verify(model, prop, *, timeout: float = 60.0, seed: int = 0, progress: bool 
                                         restarts=8, steps=20))
         return xs[:n], ms[:n]
 
-    queue = [(b[:, 0].astype(np.float32), b[:, 1].astype(np.float32)) for b in boxes]
+    queue = [(b[:, 0].astype(np.float32), b[:, 1].astype(np.float32), 0) for b in boxes]  # (lo, hi, depth)
     certificate, bounded, hits, undecided = [], 0, 0, False
     # 1. the falsifier on the whole boxes
     lo = np.stack([q[0] for q in queue])
@@ -239,6 +248,7 @@ def verify(model, prop, *, timeout: float = 60.0, seed: int = 0, progress: bool 
             return Verdict("unknown", time.perf_counter() - t0, bounded, falsifier_hits=hits, worst=np.asarray(xs))
         batch, queue = queue[:BATCH], queue[BATCH:]
         n = len(batch)
+        depth = [b[2] for b in batch]
         lo = np.stack([b[0] for b in batch] + [batch[0][0]] * (BATCH - n))
         hi = np.stack([b[1] for b in batch] + [batch[0][1]] * (BATCH - n))
         plain, coef, bounds, alphas = jax.device_get(_bound_batch(*args, jnp.asarray(rows), jnp.asarray(rhs), jnp.asarray(lo),
@@ -266,11 +276,13 @@ def verify(model, prop, *, timeout: float = 60.0, seed: int = 0, progress: bool 
                         return Verdict("unsafe", time.perf_counter() - t0, bounded, np.asarray(x), y, falsifier_hits=hits)
         for i in open_idx:
             width = hi[i] - lo[i]
-            # split where halving the range raises the open clauses' best rows the most (|coef| x width)
-            still = [k for k in range(len(clauses)) if not np.any(bounds[i, owner == k] > 0)]
-            open_rows = np.flatnonzero(np.isin(owner, still))
-            gain = np.abs(coef[i, open_rows]).sum(0) * width
-            dim = int(np.argmax(gain if gain.max() > 0 else width * sens))
+            if split == "width" or (split == "alternate" and depth[i] % 2 == 0):  # bisect the widest input
+                dim = int(np.argmax(width))
+            else:  # where halving the range raises the open clauses' best rows the most (|coef| x width)
+                still = [k for k in range(len(clauses)) if not np.any(bounds[i, owner == k] > 0)]
+                open_rows = np.flatnonzero(np.isin(owner, still))
+                gain = np.abs(coef[i, open_rows]).sum(0) * width
+                dim = int(np.argmax(gain if gain.max() > 0 else width * sens))
             if width[dim] <= 0:  # cannot be split further: its centre decides it, or the run cannot be decided
                 ok, y = confirm((lo[i] + hi[i]) / 2)
                 if ok:
@@ -281,7 +293,7 @@ def verify(model, prop, *, timeout: float = 60.0, seed: int = 0, progress: bool 
             mid = (lo[i][dim] + hi[i][dim]) / 2
             left_hi, right_lo = hi[i].copy(), lo[i].copy()
             left_hi[dim], right_lo[dim] = mid, mid
-            queue += [(lo[i], left_hi), (right_lo, hi[i])]
+            queue += [(lo[i], left_hi, depth[i] + 1), (right_lo, hi[i], depth[i] + 1)]
         if progress:
             print(f"[verify] {bounded} boxes bounded, {len(certificate)} closed, {len(queue)} open, "
                   f"{time.perf_counter() - t0:.1f}s", file=sys.stderr, flush=True)
