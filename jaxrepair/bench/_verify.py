@@ -37,7 +37,8 @@ def published(results_csv: Path) -> dict:
 
 
 def run(vnncomp_dir: str, *, timeout: float | None = None, log: str | None = None, limit: int | None = None,
-        falsifier_only: bool = False, progress: bool = True) -> dict:
+        falsifier_only: bool = False, progress: bool = True, only=None) -> dict:
+    """``only``: ``(onnx name, vnnlib name)`` pairs to run (a re-run of some instances), in the file's order."""
     import jaxrepair as jr
 
     d = Path(vnncomp_dir)
@@ -47,6 +48,12 @@ def run(vnncomp_dir: str, *, timeout: float | None = None, log: str | None = Non
             raise FileNotFoundError(f"{f}: missing (--vnncomp-dir names VNN-COMP 2021's acasxu folder)")
     truth = published(res_file)
     instances = [r for r in csv.reader(open(inst_file)) if r]
+    if only is not None:
+        wanted = {tuple(p) for p in only}
+        missing = wanted - {(r[0], r[1]) for r in instances}
+        if missing:
+            raise ValueError(f"not instances of {inst_file}: {sorted(missing)}")
+        instances = [r for r in instances if (r[0], r[1]) in wanted]
     if limit:
         instances = instances[:limit]
     rows, nets, props = [], {}, {}
