@@ -324,3 +324,37 @@ def test_alpha_crown_closes_more_boxes_and_its_certificate_rechecks_in_numpy():
     assert by_alpha and all(_recheck(chain, a, b, C, d, np.zeros(1, int), s) for a, b, _, s in with_alpha.certificate)
     # the recorded slopes matter: plain CROWN does not close every box α-CROWN closed
     assert not all(_recheck(chain, a, b, C, d, np.zeros(1, int), None) for a, b, _, _ in by_alpha)
+
+
+def test_verify_decides_graphs_through_the_graph_bounds():
+    # ReLU written as leaky ReLU with slope 0: not a chain the affine reader takes, so verify bounds the
+    # graph; the MILP's exact maximum decides the verdicts either side of it
+    base = jr.models.mlp([3, 6, 5, 2], key=jax.random.key(0))
+    nodes = tuple(Node.make(n.name, "leaky_relu", n.inputs, alpha=0.0) if n.op == "relu" else n for n in base.graph.nodes)
+    model = Network(base.graph._replace(nodes=nodes), base.params())
+    with pytest.raises(ValueError):
+        V.affine_chain(model)
+    chain = V.affine_chain(base)
+    lo, hi = np.full(3, -1.0, np.float32), np.full(3, 1.0, np.float32)
+    c = np.array([1.0, -1.0])
+    exact, _ = R.milp_max(chain.weights, chain.biases, lo, hi, c)
+    for t, want in ((exact - 0.05, "unsafe"), (exact + 0.05, "safe")):
+        prop = jr.properties.Vnnlib(np.stack([lo, hi], 1)[None].astype(np.float64), ((-c[None], np.array([-t])),))
+        v = V.verify(model, prop, timeout=30)
+        assert v.verdict == want, (t, exact, v.verdict, v.boxes)
+        if want == "unsafe":
+            assert float(np.asarray(model(v.counterexample[None].astype(np.float32)))[0] @ c) >= t - 1e-5
+        else:  # every closed box re-checks with the independent numpy CROWN of the equivalent chain
+            assert all(_recheck(chain, a, b, -c[None], np.array([-t]), np.zeros(1, int), s) for a, b, _, s in v.certificate)
+    # a residual net with leaky ReLU and max pooling: a point reached by sampling is found
+    net = _residual_net(jax.random.key(2))
+    x = np.random.default_rng(0).uniform(-0.3, 0.3, size=(500, 16)).astype(np.float32)
+    y = np.asarray(net(x.reshape(-1, 4, 4, 1)))
+    t = float((y[:, 0] - y[:, 1]).max()) - 0.01
+    box = np.stack([np.full(16, -0.3), np.full(16, 0.3)], 1)[None]
+    v = V.verify(net, jr.properties.Vnnlib(box, ((np.array([[-1.0, 1.0, 0.0]]), np.array([-t])),)), timeout=30)
+    assert v.verdict == "unsafe" and float(np.asarray(net(v.counterexample.reshape(1, 4, 4, 1)))[0] @ [1, -1, 0]) >= t - 1e-5
+    C = np.array([[1.0, -1.0, 0.0]])
+    above = -float(np.asarray(_graph_crown(net.graph, net.params(), box[0, :, 0], box[0, :, 1], -C, np.zeros(1)))[0])
+    v = V.verify(net, jr.properties.Vnnlib(box, ((-C, np.array([-(above + 0.01)])),)), timeout=30)
+    assert v.verdict == "safe" and v.boxes == 1  # the graph's CROWN bound closes the whole box

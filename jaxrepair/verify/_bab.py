@@ -1,7 +1,9 @@
 """Verification of a property on a network: falsifier, branch and bound by input splitting, verdicts.
 
 ``verify(model, prop)`` decides whether any input in the property's boxes reaches its unsafe output
-region (a :class:`~jaxrepair.properties.Vnnlib` property, or a built-in ACAS Xu ``Safety`` φ):
+region (a :class:`~jaxrepair.properties.Vnnlib` property, or a built-in ACAS Xu ``Safety`` φ). A
+ReLU chain is bounded as affine maps (``_bounds``, with α-CROWN); any other graph the bounds cover —
+residual adds, leaky ReLU, max pooling — by CROWN over the graph (``_graph``):
 
 1. the falsifier — projected gradient ascent on the property's margin from random starts in every
    box, vmapped — looks for a counterexample; one that a concrete forward pass confirms ends the
@@ -29,7 +31,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrepair.properties import clause_margin
+from typing import NamedTuple
+
+from jaxrepair.models import Graph, run, site_shapes
 from jaxrepair.verify._bounds import Chain, affine_chain, alpha_crown, crown, crown_pre, forward
+from jaxrepair.verify._graph import check_graph, graph_crown
 
 BATCH = 256  # boxes bounded per compiled call (padded): one program for every round
 FALSIFY = 32  # open boxes the falsifier attacks per round (padded)
@@ -69,19 +75,37 @@ def spec_of(prop, chain: Chain):
 def falsify(chain: Chain, clauses, lo, hi, key, *, restarts: int = 64, steps: int = 60):
     """Projected gradient ascent on the margin from ``restarts`` random points of each box ``[B, n]``;
     returns the best point per box and its margin (≥ 0: a counterexample)."""
-    Cs = [jnp.asarray(C, jnp.float32) for C, _ in clauses]
-    ds = [jnp.asarray(d, jnp.float32) for _, d in clauses]
-    return _falsify(chain.weights, chain.biases, chain.clip_lo, chain.clip_hi, tuple(Cs), tuple(ds),
-                    jnp.asarray(lo, jnp.float32), jnp.asarray(hi, jnp.float32), key, restarts, steps)
+    return _falsify_with(_chain_forward, (chain.weights, chain.biases, chain.clip_lo, chain.clip_hi), clauses, lo, hi,
+                         key, restarts, steps)
+
+
+def _falsify_with(fwd, args, clauses, lo, hi, key, restarts, steps):
+    Cs = tuple(jnp.asarray(C, jnp.float32) for C, _ in clauses)
+    ds = tuple(jnp.asarray(d, jnp.float32) for _, d in clauses)
+    return _falsify(fwd, args, Cs, ds, jnp.asarray(lo, jnp.float32), jnp.asarray(hi, jnp.float32), key, restarts, steps)
 
 
 def _chain(weights, biases, clip_lo, clip_hi, shape=()):
     return Chain(weights, biases, clip_lo, clip_hi, shape)
 
 
-@jax.jit(static_argnums=(9, 10))
-def _falsify(weights, biases, clip_lo, clip_hi, Cs, ds, lo, hi, key, restarts, steps):
-    chain = _chain(weights, biases, clip_lo, clip_hi)
+def _chain_forward(args, x):
+    """A chain's output on flat inputs ``[B, n_in]`` (``args``: weights, biases, clip_lo, clip_hi)."""
+    return forward(_chain(*args), x)
+
+
+class _GraphForward(NamedTuple):
+    """A graph's output on flat inputs ``[B, n_in]`` as ``f(params, x)``; hashable, a static jit argument."""
+
+    graph: Graph
+
+    def __call__(self, params, x):
+        y = run(self.graph, params, x.reshape((x.shape[0], *self.graph.input_shape)))
+        return y.reshape(x.shape[0], -1)
+
+
+@jax.jit(static_argnums=(0, 7, 8))
+def _falsify(fwd, args, Cs, ds, lo, hi, key, restarts, steps):
 
     def one_box(lo_b, hi_b, k):
         x = lo_b + jax.random.uniform(k, (restarts, lo_b.shape[0])) * (hi_b - lo_b)
@@ -89,7 +113,7 @@ def _falsify(weights, biases, clip_lo, clip_hi, Cs, ds, lo, hi, key, restarts, s
         width = jnp.where(hi_b > lo_b, hi_b - lo_b, 0.0)
 
         def m(z):
-            return clause_margin(forward(chain, z), tuple(zip(Cs, ds)))
+            return clause_margin(fwd(args, z), tuple(zip(Cs, ds)))
 
         grad = jax.vmap(jax.grad(lambda z: m(z[None])[0]))
 
@@ -171,6 +195,13 @@ def _bound_batch(weights, biases, clip_lo, clip_hi, C, d, lo, hi, alpha_steps=0)
     return jax.vmap(one)(lo, hi)
 
 
+@jax.jit(static_argnums=(0,))
+def _bound_graph_batch(graph, params, C, d, lo, hi):
+    """CROWN over a graph (no α-CROWN there yet), in ``_bound_batch``'s output form."""
+    bounds, coef = jax.vmap(lambda a, b: graph_crown(graph, params, a, b, C, d, with_coefficients=True))(lo, hi)
+    return bounds, coef, bounds, None
+
+
 def _sensitivity(chain: Chain) -> np.ndarray:
     """|d output / d input| summed over outputs, from the product of |weights|: a split heuristic."""
     s = np.abs(chain.weights[-1])
@@ -194,23 +225,37 @@ def verify(model, prop, *, timeout: float = 60.0, seed: int = 0, progress: bool 
     if split not in ("width", "gain", "alternate"):
         raise ValueError(f"split must be 'width', 'gain' or 'alternate', not {split!r}")
     t0 = time.perf_counter()
-    chain = affine_chain(model)
+    try:
+        chain = affine_chain(model)
+    except ValueError:  # a branching graph, leaky ReLU, max pooling: bounds over the graph (refused there if not covered)
+        check_graph(model.graph)
+        chain = None
     boxes, clauses = spec_of(prop, chain)
-    n_in = chain.weights[0].shape[1]
+    shapes = site_shapes(model.graph, model.params())
+    n_in = int(np.prod(model.graph.input_shape))
     if boxes.shape[1] != n_in:
         raise ValueError(f"the property bounds {boxes.shape[1]} inputs; the network has {n_in}")
-    n_out = chain.weights[-1].shape[0]
+    n_out = int(np.prod(shapes[model.graph.output]))
     if any(C.shape[1] != n_out for C, _ in clauses):
         raise ValueError(f"the property constrains {clauses[0][0].shape[1]} outputs; the network has {n_out}")
     rows = np.concatenate([C for C, _ in clauses]).astype(np.float32)
     rhs = np.concatenate([d for _, d in clauses]).astype(np.float32)
     owner = np.concatenate([np.full(len(d), k) for k, (_, d) in enumerate(clauses)])
-    args = (tuple(jnp.asarray(w, jnp.float32) for w in chain.weights), tuple(jnp.asarray(b, jnp.float32) for b in chain.biases),
-            None if chain.clip_lo is None else jnp.asarray(chain.clip_lo, jnp.float32),
-            None if chain.clip_hi is None else jnp.asarray(chain.clip_hi, jnp.float32))
-    fchain = _chain(*args)
+    if chain is not None:
+        args = (tuple(jnp.asarray(w, jnp.float32) for w in chain.weights), tuple(jnp.asarray(b, jnp.float32) for b in chain.biases),
+                None if chain.clip_lo is None else jnp.asarray(chain.clip_lo, jnp.float32),
+                None if chain.clip_hi is None else jnp.asarray(chain.clip_hi, jnp.float32))
+        fwd, sens = _chain_forward, _sensitivity(chain)
+
+        def bound_batch(lo, hi):
+            return _bound_batch(*args, jnp.asarray(rows), jnp.asarray(rhs), jnp.asarray(lo), jnp.asarray(hi), alpha_steps)
+    else:
+        args = model.params()
+        fwd, sens = _GraphForward(model.graph), np.ones(n_in)
+
+        def bound_batch(lo, hi):
+            return _bound_graph_batch(model.graph, args, jnp.asarray(rows), jnp.asarray(rhs), jnp.asarray(lo), jnp.asarray(hi))
     key = jax.random.key(seed)
-    sens = _sensitivity(chain)
 
     def confirm(x):
         x = np.asarray(x, np.float32)[None]
@@ -221,8 +266,8 @@ def verify(model, prop, *, timeout: float = 60.0, seed: int = 0, progress: bool 
         """The falsifier on up to FALSIFY boxes, padded to FALSIFY (one compiled program)."""
         n = min(len(boxes_lo), FALSIFY)
         pad = np.minimum(np.arange(FALSIFY), n - 1)
-        xs, ms = jax.device_get(falsify(fchain, clauses, np.asarray(boxes_lo)[pad], np.asarray(boxes_hi)[pad], k,
-                                        restarts=8, steps=20))
+        xs, ms = jax.device_get(_falsify_with(fwd, args, clauses, np.asarray(boxes_lo)[pad], np.asarray(boxes_hi)[pad], k,
+                                              restarts=8, steps=20))
         return xs[:n], ms[:n]
 
     queue = [(b[:, 0].astype(np.float32), b[:, 1].astype(np.float32), 0) for b in boxes]  # (lo, hi, depth)
@@ -231,7 +276,7 @@ def verify(model, prop, *, timeout: float = 60.0, seed: int = 0, progress: bool 
     lo = np.stack([q[0] for q in queue])
     hi = np.stack([q[1] for q in queue])
     key, k = jax.random.split(key)
-    xs, ms = jax.device_get(falsify(fchain, clauses, lo, hi, k, restarts=4096, steps=80))
+    xs, ms = jax.device_get(_falsify_with(fwd, args, clauses, lo, hi, k, restarts=4096, steps=80))
     for x, m in zip(xs, ms):
         if m >= 0:
             ok, y = confirm(x)
@@ -251,8 +296,7 @@ def verify(model, prop, *, timeout: float = 60.0, seed: int = 0, progress: bool 
         depth = [b[2] for b in batch]
         lo = np.stack([b[0] for b in batch] + [batch[0][0]] * (BATCH - n))
         hi = np.stack([b[1] for b in batch] + [batch[0][1]] * (BATCH - n))
-        plain, coef, bounds, alphas = jax.device_get(_bound_batch(*args, jnp.asarray(rows), jnp.asarray(rhs), jnp.asarray(lo),
-                                                                  jnp.asarray(hi), alpha_steps))
+        plain, coef, bounds, alphas = jax.device_get(bound_batch(lo, hi))
         plain, coef, bounds = np.asarray(plain)[:n], np.asarray(coef)[:n], np.asarray(bounds)[:n]
         bounded += n
         # a clause is impossible on a box when one of its rows is bounded above zero

@@ -5,7 +5,7 @@ every op between two ReLUs — dense, the ``.nnet`` normalisation, constant add/
 flatten/reshape, batch norm, average pooling, convolutions — is affine, so its weight matrix is its
 Jacobian and its bias its value at 0 (computed once, exactly, with JAX). An input ``clip`` (the
 ``.nnet`` domain) is applied to the box itself. Branching graphs and other non-linearities are
-refused by name.
+refused by name here (``_graph`` bounds those).
 
 CROWN (Zhang et al., NeurIPS 2018) bounds a linear function of the output by propagating it
 backwards through the chain, relaxing each unstable ReLU by a line below (slope 0 or 1, whichever
