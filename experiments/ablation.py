@@ -42,6 +42,7 @@ import os
 import platform
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import jax
@@ -423,13 +424,18 @@ def main(argv=None) -> int:
     for f in args.failures:
         log(f"=== {f}")
         t = time.perf_counter()
-        if f == "fairness":
-            cands, budget = fairness(args.seed, args.steps, generations)
-        elif f == "backdoor":
-            cands, budget = backdoor(args.data_dir, args.seed, args.steps, args.backdoor_repair_samples, generations)
-        elif f == "safety":
-            cands, budget = safety(args.seed, args.steps, generations)
-        else:
+        try:
+            if f == "fairness":
+                cands, budget = fairness(args.seed, args.steps, generations)
+            elif f == "backdoor":
+                cands, budget = backdoor(args.data_dir, args.seed, args.steps, args.backdoor_repair_samples, generations)
+            elif f == "safety":
+                cands, budget = safety(args.seed, args.steps, generations)
+        except Exception as err:  # one failure type's error must not cost the others' figures
+            traceback.print_exc()
+            results[f] = {"missing": f"the run failed: {type(err).__name__}: {err}"}
+            continue
+        if f == "spurious":
             cands, budget = spurious(Path(args.spurious_json))
             if cands is None:
                 print(f"NOTE: the spurious-correlation section is not filled: {budget}", flush=True)
