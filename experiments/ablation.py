@@ -398,6 +398,47 @@ def plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def write(out: Path, results: dict, args, argv, total: float, pending: list) -> str:
+    """Writes ``ablation.{json,md,png}`` for what has run so far (``pending``: failure types still to run)."""
+    env = jr.records.environment()
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    machine = f"{platform.platform()}, {platform.processor() or platform.machine()}, {os.cpu_count()}-core CPU, no GPU"
+    command = " ".join(["python", "experiments/ablation.py", *(argv if argv is not None else sys.argv[1:])])
+    record = {"experiment": "ablation", "date": stamp, "machine": machine, "environment": env, "command": command,
+              "seed": args.seed, "steps": args.steps, "select_a": A_SELECT, "total_s": total, "partial": pending, "results": results}
+    for name in ("ablation.json", "ablation.md"):  # main moved older files aside: these are this run's partial ones
+        (out / name).unlink(missing_ok=True)
+    jr.records.write_json(out / "ablation.json", record)
+    plot(results, out / "ablation.png")
+    budgets = []
+    for f in FAILURES:
+        if f in results and not results[f].get("missing"):
+            budgets.append(f"- **{f}** ({ENTRIES[f]}): " + "; ".join(f"{k.replace('_', ' ')}: {v}"
+                                                                        for k, v in results[f]["budget"].items()))
+    md = [f"# Feature- vs neuron-level repair, per failure type\n",
+          f"Measured {stamp} on {machine} (shared with other jobs), jax {jax.__version__}; total {total:.0f} s. "
+          f"Regenerate: `{command}`.\n",
+          *([f"**Partial record: {', '.join(pending)} not run yet (the run was still going or was stopped).**\n"]
+            if pending else []),
+          "Each failure type has one repair task (`jr.repair.from_zoo`): every method repairs on its repair split, the "
+          "best of each level is chosen on the select (val) split — lowest objective (1−a)·violation + a·(1−accuracy), "
+          f"a = {A_SELECT}, among the candidates that keep the kind's accuracy budget (`max_drop`) on select and are "
+          "not degenerate there — and the figures are the test split's. Times include lowering and localisation.\n",
+          "## Best of each level\n", summary_table(results),
+          "\n## What the comparison shows\n", *[paragraph(f, results[f]) + "\n" for f in FAILURES if f in results],
+          "\n## Budget (the same for both levels within a failure type)\n", *budgets,
+          f"\nNeuron-level candidates: `preset` (`jr.repair(model, task)`: the kind's preset, ACE + evosax PSO), `care` "
+          f"(CARE's settings) and `ace-finetune` (`jr.repair.localized_finetune` on the ACE ranking, k chosen on "
+          f"select); every gradient method takes {args.steps} Adam steps.\n",
+          "\n## Every candidate\n", candidates_table(results)]
+    if "spurious" in results and not results["spurious"].get("missing"):
+        md.append(f"\nSpurious rows are read from `{args.spurious_json}` ({results['spurious']['budget'].get('date')}, "
+                  f"{results['spurious']['budget'].get('machine')}); they have no select violation/accuracy columns, only "
+                  "the objective spurious.py recorded.\n")
+    jr.records.write_text(out / "ablation.md", "\n".join(md) + "\n")
+    return "\n".join(md)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", help="where mnist/ is (default $JAXREPAIR_DATA)")
@@ -419,9 +460,14 @@ def main(argv=None) -> int:
     if "backdoor" in args.failures:  # every file checked before any work
         jr.data.check_files(jr.zoo.entry(ENTRIES["backdoor"]).dataset,
                             jr.data.data_dir(args.data_dir, need=ENTRIES["backdoor"]))
+    for name in ("ablation.json", "ablation.md", "ablation.png"):
+        if (out / name).exists():
+            (out / name).rename(out / (name + ".previous"))
     t0 = time.perf_counter()
     results = {}
-    for f in args.failures:
+    for n, f in enumerate(args.failures):
+        if n:  # what has run so far survives a stopped run
+            write(out, results, args, argv, time.perf_counter() - t0, args.failures[n:])
         log(f"=== {f}")
         t = time.perf_counter()
         try:
@@ -444,43 +490,8 @@ def main(argv=None) -> int:
         results[f] = {"candidates": cands, "budget": budget, "wall_s": time.perf_counter() - t,
                       "best": {lv: best_of(cands, lv) for lv in ("neuron", "feature")},
                       "not_applicable": {"feature": SAFETY_NO_FEATURE} if f == "safety" else {}}
-    total = time.perf_counter() - t0
-    env = jr.records.environment()
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    machine = f"{platform.platform()}, {platform.processor() or platform.machine()}, {os.cpu_count()}-core CPU, no GPU"
-    command = " ".join(["python", "experiments/ablation.py", *(argv if argv is not None else sys.argv[1:])])
-    record = {"experiment": "ablation", "date": stamp, "machine": machine, "environment": env, "command": command,
-              "seed": args.seed, "steps": args.steps, "select_a": A_SELECT, "total_s": total, "results": results}
-    for name in ("ablation.json", "ablation.md", "ablation.png"):
-        if (out / name).exists():
-            (out / name).rename(out / (name + ".previous"))
-    jr.records.write_json(out / "ablation.json", record)
-    plot(results, out / "ablation.png")
-    budgets = []
-    for f in FAILURES:
-        if f in results and not results[f].get("missing"):
-            budgets.append(f"- **{f}** ({ENTRIES[f]}): " + "; ".join(f"{k.replace('_', ' ')}: {v}"
-                                                                        for k, v in results[f]["budget"].items()))
-    md = [f"# Feature- vs neuron-level repair, per failure type\n",
-          f"Measured {stamp} on {machine} (shared with other jobs), jax {jax.__version__}; total {total:.0f} s. "
-          f"Regenerate: `{command}`.\n",
-          "Each failure type has one repair task (`jr.repair.from_zoo`): every method repairs on its repair split, the "
-          "best of each level is chosen on the select (val) split — lowest objective (1−a)·violation + a·(1−accuracy), "
-          f"a = {A_SELECT}, among the candidates that keep the kind's accuracy budget (`max_drop`) on select and are "
-          "not degenerate there — and the figures are the test split's. Times include lowering and localisation.\n",
-          "## Best of each level\n", summary_table(results),
-          "\n## What the comparison shows\n", *[paragraph(f, results[f]) + "\n" for f in FAILURES if f in results],
-          "\n## Budget (the same for both levels within a failure type)\n", *budgets,
-          f"\nNeuron-level candidates: `preset` (`jr.repair(model, task)`: the kind's preset, ACE + evosax PSO), `care` "
-          f"(CARE's settings) and `ace-finetune` (`jr.repair.localized_finetune` on the ACE ranking, k chosen on "
-          f"select); every gradient method takes {args.steps} Adam steps.\n",
-          "\n## Every candidate\n", candidates_table(results)]
-    if "spurious" in results and not results["spurious"].get("missing"):
-        md.append(f"\nSpurious rows are read from `{args.spurious_json}` ({results['spurious']['budget'].get('date')}, "
-                  f"{results['spurious']['budget'].get('machine')}); they have no select violation/accuracy columns, only "
-                  "the objective spurious.py recorded.\n")
-    jr.records.write_text(out / "ablation.md", "\n".join(md) + "\n")
-    print("\n".join(md))
+    md = write(out, results, args, argv, time.perf_counter() - t0, [])
+    print(md)
     return 0
 
 
