@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import sys
@@ -188,16 +189,29 @@ def _moves(moves: dict, top: int = 4) -> str:
     return ", ".join(f"{v} {m:.2f}" for v, m in big) + (f" (+{rest} more)" if rest > 0 else "") if big else "none"
 
 
+def _switched(moves: dict, default: dict) -> str:
+    on = [v for v in moves if v not in default]
+    off = [v for v in default if v not in moves]
+    return "; ".join([*(f"+{v}" for v in on), *(f"−{v}" for v in off)]) or "—"
+
+
+def _unchanged(run: dict, res: dict) -> bool:
+    """The selection kept the original model (no checkpoint within the budget)."""
+    return run["cf_cross"] == res["cf_unrepaired"] and run["accuracy"] == res["before"]["accuracy"]
+
+
 def tables(res: dict) -> str:
     name, dags, unrep = res["entry"], res["dags"], res["cf_unrepaired"]
-    lines = [f"### {name} (sensitive attribute `{res['attribute']}`, {res['test_rows']} test rows)\n",
+    lines = [f"### {name} (sensitive attribute `{res['attribute']}`, {res['test_rows']} test rows: one row = "
+             f"{1 / res['test_rows']:.4f})\n",
              "Unrepaired zoo model: test accuracy {:.4f}, DPD {:.4f}, EOD {:.4f}, flip violation {:.4f}.\n".format(
                  res["before"]["accuracy"], res["before"]["demographic_parity_difference"],
                  res["before"]["equalized_odds_difference"], res["before"]["fairness_violation_exhaustive"]),
              jr.records.markdown_table(
-                 ["DAG", "kind", "CF shift score", "columns the counterfactual moves (mean |Δ|/sd)", "CF violation, unrepaired",
-                  "Δ vs default DAG [95% CI]"],
-                 [(d["label"], d["kind"], f"{d['shift']:.3f}", _moves(d["moves"]), f"{u:.4f}",
+                 ["DAG", "kind", "CF shift score", "columns the counterfactual moves (mean abs Δ / sd)",
+                  "switched on / off vs default", "CF violation, unrepaired", "Δ vs default DAG [95% CI]"],
+                 [(d["label"], d["kind"], f"{d['shift']:.3f}", _moves(d["moves"]), _switched(d["moves"], dags[0]["moves"]),
+                   f"{u:.4f}",
                    f"{u - unrep[0]:+.4f} {_ci(ci)}") for d, u, ci in zip(dags, unrep, res["cf_unrepaired_vs_default_dag_ci95"])])]
     for mode in MODES:
         mine = [r for r in res["runs"] if r["mode"] == mode]
@@ -214,10 +228,12 @@ def tables(res: dict) -> str:
                          fmt("accuracy"), f"{unrep[i]:.4f}", fmt("cf_own"), fmt("cf_default"),
                          "" if i == 0 else f"{rs[0]['cf_default'] - base0['cf_default']:+.4f} {_ci(rs[0]['cf_default_vs_default_repair_ci95'])}",
                          fmt("demographic_parity_difference"), fmt("equalized_odds_difference"),
-                         fmt("fairness_violation_exhaustive"), "; ".join(sorted({str(r["degenerate"]) for r in rs} - {"None"})) or "no"))
+                         fmt("fairness_violation_exhaustive"),
+                         "; ".join([*sorted({f"degenerate: {r['degenerate']}" for r in rs if r["degenerate"]}),
+                                    *(["unchanged (no checkpoint within the budget)"] if all(_unchanged(r, res) for r in rs) else [])])))
         lines += [f"\n**{mode}** (trained with each DAG's counterfactuals; seed 0 for the variants)\n",
                   jr.records.markdown_table(["trained with DAG", "test accuracy", "CF own DAG, before", "CF own DAG, after",
-                                             "CF default DAG, after", "Δ vs default repair (seed 0) [95% CI]", "DPD", "EOD", "flip violation", "degenerate"], rows)]
+                                             "CF default DAG, after", "Δ vs default repair (seed 0) [95% CI]", "DPD", "EOD", "flip violation", "note"], rows)]
         seed0 = {r["dag"]: r for r in mine if r["seed"] == 0}
         cross = [("unrepaired", *[f"{u:.4f}" for u in unrep])]
         cross += [(d["label"], *[f"{v:.4f}" for v in seed0[i]["cf_cross"]]) for i, d in enumerate(dags)]
@@ -229,7 +245,7 @@ def tables(res: dict) -> str:
     return "\n".join(lines)
 
 
-def findings(res: dict) -> str:
+def findings(res: dict, budget: float) -> str:
     """Plain sentences computed from the numbers: which moves exceed seed noise and test-row sampling."""
     unrep, cis = res["cf_unrepaired"], res["cf_unrepaired_vs_default_dag_ci95"]
     k = int(np.argmax(np.abs(np.array(unrep) - unrep[0])))
@@ -250,13 +266,26 @@ def findings(res: dict) -> str:
         dflt = np.mean([1 - r["cf_default"] / unrep[0] for r in var]) if unrep[0] > 0 else float("nan")
         seeds = (f"{len(base)} seeds give CF (default DAG) {m:.4f} (range {spread:.4f}) and accuracy {ma:.4f} "
                  f"(range {sa:.4f})" + (" — the seeds change nothing here" if spread == 0 and sa == 0 else ""))
+        changed = [r for r in mine if r["seed"] == 0 and not _unchanged(r, res)]
+        diag = [r for r in changed if r["cf_cross"][r["dag"]] <= min(r["cf_cross"]) + 1e-12]
+        over = [r for r in mine if r["accuracy_drop_points"] > 100 * budget + 1e-9]
+        same = [r for r in mine if r["seed"] == 0 and _unchanged(r, res)]
         out.append(f"- **{res['entry']}, {mode}**: default-DAG repair: {seeds}, a {1 - m / unrep[0]:.0%} reduction. "
                    f"Repairs trained with the {len(var)} variants: CF under the default DAG "
                    f"{min(r['cf_default'] for r in var):.4f}–{max(r['cf_default'] for r in var):.4f} (mean reduction "
                    f"{dflt + 0:.0%} vs the unrepaired model; under their own DAGs {own + 0:.0%}), accuracy "
                    f"{min(r['accuracy'] for r in var):.4f}–{max(r['accuracy'] for r in var):.4f}; {len(beyond)} of {len(var)} "
                    "differ from the default-DAG repair beyond both the seed range and the paired 95% CI"
-                   + (" (" + ", ".join(f"`{r['label']}` {r['cf_default']:.4f}" for r in beyond) + ")." if beyond else "."))
+                   + (" (" + ", ".join(f"`{r['label']}` {r['cf_default']:.4f}" for r in beyond) + ")" if beyond else "")
+                   + f". {len(diag)} of {len(changed)} changed models (seed 0) have their lowest CF violation under their "
+                   "own DAG (ties count)."
+                   + (" Largest gap between a variant repair's own-DAG and default-DAG CF: `{}` {:.4f} under its own DAG, "
+                      "{:.4f} under the default DAG.".format(g["label"], g["cf_own"], g["cf_default"])
+                      if (g := max(var, key=lambda r: r["cf_default"] - r["cf_own"])) else "")
+                   + (" Unchanged (no checkpoint within the budget): " + ", ".join(f"`{r['label']}`" for r in same) + "." if same else "")
+                   + (f" Test accuracy drop beyond the budget ({100 * budget:.2f} pts, held on the select split): "
+                      + ", ".join(f"`{r['label']}` seed {r['seed']} {r['accuracy_drop_points']:.2f} pts" for r in over) + "."
+                      if over else ""))
     return "\n".join(out)
 
 
@@ -274,17 +303,68 @@ def plot(results, path):
             for (i, j), v in np.ndenumerate(m):
                 ax.text(j, i, f"{v:.3f}", ha="center", va="center", fontsize=7,
                         color="white" if v < 0.6 * m.max() else "black")
+            for i in range(n):  # the model's own DAG
+                ax.add_patch(plt.Rectangle((i - 0.5, i + 0.5), 1, 1, fill=False, edgecolor="red", linewidth=1.6))
             short = ["D"] + [str(i) for i in range(1, n)]
             ax.set_xticks(range(n), short)
             ax.set_yticks(range(n + 1), ["unrepaired"] + [f"{s}: {d['label']}" for s, d in zip(short, res["dags"])], fontsize=7)
             ax.set_xlabel("CF violation measured under DAG")
-            ax.set_title(f"{res['entry']}, {mode} (seed 0)", fontsize=10)
+            ax.set_title(f"{res['entry']}, {mode} (seed 0; red box = own DAG)", fontsize=10)
             fig.colorbar(im, ax=ax, fraction=0.04)
         row[0].set_ylabel("model (trained with DAG)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def report(rec: dict, out: Path, *, rewritten: bool = False) -> str:
+    """Writes ``scm_sensitivity.md`` and ``.png`` from a run's record; returns the markdown."""
+    c, results = rec["config"], rec["results"]
+    png = plot(results, out / "scm_sensitivity.png")
+    note = " This report was rewritten from the run's JSON (`--from-json`); the figures are that run's." if rewritten else ""
+    md = ["# Sensitivity to the assumed causal structure (SCM counterfactual fairness and repair)\n",
+          f"Measured {rec['date']} on a {rec['machine']}, jax {rec['environment']['versions']['jax']}; "
+          f"{rec['total_s']:.0f} s in all. Regenerate: `{rec['command']}`.{note}\n",
+          "Linear additive-noise SCMs (`jr.causal.SCM.fit`) fitted on each dataset's train split. Variants of the "
+          "default DAG (`jr.causal.default_dag`: the protected attributes are roots and parents of every other "
+          "column) come from `jr.causal.edit_dag`; of each kind the "
+          f"{c['per_kind']} single edits with the largest *CF shift score* are kept — the mean over {c['score_rows']} "
+          "test rows of Σ_v abs(x'_v(variant) − x'_v(default)) / sd_v, i.e. how far the edit moves the "
+          "counterfactual inputs (a property of the SCMs, not of the model). Candidates: **drop** = any edge into "
+          "a descendant of the sensitive attribute A; **reverse** = any edge not out of A "
+          "whose reversal keeps a DAG (reversing `A -> c` is counterfactually identical to dropping it, since "
+          "do(A) cuts `c -> A`); **hide** = a column other than A with ≥ 2 children, hidden from the modeller as a "
+          "latent confounder: its children's equations are fitted without it (their noise absorbs it) and it "
+          "keeps its observed value in counterfactuals (the classifier still reads it). All candidate scores are "
+          "in the JSON. Categorical columns are integer codes and counterfactual values are snapped to the nearest "
+          "code, so a categorical child moves only where its fitted change crosses half a code step: a small change "
+          "of a coefficient can switch a whole column on or off (the *switched* column below).\n",
+          "CF violation = share of test rows whose decision changes under the SCM counterfactual \"had A been "
+          "different\" (`jr.causal.counterfactual_fairness`); the 95% CIs are paired bootstraps over the same test "
+          "rows (1000 resamples). Repairs: `jr.feature.counterfactual_training` "
+          f"(`clp` = counterfactual logit pairing, `augment` = counterfactual augmentation), {c['steps']} steps, "
+          f"accuracy budget max_drop={rec['fairness_budget']} on the select split, checkpoint chosen there; "
+          "figures on the test split. DPD / EOD = demographic-parity / equalized-odds difference and flip "
+          f"violation = the zoo's individual-fairness metric. Seed noise: the default DAG is repaired with "
+          f"{c['seeds']} seeds (the 5,000-row repair sample and the counterfactual draw); '±' is half the range "
+          "over the seeds. German's train split is smaller than the repair sample, so every seed trains on all of it, "
+          "and with a binary attribute the counterfactual draw is fixed too: for german-sex the seeds change nothing "
+          "and the sampling of the (small) test split is the noise that matters.\n",
+          "## Findings (computed from the tables)\n", "\n".join(findings(r, rec["fairness_budget"]) for r in results) + "\n",
+          "## Per entry\n", "\n\n".join(tables(r) for r in results) + "\n"]
+    if png:
+        md.append("\n![cross-evaluation heatmaps: rows = model trained with a DAG, columns = DAG the CF violation is "
+                  "measured under; boxed = the model's own DAG](scm_sensitivity.png)\n")
+    text = "\n".join(md)
+    jr.records.write_text(out / "scm_sensitivity.md", text)
+    return text
+
+
+def _move_aside(out: Path, names) -> None:
+    for fname in names:
+        if (out / fname).exists():
+            (out / fname).rename(out / (fname + ".previous"))
 
 
 def main(argv=None):
@@ -295,11 +375,19 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, default=3, help="seeds for the default DAG (variants: seed 0)")
     p.add_argument("--score-rows", type=int, default=4000, help="test rows used to score candidate edits")
     p.add_argument("--steps", type=int, default=300, help="training steps of each repair")
+    p.add_argument("--from-json", help="rewrite the .md and .png from this run record instead of running")
     p.add_argument("--out", default=str(Path(__file__).parent / "results"))
     a = p.parse_args(argv)
     if a.per_kind < 1 or a.seeds < 1 or a.score_rows < 1 or a.steps < 1:
         raise ValueError("--per-kind, --seeds, --score-rows and --steps must be positive")
     out = jr.records.check_output_dir(a.out)
+    if a.from_json:
+        rec = json.loads(Path(a.from_json).read_text())
+        if rec.get("experiment") != "scm_sensitivity":
+            raise ValueError(f"{a.from_json} is not a scm_sensitivity record")
+        _move_aside(out, ("scm_sensitivity.md", "scm_sensitivity.png"))
+        print(report(rec, out, rewritten=True))
+        return 0
     t0 = time.perf_counter()
     results = [run_entry(n, a.per_kind, a.seeds, a.score_rows, a.steps) for n in a.entries]
     env = jr.records.environment()
@@ -307,40 +395,12 @@ def main(argv=None):
     command = " ".join(["python", "experiments/scm_sensitivity.py", *(argv if argv is not None else sys.argv[1:])])
     machine = f"{os.cpu_count()}-core {platform.processor() or platform.machine()} CPU, no GPU (shared with other jobs)"
     rec = {"experiment": "scm_sensitivity", "date": stamp, "machine": machine, "environment": env, "command": command,
-           "config": vars(a), "fairness_budget": jr.repair.PRESETS["fairness"].max_drop, "results": results,
+           "config": {k: v for k, v in vars(a).items() if k != "from_json"},
+           "fairness_budget": jr.repair.PRESETS["fairness"].max_drop, "results": results,
            "total_s": time.perf_counter() - t0}
-    for fname in ("scm_sensitivity.json", "scm_sensitivity.md", "scm_sensitivity.png"):
-        if (out / fname).exists():
-            (out / fname).rename(out / (fname + ".previous"))
+    _move_aside(out, ("scm_sensitivity.json", "scm_sensitivity.md", "scm_sensitivity.png"))
     jr.records.write_json(out / "scm_sensitivity.json", rec)
-    png = plot(results, out / "scm_sensitivity.png")
-    md = [f"# Sensitivity to the assumed causal structure (SCM counterfactual fairness and repair)\n",
-          f"Measured {stamp} on a {machine}, jax {jax.__version__}; {rec['total_s']:.0f} s in all. "
-          f"Regenerate: `{command}`.\n",
-          "Linear additive-noise SCMs (`jr.causal.SCM.fit`) fitted on each dataset's train split. Variants of the "
-          "default DAG (`jr.causal.default_dag`) come from `jr.causal.edit_dag`; of each kind the "
-          f"{a.per_kind} single edits with the largest *CF shift score* are kept — the mean over {a.score_rows} "
-          "test rows of Σ_v |x'_v(variant) − x'_v(default)| / sd_v, i.e. how far the edit moves the "
-          "counterfactual inputs (a property of the SCMs, not of the model). Candidates: **drop** = any edge into "
-          "a descendant of the sensitive attribute; **reverse** = any edge not out of the sensitive attribute "
-          "whose reversal keeps a DAG (reversing `A -> c` is counterfactually identical to dropping it, since "
-          "do(A) cuts `c -> A`); **hide** = a column other than A with ≥ 2 children, hidden from the modeller as a "
-          "latent confounder: its children's equations are fitted without it (their noise absorbs it) and it "
-          "keeps its observed value in counterfactuals (the classifier still reads it). All candidate scores are "
-          "in the JSON.\n",
-          "CF violation = share of test rows whose decision changes under the SCM counterfactual \"had A been "
-          "different\" (`jr.causal.counterfactual_fairness`). Repairs: `jr.feature.counterfactual_training` "
-          f"(`clp` = counterfactual logit pairing, `augment` = counterfactual augmentation), {a.steps} steps, "
-          f"accuracy budget max_drop={rec['fairness_budget']} on the select split, checkpoint chosen there; "
-          "figures on the test split. DPD / EOD = demographic-parity / equalized-odds difference and flip "
-          f"violation = the zoo's individual-fairness metric. Seed noise: the default DAG is repaired with "
-          f"{a.seeds} seeds (task sampling and training); '±' is half the range over the seeds.\n",
-          "## Findings (computed from the tables)\n", "\n".join(findings(r) for r in results) + "\n",
-          "## Per entry\n", "\n\n".join(tables(r) for r in results) + "\n"]
-    if png:
-        md.append("\n![cross-evaluation heatmaps](scm_sensitivity.png)\n")
-    jr.records.write_text(out / "scm_sensitivity.md", "\n".join(md))
-    print("\n".join(md))
+    print(report(rec, out))
     return 0
 
 
