@@ -126,9 +126,19 @@ def neuron_level(failure, entry, model, task, before, acc0, max_drop, seed, step
     loc_s = time.perf_counter() - t
     log(f"{entry}: lowered in {lower_s:.1f}s, ACE localisation {loc_s:.1f}s")
     rows = []
+    care, care_loc_s = "care", 0.0  # care localises inside, with CARE's own effect, on pre-activation sites
+    care_kw = {}
+    if task.kind == "safety":
+        # CARE's effects are fairness's and backdoors' (jr.repair.localization_effect); for a safety
+        # property CARE's search runs on the ACE ranking of the pre-activation units by the task's own
+        # effect (the violation margin of the property).
+        t = time.perf_counter()
+        care_kw["localization"] = jr.repair.localize(head, low, sites=jr.repair.candidate_sites(head, "factor",
+                                                                                               "pre-activation"))
+        care, care_loc_s = "care (task effect)", time.perf_counter() - t
     runs = {"preset": (lambda: jr.repair(head, low, seed=seed, localization=loc, generations=generations), loc_s),
-            # care localises inside (CARE's own effect and pre-activation sites)
-            "care": (lambda: jr.repair(head, low, preset="care", seed=seed, generations=generations), 0.0),
+            care: (lambda: jr.repair(head, low, preset="care", seed=seed, generations=generations, **care_kw),
+                   care_loc_s),
             "ace-finetune": (lambda: jr.repair.localized_finetune(head, low, loc.ranking(), steps=steps), loc_s)}
     for m, (run, uses) in runs.items():
         log(f"{entry}: neuron/{m}")
@@ -398,13 +408,15 @@ def plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def write(out: Path, results: dict, args, argv, total: float, pending: list) -> str:
+def write(out: Path, results: dict, args, argv, total: float, pending: list, earlier: list) -> str:
     """Writes ``ablation.{json,md,png}`` for what has run so far (``pending``: failure types still to run)."""
     env = jr.records.environment()
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     machine = f"{platform.platform()}, {platform.processor() or platform.machine()}, {os.cpu_count()}-core CPU, no GPU"
-    command = " ".join(["python", "experiments/ablation.py", *(argv if argv is not None else sys.argv[1:])])
+    command = this_command(argv)
+    commands = [c for c in earlier if c != command] + [command]
     record = {"experiment": "ablation", "date": stamp, "machine": machine, "environment": env, "command": command,
+              "commands": commands,
               "seed": args.seed, "steps": args.steps, "select_a": A_SELECT, "total_s": total, "partial": pending, "results": results}
     for name in ("ablation.json", "ablation.md"):  # main moved older files aside: these are this run's partial ones
         (out / name).unlink(missing_ok=True)
@@ -416,8 +428,11 @@ def write(out: Path, results: dict, args, argv, total: float, pending: list) -> 
             budgets.append(f"- **{f}** ({ENTRIES[f]}): " + "; ".join(f"{k.replace('_', ' ')}: {v}"
                                                                         for k, v in results[f]["budget"].items()))
     md = [f"# Feature- vs neuron-level repair, per failure type\n",
-          f"Measured {stamp} on {machine} (shared with other jobs), jax {jax.__version__}; total {total:.0f} s. "
-          f"Regenerate: `{command}`.\n",
+          f"Measured {stamp} on {machine} (shared with other jobs), jax {jax.__version__}; this command took "
+          f"{total:.0f} s. Regenerate: " + ", then ".join(f"`{c}`" for c in commands) + ".\n",
+          *([" ".join(f"{f}: measured {results[f]['measured']['date']} by `{results[f]['measured']['command']}` "
+                      f"({results[f].get('wall_s', 0):.0f} s)." for f in FAILURES
+                      if f in results and "measured" in results[f]) + "\n"] if len(commands) > 1 else []),
           *([f"**Partial record: {', '.join(pending)} not run yet (the run was still going or was stopped).**\n"]
             if pending else []),
           "Each failure type has one repair task (`jr.repair.from_zoo`): every method repairs on its repair split, the "
@@ -439,6 +454,10 @@ def write(out: Path, results: dict, args, argv, total: float, pending: list) -> 
     return "\n".join(md)
 
 
+def this_command(argv) -> str:
+    return " ".join(["python", "experiments/ablation.py", *(argv if argv is not None else sys.argv[1:])])
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", help="where mnist/ is (default $JAXREPAIR_DATA)")
@@ -448,26 +467,37 @@ def main(argv=None) -> int:
     p.add_argument("--backdoor-repair-samples", type=int, default=1000)
     p.add_argument("--spurious-json", default="experiments/results/spurious.json")
     p.add_argument("--quick", action="store_true",
-                   help="a smoke run (5 steps, 2 search generations, 200 backdoor images): checks the pipeline, "
+                   help="a smoke run (10 steps, 2 search generations, 200 backdoor images): checks the pipeline, "
                         "its figures mean nothing")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the other failure types' results from OUT/ablation.json and rerun only --failures")
     p.add_argument("--out", default="experiments/results")
     args = p.parse_args(argv)
     generations = None
     if args.quick:
-        args.steps, generations, args.backdoor_repair_samples = 5, 2, 200
+        args.steps, generations, args.backdoor_repair_samples = 10, 2, 200
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if "backdoor" in args.failures:  # every file checked before any work
         jr.data.check_files(jr.zoo.entry(ENTRIES["backdoor"]).dataset,
                             jr.data.data_dir(args.data_dir, need=ENTRIES["backdoor"]))
+    results, earlier = {}, []
+    if args.merge:
+        if not (out / "ablation.json").exists():
+            raise ValueError(f"--merge keeps the results in {out / 'ablation.json'}, which does not exist")
+        prev = json.loads((out / "ablation.json").read_text())
+        results = {f: r for f, r in prev["results"].items() if f not in args.failures and not r.get("missing")}
+        for r in results.values():
+            r.setdefault("measured", {"date": prev["date"], "command": prev["command"]})
+        earlier = prev.get("commands") or [prev["command"]]
     for name in ("ablation.json", "ablation.md", "ablation.png"):
         if (out / name).exists():
             (out / name).rename(out / (name + ".previous"))
     t0 = time.perf_counter()
-    results = {}
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     for n, f in enumerate(args.failures):
         if n:  # what has run so far survives a stopped run
-            write(out, results, args, argv, time.perf_counter() - t0, args.failures[n:])
+            write(out, results, args, argv, time.perf_counter() - t0, args.failures[n:], earlier)
         log(f"=== {f}")
         t = time.perf_counter()
         try:
@@ -488,9 +518,10 @@ def main(argv=None) -> int:
                 results[f] = {"missing": budget}
                 continue
         results[f] = {"candidates": cands, "budget": budget, "wall_s": time.perf_counter() - t,
+                      "measured": {"date": stamp, "command": this_command(argv)},
                       "best": {lv: best_of(cands, lv) for lv in ("neuron", "feature")},
                       "not_applicable": {"feature": SAFETY_NO_FEATURE} if f == "safety" else {}}
-    md = write(out, results, args, argv, time.perf_counter() - t0, [])
+    md = write(out, results, args, argv, time.perf_counter() - t0, [], earlier)
     print(md)
     return 0
 
