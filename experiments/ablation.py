@@ -392,10 +392,17 @@ def plot(results: dict, path: Path) -> None:
                 continue
             ax.scatter([100 * r["violation_after"] for r in mine], [100 * r["accuracy_after"] for r in mine],
                        marker=marker, facecolors="none", edgecolors=colour, s=45, label=f"{level} level (candidates)")
+            for i, r in enumerate(mine):  # staggered, so that coinciding candidates stay readable
+                ax.annotate(r["method"], (100 * r["violation_after"], 100 * r["accuracy_after"]), fontsize=6.5,
+                            color=colour, xytext=(4, -9 - 7 * i if level == "neuron" else 4 + 7 * i),
+                            textcoords="offset points")
             b = res["best"][level]
             ax.scatter([100 * b["violation_after"]], [100 * b["accuracy_after"]], marker=marker, color=colour, s=90,
                        label=f"{level} level best: {b['method']}", zorder=4)
         vl, al = LABELS[f]
+        if f == "backdoor":  # repaired models sit near 0%, the trained one at 100%
+            ax.set_xscale("symlog", linthresh=1.0)
+            ax.set_xlim(-0.1, 150)
         ax.set_xlabel(f"{vl} on test (%)")
         ax.set_ylabel(f"{al} (%)")
         ax.set_title(f"{f}: {ENTRIES[f]}", fontsize=10)
