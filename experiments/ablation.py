@@ -355,6 +355,9 @@ def paragraph(f: str, res: dict) -> str:
             f"{which(nb['accuracy_after'], fb['accuracy_after'], False)} (neuron {lost(nb['drop_points'])}, feature "
             f"{lost(fb['drop_points'])}); faster: {which(nb['time_s'], fb['time_s'])} (neuron {nb['time_s']:.1f} s, "
             f"feature {fb['time_s']:.1f} s).")
+    if f == "backdoor":
+        text += (" The neuron-level repairs change only the dense layers after `flatten`; the feature-level ones train "
+                 "every weight of the network.")
     if f == "spurious":
         text += (f" The border colour's ACE: {nb['spurious_ace_before']:.3f} → {nb['spurious_ace_after']:.3f} (neuron) and "
                  f"→ {fb['spurious_ace_after']:.3f} (feature); in-distribution accuracy {pct(nb['in_distribution_after'])} "
