@@ -49,7 +49,7 @@ PRESETS = {
     "safety": Preset("safety", k=25, a=0.5, bounds=(-1.0, 3.0), max_drop=0.03, k_grad=(50,)),
     # A spurious shortcut: factors of the conv channels that carry it; the accuracy is measured on
     # decorrelated images, where removing the shortcut raises it.
-    "spurious": Preset("spurious", k=10, a=0.5, bounds=(0.0, 2.0), max_drop=0.01, k_grad=(16, 64)),
+    "spurious": Preset("spurious", k=10, a=0.5, bounds=(0.0, 2.0), max_drop=0.01, k_grad=(32,)),
     "custom": Preset("custom", k=3, a=0.2, bounds=(0.0, 2.0)),
     "care": Preset("care", k=13, a=0.3, bounds=(0.0, 2.0), strategy="care", score="care_mean",
                    site_kind="pre-activation", init="identity", effect="care"),
