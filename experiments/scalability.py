@@ -91,8 +91,7 @@ def worker(spec: dict) -> dict:
 
     compiling = _CompileClock()
     jax.monitoring.register_event_duration_secs_listener(compiling.event)
-    net = None if spec["op"] == "scm-fit" else build(spec["net"])  # model init: from the persistent compile cache
-    jax.config.update("jax_enable_compilation_cache", False)  # the measured operation compiles cold
+    net = None if spec["op"] == "scm-fit" else build(spec["net"])
     op = spec["op"]
     if op == "scm-fit":
         ds = jr.data.load_tabular("census")
@@ -196,11 +195,14 @@ def info(net, x) -> dict:
 
 
 def call(spec: dict, timeout: float) -> dict:
-    """Runs one measurement in a fresh Python process."""
+    """Runs one measurement in a fresh Python process with jaxrepair's persistent compile cache off, so
+    every compile is cold (turning the cache off inside the worker after building the model is not
+    enough: jax keeps using a cache it has opened)."""
     cmd = [sys.executable, __file__, "--worker", json.dumps(spec)]
+    env = {**os.environ, "JAXREPAIR_NO_COMPILE_CACHE": "1"}
     t = time.perf_counter()
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         return {"status": "exceeded", "killed_after_s": time.perf_counter() - t}
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
