@@ -64,6 +64,8 @@ def test_lowered_task_reports_what_the_whole_network_does(cnn_task):
     again = task.report(whole)
     assert again["violation"] == pytest.approx(r.after["violation"], abs=1e-6)
     assert again["accuracy"] == pytest.approx(r.after["accuracy"], abs=1e-6)
+    with pytest.raises(ValueError, match="eval_every .10. must not exceed steps .5."):
+        jr.repair.finetune(h, low, steps=5, eval_every=10)
 
 
 def test_properties_that_read_inputs_are_not_lowered():

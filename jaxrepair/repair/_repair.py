@@ -437,6 +437,9 @@ def finetune(model, task: Task, *, neurons: list[Neuron] | None = None, a: float
     Batch statistics and normalisation constants are never trained."""
     _count(steps, "steps")
     _count(eval_every, "eval_every")
+    if eval_every > steps:
+        raise ValueError(f"eval_every ({eval_every}) must not exceed steps ({steps}): the select split is checked "
+                         f"every eval_every steps, so fewer steps would never choose a checkpoint")
     t = time.perf_counter()
     apply, args, static = problem_data(model, task)
     mask = jax.tree.map(lambda v: np.ones(np.shape(v), bool), args.params)
