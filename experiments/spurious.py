@@ -45,7 +45,6 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 import jaxrepair as jr
@@ -140,27 +139,9 @@ def evaluate(bench, model_or_apply) -> dict:
         return {**jr.zoo.evaluate(bench, model_or_apply),
                 "degenerate": jr.repair.degeneracy(model_or_apply, dec)["degenerate"]}
     apply, params = model_or_apply
-    sp = bench.splits
-    border = jr.data.ColourBorder(bench.entry.border)
-
-    def pred(x):
-        return np.concatenate([np.argmax(np.asarray(jax.jit(apply)(params, jnp.asarray(x[i:i + 1000]))), -1)
-                               for i in range(0, len(x), 1000)])
-
-    test = sp["test"]
-    p = pred(test["x"])
-    p_cf = pred(np.asarray(border.paint(jnp.asarray(test["x"]), test["c_cf"])))
-    colours = np.arange(len(jr.data.PALETTE))
-    ace_b = jr.causal.feature_ace(apply, sp["test_decorrelated"]["x"][:1000], border.paint, colours, params=params)
-    ace_p = jr.causal.feature_ace(apply, sp["test_patch"]["x"][:1000], jr.data.ColourPatch(border=border).paint,
-                                  colours, params=params)
-    p_dec = pred(dec["x"])
-    return {"test_accuracy": float(np.mean(p == test["y"])),
-            "decorrelated_accuracy": float(np.mean(p_dec == dec["y"])),
-            "degenerate": jr.repair.degeneracy_of_predictions(p_dec, dec["y"])["degenerate"],
-            "patch_accuracy": float(np.mean(pred(sp["test_patch"]["x"]) == sp["test_patch"]["y"])),
-            "invariance_violation": float(np.mean(p != p_cf)),
-            "spurious_ace": ace_b.matched(colours), "patch_ace": ace_p.matched(colours), "ace_samples": 1000}
+    m = jr.zoo.evaluate_spurious(apply, bench.splits, bench.entry.border, params=params)
+    pred = jr.properties.predict(apply, params, dec["x"])
+    return {**m, "degenerate": jr.repair.degeneracy_of_predictions(pred, dec["y"])["degenerate"]}
 
 
 def run(methods, data_dir, repair_samples, seed, steps) -> dict:

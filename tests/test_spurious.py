@@ -93,6 +93,10 @@ def test_spurious_task_report_and_lowering(tiny):
     assert task.kind == "spurious" and isinstance(task.effect, jr.causal.CounterfactualPair)
     rep = task.report(tiny.model)
     m = jr.zoo.evaluate(tiny)
+    apply, params = jr.models.functional(tiny.model)  # the apply-function path gives the same figures
+    assert jr.zoo.evaluate_spurious(apply, tiny.splits, 2, params=params) == pytest.approx(m)
+    with pytest.raises(ValueError, match="params="):
+        jr.zoo.evaluate_spurious(apply, tiny.splits, 2)
     assert rep["violation"] == m["invariance_violation"] and rep["accuracy"] == m["decorrelated_accuracy"]
     # the test property pairs are the test images and their counterfactual border: the report's violation
     v, acc = jr.repair.metrics(task.objective, tiny.model, task.data["test"])

@@ -229,15 +229,22 @@ def spurious_setup(e: SpuriousEntry, data_dir=None):
     return properties.CounterfactualInvariance(), splits
 
 
-def evaluate_spurious(model, splits, border_width: int, *, ace_samples: int = 1000) -> dict:
+def evaluate_spurious(model, splits, border_width: int, *, params=None, ace_samples: int = 1000) -> dict:
     """In-distribution, decorrelated and shifted (corner patch) test accuracy; how often another border
     colour changes the prediction of a test image; and the ACE of the border's (and the patch's) colour on the
-    probability of the class that colour goes with (0: no shortcut; 1: the colour decides)."""
+    probability of the class that colour goes with (0: no shortcut; 1: the colour decides).
+    ``model``: a network, or a hashable ``apply(params, x)`` with ``params=`` (e.g. a network with a
+    replaced head)."""
     from jaxrepair import causal
     from jaxrepair.data import PALETTE, ColourBorder, ColourPatch
 
     border = ColourBorder(border_width)
-    apply, params = models.functional(model)
+    if isinstance(model, models.Network):
+        apply, params = models.functional(model)
+    elif params is None:
+        raise ValueError("evaluate_spurious: pass params= with an apply function")
+    else:
+        apply = model
 
     def acc(split):
         s = splits[split]
@@ -247,8 +254,9 @@ def evaluate_spurious(model, splits, border_width: int, *, ace_samples: int = 10
     pred = properties.predict(apply, params, test["x"])
     pred_cf = properties.predict(apply, params, np.asarray(border.paint(jnp.asarray(test["x"]), test["c_cf"])))
     colours = np.arange(len(PALETTE))
-    ace_border = causal.feature_ace(model, dec["x"][:ace_samples], border.paint, colours)
-    ace_patch = causal.feature_ace(model, splits["test_patch"]["x"][:ace_samples], ColourPatch(border=border).paint, colours)
+    ace_border = causal.feature_ace(apply, dec["x"][:ace_samples], border.paint, colours, params=params)
+    ace_patch = causal.feature_ace(apply, splits["test_patch"]["x"][:ace_samples], ColourPatch(border=border).paint,
+                                   colours, params=params)
     return {"test_accuracy": float(np.mean(pred == np.asarray(test["y"]))), "decorrelated_accuracy": acc("test_decorrelated"),
             "patch_accuracy": acc("test_patch"),
             "invariance_violation": float(np.mean(pred != pred_cf)),
