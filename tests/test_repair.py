@@ -228,6 +228,9 @@ def test_choose_takes_the_lowest_select_violation_within_the_budget(planted):
     assert sel["prune"]["select_violation"] == 0.0 and sel["prune"]["select_accuracy"] >= a0
     best, _ = jr.repair.choose(model, task, [constant], max_drop=0.01)
     assert best is None
+    # a constant predictor is refused for what it is, judged on the select split (its after={} says nothing)
+    best, rows = jr.repair.choose(model, task, [constant], max_drop=1.0)
+    assert best is None and rows[0]["degenerate"] and sel["prune"]["degenerate"] is None
     with pytest.raises(ValueError, match="at least one"):
         jr.repair.choose(model, task, [])
 

@@ -22,7 +22,7 @@ from jaxrepair.repair import _search
 from jaxrepair.repair._presets import Preset, preset_for
 from jaxrepair.repair._problem import candidate_sites, prepare, problem_data
 from jaxrepair.repair._space import chain_up, dense_consumers, group
-from jaxrepair.repair._task import Task, metrics
+from jaxrepair.repair._task import Task, degeneracy, metrics
 
 #: ``repair(..., max_drop=FROM_PRESET)``: the accuracy budget of the preset (None there means no budget).
 FROM_PRESET = "preset"
@@ -486,18 +486,22 @@ def localized_finetune(model, task: Task, ranking: list[Neuron], *, k_values=Non
 
 def choose(model, task: Task, results: list[RepairResult], *, max_drop: float = 0.01):
     """The result with the lowest select-split violation among those whose select-split accuracy
-    is at most ``max_drop`` below ``model``'s (the test split is never looked at).
+    is at most ``max_drop`` below ``model``'s and that are not degenerate on the select split
+    (:func:`degeneracy`; the test split is never looked at).
 
-    Returns ``(best or None, [{"method", "select_violation", "select_accuracy", "within_budget"}...])``.
+    Returns ``(best or None, [{"method", "select_violation", "select_accuracy", "within_budget", "degenerate"}...])``.
     """
     if not results:
         raise ValueError("choose needs at least one repair result")
-    _, acc0 = metrics(task.objective, model, task.data["select"])
+    sel = task.data["select"]
+    _, acc0 = metrics(task.objective, model, sel)
     rows, best, best_v = [], None, np.inf
     for r in results:
-        v, acc = metrics(task.objective, r.model, task.data["select"])
-        ok = acc >= acc0 - max_drop - 1e-12 and not r.after.get("degenerate")
-        rows.append({"method": r.method, "select_violation": v, "select_accuracy": acc, "within_budget": bool(ok)})
+        v, acc = metrics(task.objective, r.model, sel)
+        degenerate = degeneracy(r.model, sel["accuracy"], task.objective.decide)["degenerate"]
+        ok = acc >= acc0 - max_drop - 1e-12 and not degenerate
+        rows.append({"method": r.method, "select_violation": v, "select_accuracy": acc, "within_budget": bool(ok),
+                     "degenerate": degenerate})
         if ok and v < best_v:
             best, best_v = r, v
     return best, rows
