@@ -55,6 +55,7 @@ class Verdict:
     certificate: list = dataclasses.field(default_factory=list)
     falsifier_hits: int = 0
     worst: np.ndarray | None = None  # [k, n_in] inputs closest to a violation in boxes left open (unknown)
+    open_boxes: tuple | None = None  # (lo [m, n_in], hi [m, n_in]): the boxes left open at the time limit (unknown)
 
     def to_json(self) -> dict:
         return {"verdict": self.verdict, "seconds": self.seconds, "boxes": self.boxes,
@@ -246,12 +247,14 @@ def verify(model, prop, *, timeout: float = 60.0, seed: int = 0, progress: bool 
                 None if chain.clip_lo is None else jnp.asarray(chain.clip_lo, jnp.float32),
                 None if chain.clip_hi is None else jnp.asarray(chain.clip_hi, jnp.float32))
         fwd, sens = _chain_forward, _sensitivity(chain)
+        unit = np.abs(chain.weights[0]).sum(0)  # what a unit of each input moves the first layer by
 
         def bound_batch(lo, hi):
             return _bound_batch(*args, jnp.asarray(rows), jnp.asarray(rhs), jnp.asarray(lo), jnp.asarray(hi), alpha_steps)
     else:
         args = model.params()
         fwd, sens = _GraphForward(model.graph), np.ones(n_in)
+        unit = np.ones(n_in)
 
         def bound_batch(lo, hi):
             return _bound_graph_batch(model.graph, args, jnp.asarray(rows), jnp.asarray(rhs), jnp.asarray(lo), jnp.asarray(hi))
@@ -290,7 +293,8 @@ def verify(model, prop, *, timeout: float = 60.0, seed: int = 0, progress: bool 
             # the points of the open boxes closest to a violation: what a certified repair trains on next
             key, k = jax.random.split(key)
             xs, _ = falsify_some([q[0] for q in queue[:FALSIFY]], [q[1] for q in queue[:FALSIFY]], k)
-            return Verdict("unknown", time.perf_counter() - t0, bounded, falsifier_hits=hits, worst=np.asarray(xs))
+            return Verdict("unknown", time.perf_counter() - t0, bounded, falsifier_hits=hits, worst=np.asarray(xs),
+                           open_boxes=(np.stack([q[0] for q in queue]), np.stack([q[1] for q in queue])))
         batch, queue = queue[:BATCH], queue[BATCH:]
         n = len(batch)
         depth = [b[2] for b in batch]
@@ -321,7 +325,7 @@ def verify(model, prop, *, timeout: float = 60.0, seed: int = 0, progress: bool 
         for i in open_idx:
             width = hi[i] - lo[i]
             if split == "width" or (split == "alternate" and depth[i] % 2 == 0):  # bisect the widest input
-                dim = int(np.argmax(width))
+                dim = int(np.argmax(width * unit))  # widest as the network sees it, not in the input's own units
             else:  # where halving the range raises the open clauses' best rows the most (|coef| x width)
                 still = [k for k in range(len(clauses)) if not np.any(bounds[i, owner == k] > 0)]
                 open_rows = np.flatnonzero(np.isin(owner, still))
