@@ -376,3 +376,32 @@ def test_the_widest_input_is_judged_in_the_networks_units():
                      timeout=30, split="width", alpha_steps=0) for m, s in ((base, np.ones(3)), (raw, scale))]
     assert [r.verdict for r in runs] == ["safe", "safe"]
     assert runs[1].boxes <= 1.2 * runs[0].boxes, [r.boxes for r in runs]  # 184k boxes before, when raw split input 0 only
+
+
+def test_certified_repair_and_the_falsifier_take_graphs_the_bounds_cover():
+    # the seed-4 net of the test above with its ReLUs written as leaky ReLUs of slope 0: not a chain, so the
+    # falsifier and certified repair read it through the graph bounds
+    base = jr.models.mlp([2, 8, 2], key=jax.random.key(4))
+    nodes = tuple(Node.make(n.name, "leaky_relu", n.inputs, alpha=0.0) if n.op == "relu" else n for n in base.graph.nodes)
+    model = Network(base.graph._replace(nodes=nodes), base.params())
+    with pytest.raises(ValueError):
+        V.affine_chain(model)
+    chain = V.affine_chain(base)
+    lo, hi = np.array([-1.0, -1.0]), np.array([1.0, 1.0])
+    c = np.array([1.0, -1.0])
+    exact, _ = R.milp_max(chain.weights, chain.biases, lo, hi, c)
+    t = exact - 0.3 * abs(exact) - 0.05
+    prop = jr.properties.Vnnlib(np.stack([lo, hi], 1)[None], ((-c[None], np.array([-t])),))
+    xs, ms = V.counterexamples(model, prop, jax.random.key(0), num_boxes=32)
+    assert len(xs) and np.all(np.asarray(model(xs)) @ c >= t - 1e-5) and np.all(ms >= 0)  # each one confirmed
+    rng = np.random.default_rng(0)
+    splits = {}
+    for name in ("repair", "select", "test"):
+        x = rng.uniform(-1, 1, size=(400, 2)).astype(np.float32)
+        splits[name] = {"x": x, "y": np.argmax(np.asarray(model(x)), -1).astype(np.int32)}
+    task = jr.repair.custom_task("box", prop, splits, effect=jr.causal.TargetOutput(0))
+    r = jr.repair(model, task, certify=True, certify_rounds=3, verify_timeout=20, k=4, bounds=(0.0, 2.0),
+                  generations=20, population_size=10, a=0.05)
+    assert r.certificate["proven"], r.certificate["rounds"]
+    assert V.verify(r.model, prop, timeout=30).verdict == "safe"
+    assert r.model.graph == model.graph  # still the leaky-ReLU graph

@@ -75,7 +75,7 @@ def certified_repair(model, task: Task, *, rounds: int = 4, verify_timeout: floa
                          f"task {task.name!r} has {type(prop).__name__}")
     if not isinstance(rounds, int) or rounds < 1:
         raise ValueError(f"rounds must be a positive integer, got {rounds!r}")
-    verify.affine_chain(model)  # a network the verifier cannot read is refused before any work
+    verify.readable(model)  # a network the verifier cannot bound is refused before any work
     history, current, result, v = [], task, None, None
     t_start = time.perf_counter()
     for r in range(rounds):

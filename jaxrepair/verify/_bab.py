@@ -105,6 +105,21 @@ class _GraphForward(NamedTuple):
         return y.reshape(x.shape[0], -1)
 
 
+def readable(model):
+    """How the verifier reads ``model``: ``(forward, args, chain)`` with ``forward(args, x [B, n_in])`` its
+    output — a ReLU chain as affine maps (``chain``), any other graph the bounds cover as the graph itself
+    (``chain`` None). Raises ``ValueError`` naming the first node it cannot bound."""
+    try:
+        chain = affine_chain(model)
+    except ValueError:  # a branching graph, leaky ReLU, max pooling: bounds over the graph (refused there if not covered)
+        check_graph(model.graph)
+        return _GraphForward(model.graph), model.params(), None
+    args = (tuple(jnp.asarray(w, jnp.float32) for w in chain.weights), tuple(jnp.asarray(b, jnp.float32) for b in chain.biases),
+            None if chain.clip_lo is None else jnp.asarray(chain.clip_lo, jnp.float32),
+            None if chain.clip_hi is None else jnp.asarray(chain.clip_hi, jnp.float32))
+    return _chain_forward, args, chain
+
+
 @jax.jit(static_argnums=(0, 7, 8))
 def _falsify(fwd, args, Cs, ds, lo, hi, key, restarts, steps):
 
@@ -156,7 +171,7 @@ def counterexamples(model, prop, key, *, num_boxes: int = 256, width: float = 0.
     Returns ``(x [n, n_in], margin [n])``: the points a forward pass confirms as violations, or with
     ``near=True`` every best point (``margin < 0``: not violated, the falsifier's closest approach).
     """
-    chain = affine_chain(model)
+    fwd, args, chain = readable(model)
     boxes, clauses = spec_of(prop, chain)
     widths = boxes[:, :, 1] - boxes[:, :, 0]
     vol = np.prod(np.where(widths > 0, widths, 1.0), axis=1)
@@ -171,7 +186,7 @@ def counterexamples(model, prop, key, *, num_boxes: int = 256, width: float = 0.
         scale = width * np.logspace(0, -3, num_boxes)[:, None]
     half = scale * (hi_b - lo_b) / 2
     lo, hi = np.maximum(centre - half, lo_b), np.minimum(centre + half, hi_b)
-    xs, _ = jax.device_get(falsify(chain, clauses, lo, hi, kf, restarts=restarts, steps=steps))
+    xs, _ = jax.device_get(_falsify_with(fwd, args, clauses, lo, hi, kf, restarts, steps))
     xs = np.asarray(xs, np.float32)
     y = np.asarray(model(xs.reshape((-1, *model.input_shape)))).reshape(len(xs), -1)
     ms = np.asarray(clause_margin(jnp.asarray(y), clauses))  # the model's own forward pass decides
@@ -226,11 +241,7 @@ def verify(model, prop, *, timeout: float = 60.0, seed: int = 0, progress: bool 
     if split not in ("width", "gain", "alternate"):
         raise ValueError(f"split must be 'width', 'gain' or 'alternate', not {split!r}")
     t0 = time.perf_counter()
-    try:
-        chain = affine_chain(model)
-    except ValueError:  # a branching graph, leaky ReLU, max pooling: bounds over the graph (refused there if not covered)
-        check_graph(model.graph)
-        chain = None
+    fwd, args, chain = readable(model)
     boxes, clauses = spec_of(prop, chain)
     shapes = site_shapes(model.graph, model.params())
     n_in = int(np.prod(model.graph.input_shape))
@@ -243,17 +254,13 @@ def verify(model, prop, *, timeout: float = 60.0, seed: int = 0, progress: bool 
     rhs = np.concatenate([d for _, d in clauses]).astype(np.float32)
     owner = np.concatenate([np.full(len(d), k) for k, (_, d) in enumerate(clauses)])
     if chain is not None:
-        args = (tuple(jnp.asarray(w, jnp.float32) for w in chain.weights), tuple(jnp.asarray(b, jnp.float32) for b in chain.biases),
-                None if chain.clip_lo is None else jnp.asarray(chain.clip_lo, jnp.float32),
-                None if chain.clip_hi is None else jnp.asarray(chain.clip_hi, jnp.float32))
-        fwd, sens = _chain_forward, _sensitivity(chain)
+        sens = _sensitivity(chain)
         unit = np.abs(chain.weights[0]).sum(0)  # what a unit of each input moves the first layer by
 
         def bound_batch(lo, hi):
             return _bound_batch(*args, jnp.asarray(rows), jnp.asarray(rhs), jnp.asarray(lo), jnp.asarray(hi), alpha_steps)
     else:
-        args = model.params()
-        fwd, sens = _GraphForward(model.graph), np.ones(n_in)
+        sens = np.ones(n_in)
         unit = np.ones(n_in)
 
         def bound_batch(lo, hi):
