@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     wrong = [r for r in rows if r["wrong"]]
     pub = {"safe": sum(r["published"] == "safe" for r in rows), "unsafe": sum(r["published"] == "unsafe" for r in rows)}
     lines = [f"# VNN-COMP 2021 ACAS Xu with jr.verify\n",
-             f"Measured {env['date']} on {env['device']} ({env['machine']}, 2 cores shared with other work), jax "
+             f"Measured {env['date']} on {_cpu()} ({env['machine']}, a 2-core CPU, no GPU; what ran beside it: the note), jax "
              f"{env['versions']['jax']}; {a.timeout:g} s per instance. Regenerate: `jaxrepair bench verify --vnncomp-dir "
              f"DIR --timeout {a.timeout:g} --log verify.jsonl` then `python experiments/verify_acasxu.py verify.jsonl`.\n",
              *([f"{a.note}\n"] if a.note else []),
