@@ -405,3 +405,33 @@ def test_certified_repair_and_the_falsifier_take_graphs_the_bounds_cover():
     assert r.certificate["proven"], r.certificate["rounds"]
     assert V.verify(r.model, prop, timeout=30).verdict == "safe"
     assert r.model.graph == model.graph  # still the leaky-ReLU graph
+
+
+@pytest.mark.parametrize("warm", [False, True])
+def test_certified_rounds_add_what_the_verifier_found_to_repair_and_select(warm):
+    import types
+
+    model = jr.models.mlp([2, 8, 2], key=jax.random.key(4))
+    chain = V.affine_chain(model)
+    lo, hi = np.array([-1.0, -1.0]), np.array([1.0, 1.0])
+    c = np.array([1.0, -1.0])
+    exact, _ = R.milp_max(chain.weights, chain.biases, lo, hi, c)
+    prop = jr.properties.Vnnlib(np.stack([lo, hi], 1)[None], ((-c[None], np.array([-(exact - 0.1)])),))
+    rng = np.random.default_rng(0)
+    splits = {n: {"x": (x := rng.uniform(-1, 1, size=(50, 2)).astype(np.float32)),
+                  "y": np.argmax(np.asarray(model(x)), -1).astype(np.int32)} for n in ("repair", "select", "test")}
+    task = jr.repair.custom_task("box", prop, splits, effect=jr.causal.TargetOutput(0))
+    seen = []
+
+    def method(start, t):  # a "repair" that changes nothing: every round stays unsafe
+        seen.append((start, len(t.data["repair"]["property"]["x"]), len(t.data["select"]["property"]["x"])))
+        out = start.with_params(start.params())
+        return types.SimpleNamespace(model=out, after=t.report(out), before=t.report(start), config={})
+
+    r = jr.repair.certified_repair(model, task, rounds=3, verify_timeout=10, method=method, warm=warm)
+    assert [x["verdict"] for x in r.certificate["rounds"]] == ["unsafe"] * 3 and not r.certificate["proven"]
+    added = [(a - seen[0][1], b - seen[0][2]) for _, a, b in seen]
+    assert added[0] == (0, 0) and added[1][0] == added[1][1] == 33  # the counterexample and 32 points around it
+    assert added[2][0] == added[2][1] == 66  # ... in both splits, so the kept checkpoint must fix them too
+    assert all((s is model) != warm for s, _, _ in seen[1:])  # warm: each round starts from the last one
+    assert seen[0][0] is model and r.before == task.report(model)

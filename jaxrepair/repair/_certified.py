@@ -4,8 +4,9 @@ Each round repairs the model (``jr.repair`` with the caller's options), then run
 :func:`jaxrepair.verify.verify` on the repaired network. ``safe`` ends the loop with the
 certificate. ``unsafe`` adds the confirmed counterexample to the repair split's violation set;
 ``unknown`` adds the points the falsifier found closest to a violation in the boxes the verifier
-could not close; each with 32 points around it (so that it weighs in the violation rate). The next round repairs the *original* model on the enlarged set (so repairs do
-not stack up), until ``rounds`` are spent. The result says plainly whether it was proven.
+could not close; each with 32 points around it (so that it weighs in the violation rate), to the
+repair split and to the select split (so that the checkpoint kept must fix them). The next round repairs the *original* model on the enlarged set (so repairs do
+not stack up; ``warm=True``: the last round's network instead), until ``rounds`` are spent. The result says plainly whether it was proven.
 """
 
 from __future__ import annotations
@@ -22,15 +23,19 @@ from jaxrepair.repair._task import Task
 
 
 def _with_points(task: Task, points: np.ndarray) -> Task:
-    rep = task.data["repair"]
-    prop = dict(rep["property"])
-    old = np.asarray(prop["x"])
-    pts = np.asarray(points, old.dtype).reshape((-1, *old.shape[1:]))
-    prop["x"] = jnp.asarray(np.concatenate([old, pts]))
-    for k, v in rep["property"].items():  # per-example arrays other than x (labels) repeat their first row
-        if k != "x" and np.ndim(v) and np.shape(v)[0] == len(old):
-            prop[k] = jnp.asarray(np.concatenate([np.asarray(v), np.repeat(np.asarray(v)[:1], len(pts), 0)]))
-    data = {**task.data, "repair": {**rep, "property": prop}}
+    """The task with ``points`` added to the property inputs of its repair split and of its select split
+    (so that the checkpoint a repair keeps is one that fixes them too)."""
+    data = dict(task.data)
+    for split in ("repair", "select"):
+        part = task.data[split]
+        prop = dict(part["property"])
+        old = np.asarray(prop["x"])
+        pts = np.asarray(points, old.dtype).reshape((-1, *old.shape[1:]))
+        prop["x"] = jnp.asarray(np.concatenate([old, pts]))
+        for k, v in part["property"].items():  # per-example arrays other than x (labels) repeat their first row
+            if k != "x" and np.ndim(v) and np.shape(v)[0] == len(old):
+                prop[k] = jnp.asarray(np.concatenate([np.asarray(v), np.repeat(np.asarray(v)[:1], len(pts), 0)]))
+        data[split] = {**part, "property": prop}
     return dataclasses.replace(task, data=data)
 
 
@@ -51,7 +56,7 @@ def _neighbourhood(prop, points: np.ndarray, *, per_point: int = 32, radius=(0.0
 
 
 def certified_repair(model, task: Task, *, rounds: int = 4, verify_timeout: float = 60.0, progress: bool = False,
-                     method=None, sweep: int = 0, budget: float | None = None, **repair_kwargs):
+                     method=None, sweep: int = 0, budget: float | None = None, warm: bool = False, **repair_kwargs):
     """Repairs ``model`` on ``task`` until :func:`jaxrepair.verify.verify` proves the task's property
     (a VNN-LIB property or an ACAS Xu φ) or ``rounds`` are spent; see the module docstring.
 
@@ -62,6 +67,10 @@ def certified_repair(model, task: Task, *, rounds: int = 4, verify_timeout: floa
     round's network, so that one round learns every place it still fails, not one point of it.
     ``budget``: seconds for the whole loop; no round starts after it is spent and each verification
     gets at most what is left of it (never less than 1 s).
+    ``warm``: each round after the first repairs the previous round's network (fine-tuning it on the
+    enlarged set) instead of the original; a repair that starts where the last one held keeps what it
+    had fixed, where one from the original tends to break somewhere new (the final ``before`` is still
+    the original's).
 
     Returns the last round's :class:`RepairResult` with ``result.certificate`` set to
     ``{"proven": bool, "verdict", "rounds": [...per round...], "certificate_boxes"}``.
@@ -82,8 +91,9 @@ def certified_repair(model, task: Task, *, rounds: int = 4, verify_timeout: floa
         if r and budget is not None and time.perf_counter() - t_start >= budget:
             break
         t = time.perf_counter()
-        result = (method(model, current) if method is not None
-                  else repair(model, current, progress=progress, **repair_kwargs))
+        start = result.model if warm and result is not None else model
+        result = (method(start, current) if method is not None
+                  else repair(start, current, progress=progress, **repair_kwargs))
         t_repair = time.perf_counter() - t
         left = verify_timeout if budget is None else max(1.0, min(verify_timeout, budget - (time.perf_counter() - t_start)))
         v = verify.verify(result.model, prop, timeout=left)
@@ -104,8 +114,10 @@ def certified_repair(model, task: Task, *, rounds: int = 4, verify_timeout: floa
             points = np.concatenate([points.reshape(len(points), -1), more]).reshape((-1, *points.shape[1:]))
             entry["sweep_violations"] = len(more)
         current = _with_points(current, points)
+    if warm and len(history) > 1:
+        result.before = task.report(model)
     result.certificate = {"proven": v.verdict == "safe", "verdict": v.verdict, "rounds": history,
                           "certificate_boxes": len(v.certificate)}
     result.config = {**result.config, "certify": {"rounds": rounds, "verify_timeout": verify_timeout, "sweep": sweep,
-                                                 "budget": budget}}
+                                                 "budget": budget, "warm": warm}}
     return result
