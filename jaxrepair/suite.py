@@ -159,7 +159,7 @@ def table(doc: dict) -> str:
                 for name, a in ANCHORS.items()]
     return "\n".join([
         "# ACAS Xu repair suite (VeRe's 36 tasks) with certified repair\n",
-        f"Measured {env['date']} on {env['cpu']} (shared with other work), {env['platform']}, jax "
+        f"Measured {env['date']} on {env['cpu']} (what else ran: the note below), {env['platform']}, jax "
         f"{env['versions']['jax']}; budget {doc['budget_s']} s per task. Regenerate: "
         f"`python experiments/suite_acasxu.py` (or `jaxrepair suite acasxu --out DIR --timeout {doc['budget_s']}`).\n",
         f"Settings: `{json.dumps(doc['settings'], sort_keys=True)}`.\n",
