@@ -123,8 +123,21 @@ def test_counterfactual_finetune_removes_a_colour_shortcut():
     fixed = jr.feature.counterfactual_finetune(net, x, y, border.recolour, mode="clp", lam=10.0, steps=200,
                                                batch_size=64, learning_rate=3e-3)
     assert float(prop.rate(*jr.models.functional(fixed), pairs)) < 0.2
+    # select=: the best of the checkpoints every eval_every steps (and the start and the end), not the last
+    def invariance(m):
+        return -float(prop.rate(*jr.models.functional(m), pairs))
+
+    chosen = jr.feature.counterfactual_finetune(net, x, y, border.recolour, mode="clp", lam=10.0, steps=200,
+                                                batch_size=64, learning_rate=3e-3, select=invariance, eval_every=50)
+    assert invariance(chosen) >= invariance(fixed)  # the last step (what `fixed` is) is one of the candidates
     irm = jr.feature.irm_finetune(net, [(x[:128], y[:128]), (x[128:], y[128:])], steps=3, batch_size=16)
     assert jax.tree.structure(irm.params()) == jax.tree.structure(net.params())
+    calls = []
+    kept = jr.feature.irm_finetune(net, [(x[:128], y[:128]), (x[128:], y[128:])], steps=3, batch_size=16, eval_every=1,
+                                   select=lambda m: calls.append(m) or -len(calls))  # prefers the model as given
+    assert len(calls) == 4 and kept is net
+    with pytest.raises(ValueError, match="eval_every"):
+        jr.feature.irm_finetune(net, [(x, y), (x, y)], steps=3, select=invariance, eval_every=5)
     with pytest.raises(ValueError, match="two environments"):
         jr.feature.irm_finetune(net, [(x, y)])
     with pytest.raises(ValueError, match="mode"):

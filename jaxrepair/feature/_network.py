@@ -22,10 +22,15 @@ from jaxrepair.feature._irm import _irm_penalty
 from jaxrepair.models import Network, merge, split
 
 
-def _fit(model: Network, loss, sample, *, steps: int, learning_rate: float, key, progress: bool, what: str) -> Network:
-    """Adam on ``loss(apply, params, batch, key)`` with ``sample(step) -> batch`` for ``steps`` steps."""
+def _fit(model: Network, loss, sample, *, steps: int, learning_rate: float, key, progress: bool, what: str,
+         select: Callable | None = None, eval_every: int = 50) -> Network:
+    """Adam on ``loss(apply, params, batch, key)`` with ``sample(step) -> batch`` for ``steps`` steps.
+    ``select(network) -> float``: the network is scored every ``eval_every`` steps, at the start
+    and at the end, and the best-scoring one is returned (higher is better); without it, the last."""
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
+    if select is not None and not 1 <= eval_every <= steps:
+        raise ValueError(f"eval_every must be between 1 and steps ({steps}), got {eval_every}")
     raw_apply, params, stats = split(model)
 
     def apply(p, x):
@@ -42,21 +47,30 @@ def _fit(model: Network, loss, sample, *, steps: int, learning_rate: float, key,
     params = jax.tree.map(jnp.array, params)  # donated below: never the caller's arrays
     state = opt.init(params)
     every = max(1, steps // 5)
+    best, best_score = model, float(select(model)) if select is not None else -np.inf
     for i in range(steps):
         key, k = jax.random.split(key)
         params, state, value = step(params, state, sample(i), k)
         if progress and (i + 1) % every == 0:
             print(f"  [{what}] step {i + 1}/{steps} loss {float(value):.4f}", file=sys.stderr, flush=True)
-    return model.with_params(merge(params, stats))
+        if select is not None and ((i + 1) % eval_every == 0 or i + 1 == steps):
+            current = model.with_params(merge(jax.tree.map(jnp.copy, params), stats))  # params are donated next step
+            score = float(select(current))
+            if score > best_score:
+                best, best_score = current, score
+    return best if select is not None else model.with_params(merge(params, stats))
 
 
 def irm_finetune(model: Network, envs, *, penalty_weight: float = 100.0, anneal_steps: int = 50, steps: int = 300,
-                 batch_size: int = 64, learning_rate: float = 1e-4, seed: int = 0, progress: bool = False) -> Network:
+                 batch_size: int = 64, learning_rate: float = 1e-4, seed: int = 0, progress: bool = False,
+                 select: Callable | None = None, eval_every: int = 50) -> Network:
     """IRMv1 (Arjovsky et al. 2019) from a trained model: each step draws ``batch_size`` examples of
     every environment (``envs``: a list of ``(x, y)``) and minimises the mean risk plus
     ``penalty_weight`` × the mean squared gradient of each environment's risk with respect to a
     dummy classifier scale (weight 1 for the first ``anneal_steps``, as in the reference code),
-    divided by the penalty weight once it applies."""
+    divided by the penalty weight once it applies. ``select(network) -> float`` (e.g. accuracy on a
+    validation split): keep the best-scoring checkpoint of those every ``eval_every`` steps (the
+    model as given counts), instead of the last."""
     if len(envs) < 2:
         raise ValueError(f"IRM needs at least two environments, got {len(envs)}")
     sizes = [len(y) for _, y in envs]
@@ -77,17 +91,17 @@ def irm_finetune(model: Network, envs, *, penalty_weight: float = 100.0, anneal_
         return (risk + batch["w"] * penalty) / jnp.maximum(batch["w"], 1.0)
 
     return _fit(model, loss, sample, steps=steps, learning_rate=learning_rate, key=jax.random.key(seed),
-                progress=progress, what="irm")
+                progress=progress, what="irm", select=select, eval_every=eval_every)
 
 
 def counterfactual_finetune(model: Network, x, y, counterfactual: Callable, *, mode: str = "clp", lam: float = 1.0,
                             steps: int = 300, batch_size: int = 128, learning_rate: float = 1e-4, seed: int = 0,
-                            progress: bool = False) -> Network:
+                            progress: bool = False, select: Callable | None = None, eval_every: int = 50) -> Network:
     """Fine-tuning on counterfactual copies: ``counterfactual(x, key)`` returns the batch with only
     the spurious feature changed (a pure, hashable function). ``mode="augment"``: cross-entropy on
     the examples and their counterfactuals alike; ``"clp"`` (counterfactual logit pairing, Garg et
     al. 2019): cross-entropy on the examples plus ``lam`` × the mean squared logit gap to their
-    counterfactuals."""
+    counterfactuals. ``select``, ``eval_every``: keep the best checkpoint, as in :func:`irm_finetune`."""
     if mode not in ("clp", "augment"):
         raise ValueError(f"mode must be 'clp' or 'augment', got {mode!r}")
     x, y = np.asarray(x), np.asarray(y)
@@ -108,4 +122,4 @@ def counterfactual_finetune(model: Network, x, y, counterfactual: Callable, *, m
         return jnp.mean(ce(f, batch["y"])) + lam * jnp.mean(jnp.sum((f - f_cf) ** 2, axis=-1))
 
     return _fit(model, loss, sample, steps=steps, learning_rate=learning_rate, key=jax.random.key(seed),
-                progress=progress, what=mode)
+                progress=progress, what=mode, select=select, eval_every=eval_every)
