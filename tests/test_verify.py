@@ -376,6 +376,9 @@ def test_the_widest_input_is_judged_in_the_networks_units():
                      timeout=30, split="width", alpha_steps=0) for m, s in ((base, np.ones(3)), (raw, scale))]
     assert [r.verdict for r in runs] == ["safe", "safe"]
     assert runs[1].boxes <= 1.2 * runs[0].boxes, [r.boxes for r in runs]  # 184k boxes before, when raw split input 0 only
+    cut = V.verify(base, jr.properties.Vnnlib(np.stack([lo, hi], 1)[None].astype(np.float64), ((C, d),)), timeout=0)
+    assert cut.verdict == "unknown" and cut.boxes == 0  # out of time before any bound: the whole box is still open
+    np.testing.assert_array_equal(np.stack(cut.open_boxes, -1), np.stack([lo, hi], 1)[None])
 
 
 def test_certified_repair_and_the_falsifier_take_graphs_the_bounds_cover():

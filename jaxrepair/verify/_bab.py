@@ -10,14 +10,15 @@ residual adds, leaky ReLU, max pooling — by CROWN over the graph (``_graph``):
    run with ``unsafe``;
 2. otherwise boxes are bounded with CROWN and α-CROWN (vmapped over a fixed-size batch of boxes,
    one compiled program); a box whose every output clause has a row with a positive lower bound is
-   closed; the others are bisected and queued — along the widest input at even depths and the input
+   closed; the others are bisected and queued — along the widest input at even depths (its width times
+   the first layer's summed |weights| on it, so inputs in raw units compare) and the input
    with the largest |CROWN coefficient| × width at odd ones (either rule alone leaves some ACAS Xu
    instances open: the coefficient rule never halves an input the relaxation is loose in but the
    bound is flat in, φ1; the width rule is slow to corner φ7's counterexample) — and the falsifier
    runs on the open boxes;
 3. ``safe`` when no box is left (the certificate: every closed box with its bounds, and the α-CROWN
    slopes where they closed it), ``unsafe`` with
-   a confirmed counterexample, or ``unknown`` at the time limit.
+   a confirmed counterexample, or ``unknown`` at the time limit (with the boxes still open).
 """
 
 from __future__ import annotations
