@@ -26,15 +26,14 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrepair.properties import clause_margin
-from typing import NamedTuple
-
 from jaxrepair.models import Graph, run, site_shapes
+from jaxrepair.properties import clause_margin
 from jaxrepair.verify._bounds import Chain, affine_chain, alpha_crown, crown, crown_pre, forward
 from jaxrepair.verify._graph import check_graph, graph_crown
 
@@ -251,21 +250,22 @@ def verify(model, prop, *, timeout: float = 60.0, seed: int = 0, progress: bool 
     n_out = int(np.prod(shapes[model.graph.output]))
     if any(C.shape[1] != n_out for C, _ in clauses):
         raise ValueError(f"the property constrains {clauses[0][0].shape[1]} outputs; the network has {n_out}")
-    rows = np.concatenate([C for C, _ in clauses]).astype(np.float32)
-    rhs = np.concatenate([d for _, d in clauses]).astype(np.float32)
+    # every clause's rows stacked, put on the device once (not per batch)
+    rows = jnp.asarray(np.concatenate([C for C, _ in clauses]), jnp.float32)
+    rhs = jnp.asarray(np.concatenate([d for _, d in clauses]), jnp.float32)
     owner = np.concatenate([np.full(len(d), k) for k, (_, d) in enumerate(clauses)])
     if chain is not None:
         sens = _sensitivity(chain)
         unit = np.abs(chain.weights[0]).sum(0)  # what a unit of each input moves the first layer by
 
         def bound_batch(lo, hi):
-            return _bound_batch(*args, jnp.asarray(rows), jnp.asarray(rhs), jnp.asarray(lo), jnp.asarray(hi), alpha_steps)
+            return _bound_batch(*args, rows, rhs, jnp.asarray(lo), jnp.asarray(hi), alpha_steps)
     else:
         sens = np.ones(n_in)
         unit = np.ones(n_in)
 
         def bound_batch(lo, hi):
-            return _bound_graph_batch(model.graph, args, jnp.asarray(rows), jnp.asarray(rhs), jnp.asarray(lo), jnp.asarray(hi))
+            return _bound_graph_batch(model.graph, args, rows, rhs, jnp.asarray(lo), jnp.asarray(hi))
     key = jax.random.key(seed)
 
     def confirm(x):
