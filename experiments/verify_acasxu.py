@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 from pathlib import Path
 
 import numpy as np
 
 import jaxrepair as jr
+from jaxrepair.suite import machine
 
 
 def _rows(path):
@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     wrong = [r for r in rows if r["wrong"]]
     pub = {"safe": sum(r["published"] == "safe" for r in rows), "unsafe": sum(r["published"] == "unsafe" for r in rows)}
     lines = [f"# VNN-COMP 2021 ACAS Xu with jr.verify\n",
-             f"Measured {env['date']} on {_cpu()} ({env['machine']}, a 2-core CPU, no GPU; what ran beside it: the note), jax "
+             f"Measured {env['date']} on {machine()} ({env['machine']}, no GPU; what ran beside it: the note), jax "
              f"{env['versions']['jax']}; {a.timeout:g} s per instance. Regenerate: `jaxrepair bench verify --vnncomp-dir "
              f"DIR --timeout {a.timeout:g} --log verify.jsonl` then `python experiments/verify_acasxu.py verify.jsonl`.\n",
              *([f"{a.note}\n"] if a.note else []),
@@ -91,16 +91,6 @@ def _short(r):
     return r["onnx"].replace("ACASXU_run2a_", "").replace("_batch_2000.onnx", ""), r["vnnlib"].replace(".vnnlib", "")
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def rerun(a) -> int:
     """The unknown instances of the committed table and the ``a.spot`` slowest decided ones, re-run now."""
     from jaxrepair.bench import _verify  # the bench's runner (what `jaxrepair bench verify` calls)
@@ -129,7 +119,7 @@ def rerun(a) -> int:
     spot_ratio = np.array([now[k]["seconds"] / max(before[k]["seconds"], 1e-9) for k in spot])
     V = jr.verify
     lines = [f"\n## Re-run of the unknown instances ({env['date']})\n",
-             f"Measured {env['date']} on {_cpu()} ({env['machine']}, a 2-core CPU, no GPU, shared with other work), jax "
+             f"Measured {env['date']} on {machine()} ({env['machine']}, no GPU, shared with other work), jax "
              f"{env['versions']['jax']}, code of commit {commit}: branch and bound with `split={V.SPLIT!r}` and "
              f"`alpha_steps={V.ALPHA_STEPS}` (the defaults), {a.timeout:g} s per instance. The {len(unknown)} instances "
              f"left unknown by the full run above, plus the {len(spot)} slowest decided ones as a regression check; the "
@@ -155,7 +145,7 @@ def rerun(a) -> int:
     for f in (md, js):
         f.replace(f.with_name(f.name + ".previous"))
     jr.records.write_text(md, text.rstrip("\n") + "\n" + "\n".join(lines) + "\n")
-    jr.records.write_json(js, {**old, "rerun": {"environment": env, "commit": commit, "cpu": _cpu(), "split": V.SPLIT,
+    jr.records.write_json(js, {**old, "rerun": {"environment": env, "commit": commit, "cpu": machine(), "split": V.SPLIT,
                                                 "alpha_steps": V.ALPHA_STEPS, "timeout": a.timeout, "rows": rows}})
     print("\n".join(lines[:5]))
     return 0
