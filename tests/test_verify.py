@@ -173,6 +173,22 @@ def test_unsupported_graphs_are_refused():
         V.affine_chain(cnn)
 
 
+def _box_task(model, prop, n=400):
+    """A custom task over the unit box: repair/select/test splits of ``n`` uniform points labelled by ``model``."""
+    rng = np.random.default_rng(0)
+    splits = {}
+    for name in ("repair", "select", "test"):
+        x = rng.uniform(-1, 1, size=(n, 2)).astype(np.float32)
+        splits[name] = {"x": x, "y": np.argmax(np.asarray(model(x)), -1).astype(np.int32)}
+    return jr.repair.custom_task("box", prop, splits, effect=jr.causal.TargetOutput(0)), splits
+
+
+def _leaky(base):
+    """``base`` with its ReLUs written as leaky ReLUs of slope 0: the same function, but not a chain."""
+    nodes = tuple(Node.make(n.name, "leaky_relu", n.inputs, alpha=0.0) if n.op == "relu" else n for n in base.graph.nodes)
+    return Network(base.graph._replace(nodes=nodes), base.params())
+
+
 @pytest.mark.parametrize("seed, proven", [(4, True), (3, False)])
 def test_certified_repair_proves_or_says_it_did_not(seed, proven):
     model = jr.models.mlp([2, 8, 2], key=jax.random.key(seed))
@@ -183,12 +199,7 @@ def test_certified_repair_proves_or_says_it_did_not(seed, proven):
     t = exact - 0.3 * abs(exact) - 0.05  # the model reaches y0 − y1 >= t somewhere in the box: a violation
     prop = jr.properties.Vnnlib(np.stack([lo, hi], 1)[None], ((-c[None], np.array([-t])),))
     assert V.verify(model, prop, timeout=30).verdict == "unsafe"
-    rng = np.random.default_rng(0)
-    splits = {}
-    for i, name in enumerate(("repair", "select", "test")):
-        x = rng.uniform(-1, 1, size=(400, 2)).astype(np.float32)
-        splits[name] = {"x": x, "y": np.argmax(np.asarray(model(x)), -1).astype(np.int32)}
-    task = jr.repair.custom_task("box", prop, splits, effect=jr.causal.TargetOutput(0))
+    task, splits = _box_task(model, prop)
     r = jr.repair(model, task, certify=True, certify_rounds=3, verify_timeout=20, k=4, bounds=(0.0, 2.0),
                   generations=20, population_size=10, a=0.05)
     cert = r.certificate
@@ -330,8 +341,7 @@ def test_verify_decides_graphs_through_the_graph_bounds():
     # ReLU written as leaky ReLU with slope 0: not a chain the affine reader takes, so verify bounds the
     # graph; the MILP's exact maximum decides the verdicts either side of it
     base = jr.models.mlp([3, 6, 5, 2], key=jax.random.key(0))
-    nodes = tuple(Node.make(n.name, "leaky_relu", n.inputs, alpha=0.0) if n.op == "relu" else n for n in base.graph.nodes)
-    model = Network(base.graph._replace(nodes=nodes), base.params())
+    model = _leaky(base)
     with pytest.raises(ValueError):
         V.affine_chain(model)
     chain = V.affine_chain(base)
@@ -385,8 +395,7 @@ def test_certified_repair_and_the_falsifier_take_graphs_the_bounds_cover():
     # the seed-4 net of the test above with its ReLUs written as leaky ReLUs of slope 0: not a chain, so the
     # falsifier and certified repair read it through the graph bounds
     base = jr.models.mlp([2, 8, 2], key=jax.random.key(4))
-    nodes = tuple(Node.make(n.name, "leaky_relu", n.inputs, alpha=0.0) if n.op == "relu" else n for n in base.graph.nodes)
-    model = Network(base.graph._replace(nodes=nodes), base.params())
+    model = _leaky(base)
     with pytest.raises(ValueError):
         V.affine_chain(model)
     chain = V.affine_chain(base)
@@ -397,12 +406,7 @@ def test_certified_repair_and_the_falsifier_take_graphs_the_bounds_cover():
     prop = jr.properties.Vnnlib(np.stack([lo, hi], 1)[None], ((-c[None], np.array([-t])),))
     xs, ms = V.counterexamples(model, prop, jax.random.key(0), num_boxes=32)
     assert len(xs) and np.all(np.asarray(model(xs)) @ c >= t - 1e-5) and np.all(ms >= 0)  # each one confirmed
-    rng = np.random.default_rng(0)
-    splits = {}
-    for name in ("repair", "select", "test"):
-        x = rng.uniform(-1, 1, size=(400, 2)).astype(np.float32)
-        splits[name] = {"x": x, "y": np.argmax(np.asarray(model(x)), -1).astype(np.int32)}
-    task = jr.repair.custom_task("box", prop, splits, effect=jr.causal.TargetOutput(0))
+    task, _ = _box_task(model, prop)
     r = jr.repair(model, task, certify=True, certify_rounds=3, verify_timeout=20, k=4, bounds=(0.0, 2.0),
                   generations=20, population_size=10, a=0.05)
     assert r.certificate["proven"], r.certificate["rounds"]
@@ -420,10 +424,7 @@ def test_certified_rounds_add_what_the_verifier_found_to_repair_and_select(warm)
     c = np.array([1.0, -1.0])
     exact, _ = R.milp_max(chain.weights, chain.biases, lo, hi, c)
     prop = jr.properties.Vnnlib(np.stack([lo, hi], 1)[None], ((-c[None], np.array([-(exact - 0.1)])),))
-    rng = np.random.default_rng(0)
-    splits = {n: {"x": (x := rng.uniform(-1, 1, size=(50, 2)).astype(np.float32)),
-                  "y": np.argmax(np.asarray(model(x)), -1).astype(np.int32)} for n in ("repair", "select", "test")}
-    task = jr.repair.custom_task("box", prop, splits, effect=jr.causal.TargetOutput(0))
+    task, _ = _box_task(model, prop, n=50)
     seen = []
 
     def method(start, t):  # a "repair" that changes nothing: every round stays unsafe
