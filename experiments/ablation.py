@@ -38,7 +38,6 @@ import argparse
 import dataclasses
 import datetime
 import json
-import os
 import platform
 import sys
 import time
@@ -50,6 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxrepair as jr
+from jaxrepair.suite import machine as cpu_name
 
 FAILURES = ["fairness", "backdoor", "safety", "spurious"]
 ENTRIES = {"fairness": "census-sex", "backdoor": "mnist-badnets", "safety": "acasxu-n5_7-phi2",
@@ -422,7 +422,7 @@ def write(out: Path, results: dict, args, argv, total: float, pending: list, ear
     """Writes ``ablation.{json,md,png}`` for what has run so far (``pending``: failure types still to run)."""
     env = jr.records.environment()
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    machine = f"{platform.platform()}, {platform.processor() or platform.machine()}, {os.cpu_count()}-core CPU, no GPU"
+    machine = f"{platform.platform()}, {cpu_name()}, no GPU"
     command = this_command(argv)
     commands = [c for c in earlier if c != command] + [command]
     record = {"experiment": "ablation", "date": stamp, "machine": machine, "environment": env, "command": command,

@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import platform
 import sys
 import time
@@ -51,6 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxrepair as jr
+from jaxrepair.suite import machine as cpu_name
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import backdoor_images  # noqa: E402  (the backdoor experiment's task setup and methods, not a copy)
@@ -131,7 +131,7 @@ def mnist_backdoor(args) -> dict:
                 check[r["model"]].update(accuracy_head=r["accuracy"], attack_success_head=r["attack_success_after"])
     env = jr.records.environment()
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    machine = f"{platform.platform()}, {platform.processor() or platform.machine()}, {os.cpu_count()}-core CPU, no GPU"
+    machine = f"{platform.platform()}, {cpu_name()}, no GPU"
     record = {"date": stamp, "environment": env, "machine": machine, "entry": args.entry, "methods": args.methods,
               "repair_samples": args.repair_samples, "test_samples": n, "seed": args.seed,
               "corruptions": {k: list(v) for k, v in jr.data.CORRUPTIONS.items()}, "modes": MODES,

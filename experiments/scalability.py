@@ -34,7 +34,6 @@ import datetime
 import json
 import math
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -418,11 +417,11 @@ def main(argv=None) -> int:
     total = time.perf_counter() - t0
 
     from jaxrepair.records import dumps, environment
+    from jaxrepair.suite import machine as cpu_name
 
     env = environment()
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    machine = f"{platform.machine()} {platform.processor() or ''}".strip()
-    record = {"experiment": "scalability", "date": stamp, "machine": f"{os.cpu_count()}-core CPU, no GPU ({machine})",
+    record = {"experiment": "scalability", "date": stamp, "machine": f"{cpu_name()}, no GPU",
               "environment": env, "settings": {k: v for k, v in vars(a).items() if k not in ("worker", "out")},
               "blocks": {n: NETWORKS[n]["block"] for n in nets}, "networks": nets, "results": results, "scm_fit": scm,
               "limits": limits, "total_s": total, "gpu": "no GPU figures: device not lent to this task"}
@@ -470,7 +469,7 @@ def report(rec: dict, a) -> str:
               if r["status"] == "failed" or r.get("pilot", {}).get("status") == "failed"]
     return "\n".join([
         "# Scalability probe: cost against network size\n",
-        f"Measured {rec['date']} on a {rec['machine']}, shared with other jobs; jax {rec['environment']['versions']['jax']}. "
+        f"Measured {rec['date']} on {rec['machine']}, shared with other jobs; jax {rec['environment']['versions']['jax']}. "
         f"Regenerate: `flock /tmp/jaxrepair-heavy.lock nice -n 5 python experiments/scalability.py` "
         f"({rec['total_s'] / 60:.1f} min in all).\n",
         "**No GPU figures: device not lent to this task.**\n",

@@ -39,8 +39,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -50,6 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxrepair as jr
+from jaxrepair.suite import machine as cpu_name
 
 ENTRIES = ["census-sex", "german-sex", "german-age"]
 MODES = ["clp", "augment"]
@@ -324,7 +323,7 @@ def report(rec: dict, out: Path, *, rewritten: bool = False) -> str:
     png = plot(results, out / "scm_sensitivity.png")
     note = " This report was rewritten from the run's JSON (`--from-json`); the figures are that run's." if rewritten else ""
     md = ["# Sensitivity to the assumed causal structure (SCM counterfactual fairness and repair)\n",
-          f"Measured {rec['date']} on a {rec['machine']}, jax {rec['environment']['versions']['jax']}; "
+          f"Measured {rec['date']} on {rec['machine']}, jax {rec['environment']['versions']['jax']}; "
           f"{rec['total_s']:.0f} s in all. Regenerate: `{rec['command']}`.{note}\n",
           "Linear additive-noise SCMs (`jr.causal.SCM.fit`) fitted on each dataset's train split. Variants of the "
           "default DAG (`jr.causal.default_dag`: the protected attributes are roots and parents of every other "
@@ -393,7 +392,7 @@ def main(argv=None):
     env = jr.records.environment()
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     command = " ".join(["python", "experiments/scm_sensitivity.py", *(argv if argv is not None else sys.argv[1:])])
-    machine = f"{os.cpu_count()}-core {platform.processor() or platform.machine()} CPU, no GPU (shared with other jobs)"
+    machine = f"{cpu_name()}, no GPU (shared with other jobs)"
     rec = {"experiment": "scm_sensitivity", "date": stamp, "machine": machine, "environment": env, "command": command,
            "config": {k: v for k, v in vars(a).items() if k != "from_json"},
            "fairness_budget": jr.repair.PRESETS["fairness"].max_drop, "results": results,

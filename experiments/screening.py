@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -38,6 +36,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 import jaxrepair as jr
+from jaxrepair.suite import machine as cpu_name
 
 GOAL = {"model": "resnet18", "top10_overlap": 9, "compute_ratio": 50.0}
 VALUES = 16
@@ -253,7 +252,7 @@ def main():
             print(table([row]), file=sys.stderr, flush=True)
     env = jr.records.environment()
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    machine = f"{os.cpu_count()}-core {platform.processor() or platform.machine()} CPU, no GPU"
+    machine = f"{cpu_name()}, no GPU"
     record = {"experiment": "screening", "date": stamp, "machine": machine, "environment": env, "goal": GOAL,
               "values": VALUES, "seed": args.seed, "rows": rows, "total_s": time.perf_counter() - t0,
               "command": " ".join(["python", "experiments/screening.py", *sys.argv[1:]])}
@@ -263,7 +262,7 @@ def main():
     (out / "screening.json").write_text(jr.records.dumps(record))
     plot(rows, exacts, out / "screening.png")
     md = ["# Cheap ACE screening against exact ACE\n",
-          f"Measured {stamp} on a {machine} (shared with other jobs), jax {jax.__version__}; "
+          f"Measured {stamp} on {machine} (shared with other jobs), jax {jax.__version__}; "
           f"`{record['command']}` ({record['total_s']:.0f} s in all). {VALUES} α values per unit on exact ACE's grid; "
           "scores are `interventional_change` (the default). Effects as the repair code localises with them "
           "(`jr.repair.from_zoo(...).effect` on its `localize_batch`): census-sex CARE's fairness effect, "

@@ -38,8 +38,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -48,6 +46,7 @@ import jax
 import numpy as np
 
 import jaxrepair as jr
+from jaxrepair.suite import machine as cpu_name
 
 ENTRY = "fashion-spurious"
 CUT = "s4b1"
@@ -260,7 +259,7 @@ def main():
     t0 = time.perf_counter()
     res = run(args.methods, args.data_dir, args.repair_samples, args.seed, args.steps)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, no GPU"
+    machine = f"{cpu_name()}, no GPU"
     record = {"experiment": "spurious", "date": stamp, "machine": machine, "environment": jr.records.environment(),
               "repair_samples": args.repair_samples, "steps": args.steps, "seed": args.seed, "cut": CUT,
               "sites": SITES, "total_s": time.perf_counter() - t0, **res}
