@@ -66,7 +66,7 @@ def test_metrics_match_numpy():
 def test_a_repair_that_does_nothing_is_not_proven_and_says_so():
     # learning rate 0: the "repaired" network is the original N2,1, which violates φ2
     rec, result = jr.repair.repair_acasxu(2, 1, 2, rounds=1, steps=10, learning_rate=0.0, verify_timeout=5.0,
-                                          sweep=0, **SMALL)
+                                          sweep=0, bound_steps=0, **SMALL)
     assert rec["proven"] is False and rec["verdict"] == "unsafe" and rec["rounds"] == 1
     assert rec["repair_success"] == 0.0 and rec["generalisation"] == 0.0 and rec["drawdown"] == 0.0
     assert rec["sets"]["repair_violating"] > 0 and rec["sets"]["generalisation"] > 0

@@ -189,8 +189,8 @@ def _leaky(base):
     return Network(base.graph._replace(nodes=nodes), base.params())
 
 
-@pytest.mark.parametrize("seed, proven", [(4, True), (3, False)])
-def test_certified_repair_proves_or_says_it_did_not(seed, proven):
+@pytest.mark.parametrize("seed, bound_steps, proven", [(4, 50, True), (3, 0, False), (3, 50, True)])
+def test_certified_repair_proves_or_says_it_did_not(seed, bound_steps, proven):
     model = jr.models.mlp([2, 8, 2], key=jax.random.key(seed))
     chain = V.affine_chain(model)
     lo, hi = np.array([-1.0, -1.0]), np.array([1.0, 1.0])
@@ -201,9 +201,12 @@ def test_certified_repair_proves_or_says_it_did_not(seed, proven):
     assert V.verify(model, prop, timeout=30).verdict == "unsafe"
     task, splits = _box_task(model, prop)
     r = jr.repair(model, task, certify=True, certify_rounds=3, verify_timeout=20, k=4, bounds=(0.0, 2.0),
-                  generations=20, population_size=10, a=0.05)
+                  generations=20, population_size=10, a=0.05, certify_bound_steps=bound_steps)
     cert = r.certificate
     assert cert["proven"] == proven
+    # seed 3: the point repairs stay unsafe round after round; training on the bounds of the boxes branch
+    # and bound leaves open proves it in the first round
+    assert ("bound" in cert["rounds"][0]) == (seed == 3 and bound_steps > 0)
     assert 1 <= len(cert["rounds"]) <= 3 and cert["verdict"] == cert["rounds"][-1]["verdict"]
     again = V.verify(r.model, prop, timeout=30)
     assert cert["proven"] == (cert["verdict"] == "safe")
@@ -432,7 +435,7 @@ def test_certified_rounds_add_what_the_verifier_found_to_repair_and_select(warm)
         out = start.with_params(start.params())
         return types.SimpleNamespace(model=out, after=t.report(out), before=t.report(start), config={})
 
-    r = jr.repair.certified_repair(model, task, rounds=3, verify_timeout=10, method=method, warm=warm)
+    r = jr.repair.certified_repair(model, task, rounds=3, verify_timeout=10, method=method, warm=warm, bound_steps=0)
     assert [x["verdict"] for x in r.certificate["rounds"]] == ["unsafe"] * 3 and not r.certificate["proven"]
     added = [(a - seen[0][1], b - seen[0][2]) for _, a, b in seen]
     assert added[0] == (0, 0) and added[1][0] == added[1][1] == 33  # the counterexample and 32 points around it

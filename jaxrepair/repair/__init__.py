@@ -16,6 +16,7 @@ from jaxrepair.repair._acasxu import AcasxuSets, acasxu_task
 from jaxrepair.repair._acasxu import repair_task as repair_acasxu
 from jaxrepair.repair._acasxu import task_metrics as acasxu_metrics
 from jaxrepair.repair._acasxu import task_name as acasxu_task_name
+from jaxrepair.repair._bound_training import bound_finetune
 from jaxrepair.repair._certified import certified_repair
 from jaxrepair.repair._lower import lower
 from jaxrepair.repair._presets import PRESETS, Preset, preset_for
@@ -46,7 +47,7 @@ from jaxrepair.repair._task import Objective, Task, custom_task, degeneracy, deg
 __all__ = [
     "ACASXU_SETTINGS", "ACASXU_SUITE", "AcasxuSets", "acasxu_metrics", "acasxu_task", "acasxu_task_name", "repair_acasxu",
     "DeltaSpace", "FROM_PRESET", "FactorSpace", "Neurons", "Objective", "PRESETS", "Preset", "Problem", "RepairResult",
-    "STRATEGIES", "Slots", "Space", "Strategy", "Task", "budget", "candidate_sites", "certified_repair", "choose", "custom_task", "degeneracy", "degeneracy_of_predictions", "finetune", "from_zoo",
+    "STRATEGIES", "Slots", "Space", "Strategy", "Task", "bound_finetune", "budget", "candidate_sites", "certified_repair", "choose", "custom_task", "degeneracy", "degeneracy_of_predictions", "finetune", "from_zoo",
     "get_strategy", "group", "interchange_pairs", "lower", "localization_effect", "localize", "localize_interchange",
     "localized_finetune", "metrics", "non_dominated", "optimise_with_selection", "pareto", "plot_history", "plot_pareto",
     "prepare", "preset_for", "problem_data", "prune", "random_selection", "repair", "repaired_model", "weight_mask", "write_pareto",

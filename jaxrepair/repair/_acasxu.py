@@ -210,7 +210,7 @@ def task_metrics(original, repaired, prop: properties.Safety, sets: AcasxuSets) 
 #: sweep found, for at most ``rounds`` rounds.
 SETTINGS = {"a": 0.5, "steps": 300, "learning_rate": 1e-3, "preserve": 10.0, "margin": 3.0, "n_region": 20_000,
             "n_falsify": 256, "n_cover": 6000, "n_keep": 4000, "rounds": 4, "verify_timeout": 30.0, "sweep": 256,
-            "warm": False, "seed": 0}
+            "warm": False, "bound_steps": 50, "frontier_boxes": 20_000, "seed": 0}
 
 
 def repair_task(i: int, j: int, phi: int, *, budget: float | None = None, progress: bool = False, **settings):
@@ -243,7 +243,8 @@ def repair_task(i: int, j: int, phi: int, *, budget: float | None = None, progre
     method = functools.partial(finetune, a=cfg["a"], steps=cfg["steps"], learning_rate=cfg["learning_rate"],
                                preserve=cfg["preserve"])
     result = certified_repair(model, task, method=method, rounds=cfg["rounds"], verify_timeout=cfg["verify_timeout"],
-                              sweep=cfg["sweep"], warm=cfg["warm"], budget=None if budget is None else max(1.0, budget - t_sets),
+                              sweep=cfg["sweep"], warm=cfg["warm"], bound_steps=cfg["bound_steps"],
+                              frontier_boxes=cfg["frontier_boxes"], budget=None if budget is None else max(1.0, budget - t_sets),
                               progress=progress)
     t_repair = time.perf_counter() - t0 - t_sets
     cert = result.certificate

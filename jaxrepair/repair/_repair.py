@@ -210,6 +210,7 @@ def repair(
     certify: bool = False,
     certify_rounds: int = 4,
     verify_timeout: float = 60.0,
+    certify_bound_steps: int = 50,
 ) -> RepairResult:
     """Localises (ACE, or interchange interventions with ``localizer="interchange"``), searches a repair
     of the top-``k`` neurons and reports test metrics.
@@ -238,12 +239,14 @@ def repair(
       devices: devices the population is sharded over (``None``: all; 1: no sharding); the ACE
         localisation uses the same devices.
       certify: repair ⇄ verify until the task's property is proven (``certify_rounds`` rounds,
-        ``verify_timeout`` seconds of verification each; :func:`certified_repair`).
+        ``verify_timeout`` seconds of verification each, ``certify_bound_steps`` steps of training on
+        the bounds of the boxes a round leaves open; :func:`certified_repair`).
     """
     if certify:
         from jaxrepair.repair._certified import certified_repair
 
         return certified_repair(model, task, rounds=certify_rounds, verify_timeout=verify_timeout, progress=progress,
+                                bound_steps=certify_bound_steps,
                                 preset=preset, k=k, score=score, sites=sites, selection=selection, space=space,
                                 bounds=bounds, strategy=strategy, generations=generations,
                                 population_size=population_size, a=a, max_drop=max_drop, seed=seed,

@@ -232,14 +232,23 @@ def _closed(bounds, owner, n_clauses):
 
 
 def verify(model, prop, *, timeout: float = 60.0, seed: int = 0, progress: bool = False,
-           falsifier_only: bool = False, alpha_steps: int = ALPHA_STEPS, split: str = SPLIT) -> Verdict:
+           falsifier_only: bool = False, alpha_steps: int = ALPHA_STEPS, split: str = SPLIT,
+           falsifier: bool = True, max_boxes: int | None = None) -> Verdict:
     """Decides ``prop`` on ``model`` (see the module docstring). ``timeout`` in seconds;
     ``falsifier_only``: just the falsifier on the whole boxes (``unsafe`` or ``unknown``);
     ``alpha_steps``: α-CROWN steps on every box (0: CROWN only); ``split``: the input an open box is
     bisected along: ``"width"`` (the widest), ``"gain"`` (largest |CROWN coefficient| × width) or
-    ``"alternate"`` (the widest at even depths, the gain at odd ones)."""
+    ``"alternate"`` (the widest at even depths, the gain at odd ones). ``falsifier=False``: branch and
+    bound alone, without the falsifier — the verdict is then ``safe`` or ``unknown`` (with the open
+    boxes, counterexamples' included; what a repair that trains on bounds needs); never ``unsafe``
+    unless a box too small to split is violated at its centre. ``max_boxes``: stop (``unknown``) once
+    that many boxes are bounded, as at the time limit but independent of the machine's speed."""
     if split not in ("width", "gain", "alternate"):
         raise ValueError(f"split must be 'width', 'gain' or 'alternate', not {split!r}")
+    if max_boxes is not None and (isinstance(max_boxes, bool) or not isinstance(max_boxes, int) or max_boxes < 1):
+        raise ValueError(f"max_boxes must be a positive integer or None, got {max_boxes!r}")
+    if falsifier_only and not falsifier:
+        raise ValueError("falsifier_only=True asks for the falsifier alone; falsifier=False turns it off")
     t0 = time.perf_counter()
     fwd, args, chain = readable(model)
     boxes, clauses = spec_of(prop, chain)
@@ -284,21 +293,22 @@ def verify(model, prop, *, timeout: float = 60.0, seed: int = 0, progress: bool 
     queue = [(b[:, 0].astype(np.float32), b[:, 1].astype(np.float32), 0) for b in boxes]  # (lo, hi, depth)
     certificate, bounded, hits, undecided = [], 0, 0, False
     # 1. the falsifier on the whole boxes
-    lo = np.stack([q[0] for q in queue])
-    hi = np.stack([q[1] for q in queue])
-    key, k = jax.random.split(key)
-    xs, ms = jax.device_get(_falsify_with(fwd, args, clauses, lo, hi, k, restarts=4096, steps=80))
-    for x, m in zip(xs, ms):
-        if m >= 0:
-            ok, y = confirm(x)
-            if ok:
-                return Verdict("unsafe", time.perf_counter() - t0, 0, np.asarray(x), y, falsifier_hits=1)
-    if falsifier_only:
-        return Verdict("unknown", time.perf_counter() - t0, 0, worst=np.asarray(xs))
+    if falsifier:
+        lo = np.stack([q[0] for q in queue])
+        hi = np.stack([q[1] for q in queue])
+        key, k = jax.random.split(key)
+        xs, ms = jax.device_get(_falsify_with(fwd, args, clauses, lo, hi, k, restarts=4096, steps=80))
+        for x, m in zip(xs, ms):
+            if m >= 0:
+                ok, y = confirm(x)
+                if ok:
+                    return Verdict("unsafe", time.perf_counter() - t0, 0, np.asarray(x), y, falsifier_hits=1)
+        if falsifier_only:
+            return Verdict("unknown", time.perf_counter() - t0, 0, worst=np.asarray(xs))
     # 2. branch and bound
     while queue:
-        if time.perf_counter() - t0 > timeout:
-            # the points of the open boxes closest to a violation: what a certified repair trains on next
+        if time.perf_counter() - t0 > timeout or (max_boxes is not None and bounded >= max_boxes):
+            # out of time (or boxes); the points of the open boxes closest to a violation: what a certified repair trains on next
             key, k = jax.random.split(key)
             xs, _ = falsify_some([q[0] for q in queue[:FALSIFY]], [q[1] for q in queue[:FALSIFY]], k)
             return Verdict("unknown", time.perf_counter() - t0, bounded, falsifier_hits=hits, worst=np.asarray(xs),
@@ -321,7 +331,7 @@ def verify(model, prop, *, timeout: float = 60.0, seed: int = 0, progress: bool 
                 best = [int(np.flatnonzero(owner == k)[np.argmax(bounds[i, owner == k])]) for k in range(len(clauses))]
                 slopes = {"rows": np.array(best), "alphas": [np.asarray(a[i][best]) for a in alphas]}
             certificate.append((lo[i], hi[i], bounds[i], slopes))
-        if open_idx.size:
+        if open_idx.size and falsifier:
             key, k = jax.random.split(key)
             xs, ms = falsify_some(lo[open_idx], hi[open_idx], k)
             for x, m in zip(xs, ms):
