@@ -946,7 +946,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "(a safety task or a VNN-LIB property); the record says whether it was")
     rp.add_argument("--verify-timeout", type=_float_in(0.0, open_low=True), default=60.0,
                     help="--certify: seconds of verification per round")
-    rp.add_argument("--certify-bound-steps", type=_int_in(0, 100_000), default=50,
+    rp.add_argument("--certify-bound-steps", type=_int_in(0, 100_000), default=150,
                     help="--certify: steps of training on the CROWN bounds of the boxes a round leaves open (0: none)")
     rp.add_argument("--after", metavar="SITE", help="repair only the layers after SITE (e.g. flatten): every batch is "
                     "mapped through the layers before it once (jr.repair.lower); the whole repaired network is written")

@@ -31,8 +31,9 @@ The repair (:data:`SETTINGS`, :func:`repair_task`) is full-network fine-tuning
 of ``margin`` output-scale units (a repaired network left on the boundary cannot be proven),
 cross-entropy on the domain points' advisories and a drift term on their outputs, inside
 :func:`jaxrepair.repair.certified_repair`, which adds the verifier's counterexamples (with points
-around them at three radii) and a falsifier sweep of the repaired network, until proven or out
-of rounds or time.
+around them at three radii) and a falsifier sweep of the repaired network, and trains a round the
+verifier does not prove on the CROWN bounds of the boxes left open
+(:func:`jaxrepair.repair.bound_finetune`, ``bound_steps``), until proven or out of rounds or time.
 """
 
 from __future__ import annotations
@@ -206,11 +207,11 @@ def task_metrics(original, repaired, prop: properties.Safety, sets: AcasxuSets) 
 
 #: What the suite does to each task (``jaxrepair suite acasxu`` and :func:`repair_task` with no options):
 #: full fine-tuning (``finetune``) of the hinge on the region, the advisories kept by cross-entropy and
-#: the outputs by a drift term, verified and repaired again with what the verifier and a falsifier
-#: sweep found, for at most ``rounds`` rounds.
+#: the outputs by a drift term, verified, trained on the bounds of the boxes left open when not proven,
+#: and repaired again with what the verifier and a falsifier sweep found, for at most ``rounds`` rounds.
 SETTINGS = {"a": 0.5, "steps": 300, "learning_rate": 1e-3, "preserve": 10.0, "margin": 3.0, "n_region": 20_000,
             "n_falsify": 256, "n_cover": 6000, "n_keep": 4000, "rounds": 4, "verify_timeout": 30.0, "sweep": 256,
-            "warm": False, "bound_steps": 50, "frontier_boxes": 20_000, "seed": 0}
+            "warm": False, "bound_steps": 150, "frontier_boxes": 20_000, "seed": 0}
 
 
 def repair_task(i: int, j: int, phi: int, *, budget: float | None = None, progress: bool = False, **settings):

@@ -91,9 +91,9 @@ def _padded(lo, hi):
     return jnp.asarray(lo[pad], jnp.float32), jnp.asarray(hi[pad], jnp.float32)
 
 
-def bound_finetune(model, task: Task, boxes, *, steps: int = 150, batch: int = 256, learning_rate: float = 1e-3,
+def bound_finetune(model, task: Task, boxes, *, steps: int = 150, batch: int = 128, learning_rate: float = 1e-3,
                    tau: float = 0.1, a: float = 0.5, preserve: float = 10.0, eval_every: int = 10,
-                   seed: int = 0) -> RepairResult:
+                   timeout: float | None = None, seed: int = 0) -> RepairResult:
     """Fine-tunes ``model`` so that the CROWN lower bounds of ``task``'s property clear ``tau`` on
     every box (module docstring).
 
@@ -105,7 +105,8 @@ def bound_finetune(model, task: Task, boxes, *, steps: int = 150, batch: int = 2
       boxes: ``(lo [m, n_in], hi [m, n_in])``, e.g. the open boxes of an ``unknown`` verdict
         (``Verdict.open_boxes``) or of ``jr.verify(..., falsifier=False)``.
       steps: Adam steps, each on ``batch`` boxes drawn uniformly; training stops early once every box
-        of a fixed sample of up to 1024 is closed (measured every ``eval_every`` steps).
+        of a fixed sample of up to 1024 is closed (measured every ``eval_every`` steps), or after the
+        block of steps in which ``timeout`` seconds ran out.
       tau: the bound each clause must reach, in units of the task's output ``scale`` (its repair
         split's property ``scale``, 1 without one).
       seed: the key of the box draws.
@@ -158,7 +159,7 @@ def bound_finetune(model, task: Task, boxes, *, steps: int = 150, batch: int = 2
         hinges.append(float(h))
         closed.append(float(_closed_share(models.merge(p, args.stats), eval_lo, eval_hi, data["rows"], data["rhs"],
                                           data["owner"], jnp.int32(len(pick)), graph=model.graph)))
-        if closed[-1] == 1.0:
+        if closed[-1] == 1.0 or (timeout is not None and time.perf_counter() - t > timeout):
             break
     repaired = repaired_model(model, models.merge(jax.device_get(p), args.stats),
                               {"task": task.name, "method": "bound-finetune"})
@@ -166,4 +167,4 @@ def bound_finetune(model, task: Task, boxes, *, steps: int = 150, batch: int = 2
     return RepairResult(task.name, "bound-finetune", repaired, [], {}, task.report(model), task.report(repaired),
                         {"steps": done, "history": {"bound_hinge": hinges, "closed": closed}}, {"train": dt},
                         {"steps": steps, "batch": batch, "learning_rate": learning_rate, "tau": tau, "a": a,
-                         "preserve": preserve, "boxes": len(lo), "seed": seed})
+                         "preserve": preserve, "boxes": len(lo), "timeout": timeout, "seed": seed})

@@ -68,7 +68,9 @@ def _neighbourhood(prop, points: np.ndarray, *, per_point: int = 32, radius=(0.0
 
 def _train_bounds(result, task, prop, v, steps, frontier_boxes, verify_timeout, left, entry, progress):
     """Bound training on the boxes ``v`` left open (or that branch and bound without the falsifier
-    leaves open), then verification of the new network; ``(result, verdict)``, ``entry`` updated."""
+    leaves open), then verification of the new network; ``(result, verdict)``, ``entry`` updated.
+    Training stops with a third of ``verify_timeout`` (or of what is left of the budget) to spare for
+    the verification."""
     from jaxrepair import verify
     from jaxrepair.repair._bound_training import bound_finetune
 
@@ -77,13 +79,15 @@ def _train_bounds(result, task, prop, v, steps, frontier_boxes, verify_timeout, 
         v = verify.verify(result.model, prop, timeout=left(verify_timeout), falsifier=False, max_boxes=frontier_boxes)
         if v.open_boxes is None:  # decided without the falsifier (a box too small to split)
             return result, v
-    trained = bound_finetune(result.model, task, v.open_boxes, steps=steps)
+    room = left(float("inf"))  # what is left of the budget (inf: no budget)
+    timeout = None if room == float("inf") else max(1.0, room - left(verify_timeout) / 3)
+    trained = bound_finetune(result.model, task, v.open_boxes, steps=steps, timeout=timeout)
     v = verify.verify(trained.model, prop, timeout=left(verify_timeout))
     entry["bound"] = {"boxes": trained.config["boxes"], "steps": trained.search["steps"],
                       "closed": trained.search["history"]["closed"][-1], "train_s": trained.timings["train"],
                       "verdict": v.verdict, "verify_s": v.seconds, "boxes_bounded": v.boxes,
                       "seconds": time.perf_counter() - t}
-    entry["verdict"] = v.verdict
+    entry["verdict"] = v.verdict  # the round's verdict: the bound-trained network's ("points_verdict": before)
     if progress:
         print(f"[certify] round {entry['round']} trained on the bounds of {trained.config['boxes']} boxes "
               f"({trained.search['steps']} steps): {v.verdict}", file=sys.stderr, flush=True)
@@ -92,7 +96,7 @@ def _train_bounds(result, task, prop, v, steps, frontier_boxes, verify_timeout, 
 
 def certified_repair(model, task: Task, *, rounds: int = 4, verify_timeout: float = 60.0, progress: bool = False,
                      method=None, sweep: int = 0, budget: float | None = None, warm: bool = False,
-                     bound_steps: int = 50, frontier_boxes: int = 20_000, **repair_kwargs):
+                     bound_steps: int = 150, frontier_boxes: int = 20_000, **repair_kwargs):
     """Repairs ``model`` on ``task`` until :func:`jaxrepair.verify.verify` proves the task's property
     (a VNN-LIB property or an ACAS Xu φ) or ``rounds`` are spent; see the module docstring.
 
@@ -101,8 +105,8 @@ def certified_repair(model, task: Task, *, rounds: int = 4, verify_timeout: floa
     ``sweep``: when a round is not proven, also add the violations that the falsifier finds in
     ``sweep`` small sub-boxes of the property (:func:`jaxrepair.verify.counterexamples`) on that
     round's network, so that one round learns every place it still fails, not one point of it.
-    ``budget``: seconds for the whole loop; no round starts after it is spent and each verification
-    gets at most what is left of it (never less than 1 s).
+    ``budget``: seconds for the whole loop; no round and no bound training starts after it is spent
+    and each verification gets at most what is left of it (never less than 1 s).
     ``warm``: each round after the first repairs the previous round's network (fine-tuning it on the
     enlarged set) instead of the original; a repair that starts where the last one held keeps what it
     had fixed, where one from the original tends to break somewhere new (the final ``before`` is still
@@ -144,7 +148,8 @@ def certified_repair(model, task: Task, *, rounds: int = 4, verify_timeout: floa
                   else repair(start, current, progress=progress, **repair_kwargs))
         t_repair = time.perf_counter() - t
         v = verify.verify(result.model, prop, timeout=left(verify_timeout))
-        entry = {"round": r + 1, "verdict": v.verdict, "verify_s": v.seconds, "repair_s": t_repair, "boxes": v.boxes,
+        entry = {"round": r + 1, "verdict": v.verdict, "points_verdict": v.verdict, "verify_s": v.seconds,
+                 "repair_s": t_repair, "boxes": v.boxes,
                  "repair_set": int(np.shape(current.data["repair"]["property"]["x"])[0]),
                  "violation_after": result.after["violation"], "accuracy_after": result.after["accuracy"]}
         history.append(entry)

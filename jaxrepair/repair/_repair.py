@@ -210,7 +210,7 @@ def repair(
     certify: bool = False,
     certify_rounds: int = 4,
     verify_timeout: float = 60.0,
-    certify_bound_steps: int = 50,
+    certify_bound_steps: int = 150,
 ) -> RepairResult:
     """Localises (ACE, or interchange interventions with ``localizer="interchange"``), searches a repair
     of the top-``k`` neurons and reports test metrics.
