@@ -142,10 +142,15 @@ def table(doc: dict) -> str:
     from jaxrepair import records
 
     s, env, rows = doc["summary"], doc["environment"], doc["tasks"]
+    def on_bounds(r):  # the rounds that went on to train on the bounds of open boxes
+        return ", ".join(str(e["round"]) for e in r.get("certify", []) if "bound" in e) or "–"
+
     per_task = records.markdown_table(
-        ["task", "proven safe", "verdict", "rounds", "repair-set success", "generalisation", "drawdown", "seconds"],
-        [(r["task"], "yes" if r["proven"] else "**no**", r["verdict"], r["rounds"], _pct(r["repair_success"]),
-          _pct(r["generalisation"]), _pct(r["drawdown"]), f"{r['seconds']:.1f}") for r in rows])
+        ["task", "proven safe", "verdict", "rounds", "trained on bounds (round)", "repair-set success",
+         "generalisation", "drawdown", "seconds"],
+        [(r["task"], "yes" if r["proven"] else "**no**", r["verdict"], r["rounds"], on_bounds(r),
+          _pct(r["repair_success"]), _pct(r["generalisation"]), _pct(r["drawdown"]), f"{r['seconds']:.1f}")
+         for r in rows])
 
     def pct(v):
         return "–" if v is None else f"{v:.2f}%"
@@ -169,7 +174,9 @@ def table(doc: dict) -> str:
         "Repair-set success: share of the repair set's violating inputs the repaired network no longer violates; "
         "generalisation: the same on fresh falsifier-found violations of the original network, never used by the repair; "
         "drawdown: share of uniform samples of the whole input domain (where the original does not violate) whose "
-        "advisory changes; seconds: the whole task (sets, every repair round, every verification). How the sets are "
+        "advisory changes; seconds: the whole task (sets, every repair round, bound training, every verification); "
+        "trained on bounds: the rounds the verifier did not prove after the point repair, which went on to "
+        "`jr.repair.bound_finetune` on the boxes left open. How the sets are "
         "drawn and where this differs from VeRe: `jaxrepair/repair/_acasxu.py`.\n",
         records.markdown_table(["method", "proven", "repair-set success", "generalisation", "drawdown", "seconds/task"],
                                anchors),
