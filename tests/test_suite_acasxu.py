@@ -100,7 +100,8 @@ def test_suite_reruns_do_no_work(tmp_path, monkeypatch):
         calls.append((i, j, phi))
         rec = {"task": jr.repair.acasxu_task_name(i, j, phi), "network": [i, j], "property": phi, "proven": i == 2,
                "verdict": "safe" if i == 2 else "unknown", "rounds": 1, "repair_success": 1.0,
-               "generalisation": 0.5, "drawdown": 0.01 * j, "seconds": 10.0 * j, "timings": {"sets_s": 1.0}}
+               "generalisation": 0.5, "drawdown": 0.01 * j, "seconds": 10.0 * j, "timings": {"sets_s": 1.0},
+               "certify": [{"round": 1}, {"round": 2, "bound": {"boxes": 10}}] if i == 3 else [{"round": 1}]}
         return rec, None
 
     monkeypatch.setattr(jr.repair, "repair_acasxu", fake)
@@ -115,6 +116,7 @@ def test_suite_reruns_do_no_work(tmp_path, monkeypatch):
     assert [r["task"] for r in doc["tasks"]] == ["N2,1-phi2", "N3,4-phi2"] and doc["environment"]["cpu"]
     md = (tmp_path / "suite_acasxu.md").read_text()
     assert "1 of 2 tasks proven safe" in md and "VeRe" in md and "15.26%" in md and "**no**" in md
+    assert "| N2,1-phi2 | yes | safe | 1 | – |" in md and "| N3,4-phi2 | **no** | unknown | 1 | 2 |" in md  # bound rounds
     suite.acasxu(tmp_path, tasks=tasks, budget=60, progress=False)  # another budget: other records
     assert len(calls) == 4
     with pytest.raises(ValueError, match="not in the suite"):
