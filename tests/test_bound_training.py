@@ -96,6 +96,8 @@ def test_bad_input_is_refused_before_work():
     lo = np.zeros((4, 2), np.float32)
     with pytest.raises(ValueError, match=r"boxes must be \(lo, hi\), each \[m >= 1, 2\]"):
         jr.repair.bound_finetune(model, task, (np.zeros((4, 3)), np.ones((4, 3))))
+    with pytest.raises(ValueError, match="boxes must be finite"):
+        jr.repair.bound_finetune(model, task, (lo - np.inf, lo))
     with pytest.raises(ValueError, match="lower corners lie above"):
         jr.repair.bound_finetune(model, task, (lo + 1, lo))
     with pytest.raises(ValueError, match="steps must be a positive integer"):
@@ -106,3 +108,11 @@ def test_bad_input_is_refused_before_work():
         V.verify(model, prop, max_boxes=0)
     with pytest.raises(ValueError, match="bound_steps must be a non-negative integer"):
         jr.repair.certified_repair(model, task, bound_steps=-1)
+
+
+def test_cli_certify_bound_steps_is_checked(capsys):
+    from jaxrepair import cli
+
+    with pytest.raises(SystemExit) as e:
+        cli.main(["repair", "acasxu-n2_1-phi2", "--certify", "--certify-bound-steps", "-3"])
+    assert e.value.code == 2 and "--certify-bound-steps: must be in 0..100000, got -3" in capsys.readouterr().err

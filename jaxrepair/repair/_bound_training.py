@@ -126,6 +126,8 @@ def bound_finetune(model, task: Task, boxes, *, steps: int = 150, batch: int = 1
     n_in = int(np.prod(model.input_shape))
     if lo.ndim != 2 or lo.shape != hi.shape or lo.shape[1] != n_in or len(lo) == 0:
         raise ValueError(f"boxes must be (lo, hi), each [m >= 1, {n_in}]; got {np.shape(lo)} and {np.shape(hi)}")
+    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+        raise ValueError("boxes must be finite (bound an unbounded input before training on its bounds)")
     if np.any(lo > hi):
         raise ValueError("boxes: some lower corners lie above their upper corners")
     for what, k in (("steps", steps), ("batch", batch), ("eval_every", eval_every)):
