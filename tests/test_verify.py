@@ -357,8 +357,10 @@ def test_verify_decides_graphs_through_the_graph_bounds():
         assert v.verdict == want, (t, exact, v.verdict, v.boxes)
         if want == "unsafe":
             assert float(np.asarray(model(v.counterexample[None].astype(np.float32)))[0] @ c) >= t - 1e-5
-        else:  # every closed box re-checks with the independent numpy CROWN of the equivalent chain
+        else:  # every closed box re-checks with the independent numpy CROWN (or α-CROWN) of the equivalent chain
             assert all(_recheck(chain, a, b, -c[None], np.array([-t]), np.zeros(1, int), s) for a, b, _, s in v.certificate)
+            assert any(s is not None for *_, s in v.certificate)  # α-CROWN over the graph closed some boxes
+            assert v.boxes < V.verify(model, prop, timeout=30, alpha_steps=0).boxes  # ... and so needed fewer
     # a residual net with leaky ReLU and max pooling: a point reached by sampling is found
     net = _residual_net(jax.random.key(2))
     x = np.random.default_rng(0).uniform(-0.3, 0.3, size=(500, 16)).astype(np.float32)
@@ -442,3 +444,35 @@ def test_certified_rounds_add_what_the_verifier_found_to_repair_and_select(warm)
     assert added[2][0] == added[2][1] == 66  # ... in both splits, so the kept checkpoint must fix them too
     assert all((s is model) != warm for s, _, _ in seen[1:])  # warm: each round starts from the last one
     assert seen[0][0] is model and r.before == task.report(model)
+
+
+def test_graph_alpha_crown_matches_the_numpy_reference_and_is_sound():
+    # a ReLU MLP written with leaky ReLUs of slope 0 (bounded as a graph): its α-CROWN bound for the slopes it
+    # returns is the independent float64 one of the equivalent chain, and never below CROWN's
+    base = jr.models.mlp([3, 6, 5, 2], key=jax.random.key(0))
+    model, chain = _leaky(base), V.affine_chain(base)
+    C, d = np.array([[1.0, -1.0], [-1.0, 1.0]]), np.zeros(2)
+    rng = np.random.default_rng(0)
+    better = 0
+    for _ in range(3):
+        c = rng.uniform(-1, 1, 3)
+        lo, hi = (c - 0.6).astype(np.float32), (c + 0.6).astype(np.float32)
+        plain = np.asarray(V.graph_crown(model.graph, model.params(), lo, hi, C, d))
+        b, alphas = V.graph_alpha_crown(model.graph, model.params(), lo, hi, C, d, steps=20)
+        ref = crown_lower_alpha(chain.weights, chain.biases, lo, hi, C, d, [np.asarray(a) for a in alphas])
+        np.testing.assert_allclose(np.asarray(b), ref, rtol=1e-4, atol=1e-4)
+        assert np.all(np.asarray(b) >= plain - 1e-5)
+        better += int(np.sum(np.asarray(b) > plain + 1e-3))
+    assert better >= 2
+    # a residual net with leaky ReLU (slope 0.1) and max pooling: tighter than CROWN, below every sampled value
+    net = _residual_net(jax.random.key(2))
+    x = rng.uniform(-0.3, 0.3, size=(5000, 16)).astype(np.float32)
+    C3 = np.array([[1.0, -1.0, 0.0], [0.0, 1.0, -1.0]])
+    lo, hi = np.full(16, -0.3, np.float32), np.full(16, 0.3, np.float32)
+    plain = np.asarray(V.graph_crown(net.graph, net.params(), lo, hi, C3, np.zeros(2)))
+    b, alphas = V.graph_alpha_crown(net.graph, net.params(), lo, hi, C3, np.zeros(2), steps=20)
+    b = np.asarray(b)
+    assert np.all(b > plain + 1e-3) and np.all(b <= (np.asarray(net(x.reshape(-1, 4, 4, 1))) @ C3.T).min(0))
+    # the slopes stay where a line lies below the unit: [0.1, 1] for the leaky ReLU, [0, 1] for the ReLU
+    assert len(alphas) == 2 and all(np.all((np.asarray(a) >= f - 1e-6) & (np.asarray(a) <= 1.0)) for a, f in zip(alphas, (0.1, 0.0)))
+    assert np.asarray(alphas[0]).min() < 1.0 - 1e-3

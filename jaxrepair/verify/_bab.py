@@ -3,7 +3,7 @@
 ``verify(model, prop)`` decides whether any input in the property's boxes reaches its unsafe output
 region (a :class:`~jaxrepair.properties.Vnnlib` property, or a built-in ACAS Xu ``Safety`` φ). A
 ReLU chain is bounded as affine maps (``_bounds``, with α-CROWN); any other graph the bounds cover —
-residual adds, leaky ReLU, max pooling — by CROWN over the graph (``_graph``):
+residual adds, leaky ReLU, max pooling — by CROWN and α-CROWN over the graph (``_graph``):
 
 1. the falsifier — projected gradient ascent on the property's margin from random starts in every
    box, vmapped — looks for a counterexample; one that a concrete forward pass confirms ends the
@@ -35,7 +35,7 @@ import numpy as np
 from jaxrepair.models import Graph, run, site_shapes
 from jaxrepair.properties import clause_margin
 from jaxrepair.verify._bounds import Chain, affine_chain, alpha_crown, crown, crown_pre, forward
-from jaxrepair.verify._graph import check_graph, graph_crown
+from jaxrepair.verify._graph import check_graph, graph_alpha_crown, graph_crown
 
 BATCH = 256  # boxes bounded per compiled call (padded): one program for every round
 FALSIFY = 32  # open boxes the falsifier attacks per round (padded)
@@ -51,7 +51,7 @@ class Verdict:
     counterexample: np.ndarray | None = None  # flat input, when unsafe
     output: np.ndarray | None = None  # the network's output there
     # [(lo, hi, bounds per clause row, slopes)] when safe; slopes None (CROWN closed the box) or, where α-CROWN
-    # did, {"rows": [k] the row that closes each clause, "alphas": per ReLU layer [k, n_i] its slopes}
+    # did, {"rows": [k] the row that closes each clause, "alphas": per (leaky) ReLU layer, in order, [k, n_i] its slopes}
     certificate: list = dataclasses.field(default_factory=list)
     falsifier_hits: int = 0
     worst: np.ndarray | None = None  # [k, n_in] inputs closest to a violation in boxes left open (unknown)
@@ -211,11 +211,18 @@ def _bound_batch(weights, biases, clip_lo, clip_hi, C, d, lo, hi, alpha_steps=0)
     return jax.vmap(one)(lo, hi)
 
 
-@jax.jit(static_argnums=(0,))
-def _bound_graph_batch(graph, params, C, d, lo, hi):
-    """CROWN over a graph (no α-CROWN there yet), in ``_bound_batch``'s output form."""
-    bounds, coef = jax.vmap(lambda a, b: graph_crown(graph, params, a, b, C, d, with_coefficients=True))(lo, hi)
-    return bounds, coef, bounds, None
+@jax.jit(static_argnums=(0, 6))
+def _bound_graph_batch(graph, params, C, d, lo, hi, alpha_steps=0):
+    """CROWN and, with ``alpha_steps``, α-CROWN over a graph, in ``_bound_batch``'s output form."""
+
+    def one(a, b):
+        plain, coef = graph_crown(graph, params, a, b, C, d, with_coefficients=True)
+        if not alpha_steps:
+            return plain, coef, plain, None
+        opt, alphas = graph_alpha_crown(graph, params, a, b, C, d, steps=alpha_steps)
+        return plain, coef, jnp.maximum(opt, plain), alphas
+
+    return jax.vmap(one)(lo, hi)
 
 
 def _sensitivity(chain: Chain) -> np.ndarray:
@@ -274,7 +281,7 @@ def verify(model, prop, *, timeout: float = 60.0, seed: int = 0, progress: bool 
         unit = np.ones(n_in)
 
         def bound_batch(lo, hi):
-            return _bound_graph_batch(model.graph, args, rows, rhs, jnp.asarray(lo), jnp.asarray(hi))
+            return _bound_graph_batch(model.graph, args, rows, rhs, jnp.asarray(lo), jnp.asarray(hi), alpha_steps)
     key = jax.random.key(seed)
 
     def confirm(x):

@@ -14,6 +14,8 @@ the window's input with the largest lower bound below, and above by that input w
 the window (its lower bound ≥ every other upper bound; then the max is exact) and by the window's
 largest upper bound otherwise — sound and cheap. Intermediate bounds of every nonlinear op's input
 come from the same backward pass (one row per unit), intersected with the interval bounds.
+α-CROWN (:func:`graph_alpha_crown`) optimises the slopes of the lines below the unstable (leaky)
+ReLUs of the final pass, as :func:`jaxrepair.verify.alpha_crown` does on chains.
 
 Values are flat per example (``[n]``); coefficients ``[rows, *shape]`` use the ops' batch axis for
 the rows. Everything is plain ``jnp`` on one box, so ``vmap`` bounds many boxes in one program.
@@ -145,13 +147,16 @@ def _pool_index(in_shape: tuple, attrs: tuple) -> np.ndarray:
     return np.where(base >= 0, base + np.arange(c)[None, None, :, None], -1)
 
 
-def _relax_relu(A, l, u, slope):
-    """Backward through a (leaky) ReLU of negative slope ``slope``: ``(A_in, const)``."""
+def _relax_relu(A, l, u, slope, alpha=None):
+    """Backward through a (leaky) ReLU of negative slope ``slope``: ``(A_in, const)``. ``alpha``: the
+    slopes of the lines below the unstable units (``[rows, *shape]`` in ``[slope, 1]``; α-CROWN); by
+    default 1 or ``slope``, whichever keeps the relaxation's area smaller."""
     unstable = (l < 0) & (u > 0)
     denom = jnp.where(unstable, u - l, 1.0)
     chord = jnp.where(unstable, (u - slope * l) / denom, jnp.where(l >= 0, 1.0, slope))
     icpt = jnp.where(unstable, l * (slope - chord), 0.0)  # the chord through (l, slope·l) and (u, u)
-    below = jnp.where(unstable, jnp.where(u > -l, 1.0, slope), jnp.where(l >= 0, 1.0, slope))
+    line = jnp.where(u > -l, 1.0, slope) if alpha is None else alpha
+    below = jnp.where(unstable, line, jnp.where(l >= 0, 1.0, slope))
     a_in = jnp.where(A >= 0, A * below, A * chord)
     const = jnp.sum(jnp.where(A < 0, A * icpt, 0.0).reshape(A.shape[0], -1), axis=-1)
     return a_in, const
@@ -176,9 +181,10 @@ def _relax_maxpool(A, l, u, idx):
     return a_in, const
 
 
-def _backward(graph, params, shapes, target, A, pre, lo, hi):
+def _backward(graph, params, shapes, target, A, pre, lo, hi, alphas=None):
     """Lower bound of ``A · value(target)`` (rows of ``A`` [rows, *shape]) over the box, given the
-    bounds ``pre`` of every nonlinear op's input; also the coefficients on the input ``[rows, n_in]``."""
+    bounds ``pre`` of every nonlinear op's input; also the coefficients on the input ``[rows, n_in]``.
+    ``alphas``: ``{(leaky) ReLU node: [rows, n] slopes below}`` (α-CROWN), CROWN's where absent."""
     rows = A.shape[0]
     coeffs = {target: A}
     const = jnp.zeros(rows, lo.dtype)
@@ -190,8 +196,9 @@ def _backward(graph, params, shapes, target, A, pre, lo, hi):
             a_ins, c = [A], 0.0
         elif n.op in ("relu", "leaky_relu"):
             l, u = pre[n.inputs[0]]
-            a_in, c = _relax_relu(A, l.reshape(shapes[n.inputs[0]]), u.reshape(shapes[n.inputs[0]]),
-                                  0.0 if n.op == "relu" else float(n.attr.get("alpha", 0.01)))
+            alpha = None if alphas is None or n.name not in alphas else alphas[n.name].reshape(A.shape)
+            a_in, c = _relax_relu(A, l.reshape(shapes[n.inputs[0]]), u.reshape(shapes[n.inputs[0]]), _negative_slope(n),
+                                  alpha)
             a_ins = [a_in]
         elif n.op == "maxpool":
             l, u = pre[n.inputs[0]]
@@ -210,6 +217,10 @@ def _backward(graph, params, shapes, target, A, pre, lo, hi):
     lam = coeffs[INPUT].reshape(rows, -1)
     c, r = (hi + lo) / 2, (hi - lo) / 2
     return lam @ c - jnp.abs(lam) @ r + const, lam
+
+
+def _negative_slope(n) -> float:
+    return 0.0 if n.op == "relu" else float(n.attr.get("alpha", 0.01))
 
 
 def graph_crown_pre(graph: Graph, params, lo, hi) -> dict:
@@ -253,3 +264,52 @@ def graph_crown(graph: Graph, params, lo, hi, C, d, *, with_coefficients: bool =
     ylo, yhi = boxes[graph.output]  # intervals from the CROWN intermediate bounds
     best = jnp.maximum(bound, jnp.where(C >= 0, C * ylo, C * yhi).sum(-1) - d)
     return (best, lam) if with_coefficients else best
+
+
+def graph_alpha_crown(graph: Graph, params, lo, hi, C, d, *, steps: int = 20, lr: float = 0.1):
+    """Lower bounds of ``C·y − d`` by α-CROWN over the graph: the slopes below the unstable (leaky)
+    ReLUs of the final backward pass optimised by ``steps`` of projected Adam (within ``[negative
+    slope, 1]``, where every line lies below the unit) from CROWN's; intermediate bounds are CROWN's,
+    fixed; max pooling keeps its relaxation. As :func:`jaxrepair.verify.alpha_crown` on chains.
+
+    Returns ``(bounds [rows], alphas)``: the best bound each row reached (never below CROWN's backward
+    bound) and the slopes that gave it, ``[rows, n]`` per (leaky) ReLU node in the graph's order. One box,
+    flat; vmap for many."""
+    import optax
+
+    check_graph(graph)
+    shapes = site_shapes(graph, params)
+    lo, hi = _box(graph, jnp.asarray(lo, jnp.float32), jnp.asarray(hi, jnp.float32))
+    C, d = jnp.asarray(C, lo.dtype), jnp.asarray(d, lo.dtype)
+    pre = jax.lax.stop_gradient(_pre(graph, params, shapes, lo, hi)[0])
+    units = [n for n in _needed(graph, graph.output) if n.op in ("relu", "leaky_relu")]
+    rows = C.shape[0]
+    A = C.reshape((rows, *shapes[graph.output]))
+    floor = [_negative_slope(n) for n in units]
+
+    def bound(alphas):
+        b, _ = _backward(graph, params, shapes, graph.output, A, pre, lo, hi, dict(zip([n.name for n in units], alphas)))
+        return b - d
+
+    a0 = []
+    for n, s in zip(units, floor):
+        l, u = pre[n.inputs[0]]
+        a0.append(jnp.broadcast_to(jnp.where(u > -l, 1.0, s), (rows, l.shape[0])))
+    opt = optax.adam(lr)
+
+    def step(carry, _):
+        a, state, best, best_a = carry
+        b, vjp = jax.vjp(bound, a)
+        (g,) = vjp(-jnp.ones_like(b))  # ascend every row's bound (rows do not share slopes)
+        better = b > best
+        best_a = [jnp.where(better[:, None], x, y) for x, y in zip(a, best_a)]
+        best = jnp.maximum(b, best)
+        upd, state = opt.update(g, state, a)
+        a = [jnp.clip(x, s, 1.0) for x, s in zip(optax.apply_updates(a, upd), floor)]
+        return (a, state, best, best_a), None
+
+    (a, _, best, best_a), _ = jax.lax.scan(step, (a0, opt.init(a0), bound(a0), a0), None, length=steps)
+    b = bound(a)  # the last step's slopes
+    better = b > best
+    best_a = [jnp.where(better[:, None], x, y) for x, y in zip(a, best_a)]
+    return jnp.maximum(b, best), best_a
