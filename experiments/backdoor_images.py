@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -33,6 +31,7 @@ import jax
 import numpy as np
 
 import jaxrepair as jr
+from jaxrepair.suite import machine
 
 ENTRIES = ["mnist-badnets", "fashion-badnets", "gtsrb-badnets"]
 METHODS = ["care", "pso", "interchange-pso", "random", "prune", "finetune-all", "ace-finetune",
@@ -252,8 +251,8 @@ def main():
     ace = None if args.no_conv_ace or "gtsrb-badnets" not in args.entries else conv_ace(args.data_dir, args.seed)
     env = jr.records.environment()
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    record = {"experiment": "backdoor_images", "date": stamp, "environment": env, "machine": platform.processor() or
-              platform.machine(), "goal": GOAL, "anchors": ANCHORS, "rows": rows, "gtsrb_conv_ace": ace,
+    record = {"experiment": "backdoor_images", "date": stamp, "environment": env, "machine": machine(),
+              "goal": GOAL, "anchors": ANCHORS, "rows": rows, "gtsrb_conv_ace": ace,
               "repair_samples": args.repair_samples, "seed": args.seed, "total_s": time.perf_counter() - t0}
     for name in ("backdoor_images.json", "backdoor_images.md", "backdoor_images.png"):
         if (out / name).exists():
@@ -261,7 +260,7 @@ def main():
     (out / "backdoor_images.json").write_text(jr.records.dumps(record))
     plot(rows, out / "backdoor_images.png")
     md = [f"# BadNets repair on MNIST, Fashion-MNIST and GTSRB\n",
-          f"Measured {stamp} on a {os.cpu_count()}-core {env['machine']} CPU (shared with other jobs), "
+          f"Measured {stamp} on {record['machine']} (shared with other jobs), "
           f"jax {jax.__version__}; `python experiments/backdoor_images.py --data-dir DIR` "
           f"({record['total_s']:.0f} s in all). Every method repairs the dense layers after `flatten` "
           f"(`jr.repair.lower`), on {args.repair_samples} clean training images and their triggered copies; "

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import repair_zoo  # noqa: E402  (the shared method implementations)
 
 import jaxrepair as jr  # noqa: E402
+from jaxrepair.suite import machine  # noqa: E402
 
 ENTRIES = [n for n, e in jr.zoo.ENTRIES.items() if e.kind == "fairness"]
 METHODS = ["care", "pso", "pso-budget", "random", "prune", "finetune-all", "ace-finetune", "random-finetune",
@@ -159,15 +159,6 @@ def plot(rows, path: Path) -> None:
     plt.close(fig)
 
 
-def _machine() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        keep = ("Model name", "CPU(s):", "Thread(s) per core", "Architecture")
-        return "; ".join(" ".join(line.split()) for line in out.splitlines() if line.startswith(keep))
-    except (OSError, subprocess.CalledProcessError):
-        return "lscpu unavailable"
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--entries", nargs="*", default=ENTRIES, choices=ENTRIES)
@@ -193,10 +184,10 @@ def main(argv=None) -> int:
         jr.models.write_atomic(partial, lambda f: f.write(json.dumps({"rows": rows}, default=repair_zoo._json).encode()),
                                overwrite=True)
     env = jr.records.environment()
-    machine = _machine()
+    cpu = machine()
     summ, per = summary(rows)
     cmd = " ".join(["python", "experiments/fairness_zoo.py", *(argv if argv is not None else sys.argv[1:])])
-    rec = {"environment": env, "lscpu": machine, "command": cmd, "wall_s": time.perf_counter() - t0,
+    rec = {"environment": env, "lscpu": cpu, "command": cmd, "wall_s": time.perf_counter() - t0,
            "goal": {"mean_reduction": GOAL_REDUCTION, "max_drop_points": GOAL_DROP}, "summary": per,
            "anchors": [{"method": m, "mean_reduction": v, "source": s} for m, v, s in ANCHORS],
            "kind_config": repair_zoo.KIND, "rows": rows}
@@ -206,7 +197,7 @@ def main(argv=None) -> int:
     jr.records.write_json(out / "fairness_zoo.json", rec)
     plot(rows, out / "fairness_zoo.png")
     anchors = "\n".join(f"- **{m}**: {100 * v:.1f}% — {s}" for m, v, s in ANCHORS)
-    md = (f"# Fairness repair on the zoo\n\nMeasured {env['date']} on {env['device']} ({machine}), jax "
+    md = (f"# Fairness repair on the zoo\n\nMeasured {env['date']} on {env['device']} ({cpu}), jax "
           f"{env['versions']['jax']}, evosax {env['versions']['evosax']}; the methods' times add up to "
           f"{sum(r['wall_s'] for r in rows):.0f}s, on 2 cores shared with other jobs (times are indicative).\n"
           f"Regenerate: `python experiments/fairness_zoo.py`"
