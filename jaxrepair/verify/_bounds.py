@@ -211,8 +211,6 @@ def alpha_crown(chain: Chain, lo, hi, C, d, *, steps: int = 20, lr: float = 0.1,
     Returns ``(bounds [rows], alphas)``: the best bound each row reached (never below CROWN's) and the
     slopes that gave it (``[rows, n_i]`` per ReLU layer), which re-create the bound independently.
     One box, flat; vmap for many."""
-    import optax
-
     lo, hi = _f32(lo), _f32(hi)
     pre = crown_pre(chain, lo, hi) if pre is None else pre
     pre = jax.lax.stop_gradient(pre)
@@ -223,9 +221,16 @@ def alpha_crown(chain: Chain, lo, hi, C, d, *, steps: int = 20, lr: float = 0.1,
     def bound(alphas):
         return _backward(chain, last, C, -d, pre, lo_c, hi_c, alphas=alphas)
 
+    return optimise_slopes(bound, default_alphas(chain, pre, C.shape[0]), [0.0] * len(pre), steps=steps, lr=lr)
+
+
+def optimise_slopes(bound, a0, floors, *, steps: int, lr: float):
+    """α-CROWN's search: projected Adam ascent of ``bound(alphas) -> [rows]`` from the slopes ``a0``
+    (``[rows, n_i]`` per unit layer), each layer's slopes kept in ``[floors[i], 1]`` (where a line lies
+    below the unit). Returns the best bound each row reached and the slopes that gave it."""
+    import optax
+
     opt = optax.adam(lr)
-    a0 = default_alphas(chain, pre, C.shape[0])
-    b0 = bound(a0)
 
     def step(carry, _):
         a, state, best, best_a = carry
@@ -235,10 +240,10 @@ def alpha_crown(chain: Chain, lo, hi, C, d, *, steps: int = 20, lr: float = 0.1,
         best_a = [jnp.where(better[:, None], x, y) for x, y in zip(a, best_a)]
         best = jnp.maximum(b, best)
         upd, state = opt.update(g, state, a)
-        a = [jnp.clip(x, 0.0, 1.0) for x in optax.apply_updates(a, upd)]
+        a = [jnp.clip(x, f, 1.0) for x, f in zip(optax.apply_updates(a, upd), floors)]
         return (a, state, best, best_a), None
 
-    (a, _, best, best_a), _ = jax.lax.scan(step, (a0, opt.init(a0), b0, a0), None, length=steps)
+    (a, _, best, best_a), _ = jax.lax.scan(step, (a0, opt.init(a0), bound(a0), a0), None, length=steps)
     b = bound(a)  # the last step's slopes
     better = b > best
     best_a = [jnp.where(better[:, None], x, y) for x, y in zip(a, best_a)]

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrepair.models import INPUT, Graph, run_op, site_shapes
+from jaxrepair.verify._bounds import optimise_slopes
 
 # affine in their node inputs (constants in params): the absolute linear part is the op itself
 _POSITIVE = {"avgpool", "global_avgpool", "reduce_mean", "flatten", "reshape", "transpose", "pad", "concat",
@@ -275,8 +276,6 @@ def graph_alpha_crown(graph: Graph, params, lo, hi, C, d, *, steps: int = 20, lr
     Returns ``(bounds [rows], alphas)``: the best bound each row reached (never below CROWN's backward
     bound) and the slopes that gave it, ``[rows, n]`` per (leaky) ReLU node in the graph's order. One box,
     flat; vmap for many."""
-    import optax
-
     check_graph(graph)
     shapes = site_shapes(graph, params)
     lo, hi = _box(graph, jnp.asarray(lo, jnp.float32), jnp.asarray(hi, jnp.float32))
@@ -295,21 +294,4 @@ def graph_alpha_crown(graph: Graph, params, lo, hi, C, d, *, steps: int = 20, lr
     for n, s in zip(units, floor):
         l, u = pre[n.inputs[0]]
         a0.append(jnp.broadcast_to(jnp.where(u > -l, 1.0, s), (rows, l.shape[0])))
-    opt = optax.adam(lr)
-
-    def step(carry, _):
-        a, state, best, best_a = carry
-        b, vjp = jax.vjp(bound, a)
-        (g,) = vjp(-jnp.ones_like(b))  # ascend every row's bound (rows do not share slopes)
-        better = b > best
-        best_a = [jnp.where(better[:, None], x, y) for x, y in zip(a, best_a)]
-        best = jnp.maximum(b, best)
-        upd, state = opt.update(g, state, a)
-        a = [jnp.clip(x, s, 1.0) for x, s in zip(optax.apply_updates(a, upd), floor)]
-        return (a, state, best, best_a), None
-
-    (a, _, best, best_a), _ = jax.lax.scan(step, (a0, opt.init(a0), bound(a0), a0), None, length=steps)
-    b = bound(a)  # the last step's slopes
-    better = b > best
-    best_a = [jnp.where(better[:, None], x, y) for x, y in zip(a, best_a)]
-    return jnp.maximum(b, best), best_a
+    return optimise_slopes(bound, a0, floor, steps=steps, lr=lr)
