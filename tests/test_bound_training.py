@@ -43,7 +43,7 @@ def test_clause_bounds_are_the_verifiers_crown_per_clause():
         assert np.all(got[b][0] <= m[:, :2].max(1) + 1e-4) and np.all(got[b][1] <= m[:, 2:].max(1) + 1e-4)
 
 
-def test_bound_training_closes_the_open_boxes_and_the_verifier_proves_it():
+def test_bound_training_closes_the_open_boxes_and_the_verifier_proves_it(capsys):
     model, prop = _violated()
     assert V.verify(model, prop, timeout=20).verdict == "unsafe"
     v = V.verify(model, prop, timeout=20, falsifier=False, max_boxes=2048)
@@ -51,8 +51,9 @@ def test_bound_training_closes_the_open_boxes_and_the_verifier_proves_it():
     lo, hi = v.open_boxes
     assert len(lo) > 100 and np.all(lo <= hi)
     task, _ = _box_task(model, prop)
-    r = jr.repair.bound_finetune(model, task, v.open_boxes, steps=100, eval_every=10)
+    r = jr.repair.bound_finetune(model, task, v.open_boxes, steps=100, eval_every=10, progress=True)
     hist = r.search["history"]
+    assert "[bound_finetune] step 10/100: bound hinge" in capsys.readouterr().err  # progress per block
     assert hist["closed"][-1] == 1.0 and hist["closed"][0] < 1.0 and r.search["steps"] < 100  # stopped once closed
     again = V.verify(r.model, prop, timeout=20)
     assert again.verdict == "safe"

@@ -17,6 +17,7 @@ network's behaviour. The verifier (:func:`jaxrepair.verify.verify`) decides afte
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 
 import jax
@@ -93,7 +94,7 @@ def _padded(lo, hi):
 
 def bound_finetune(model, task: Task, boxes, *, steps: int = 150, batch: int = 128, learning_rate: float = 1e-3,
                    tau: float = 0.1, a: float = 0.5, preserve: float = 10.0, eval_every: int = 10,
-                   timeout: float | None = None, seed: int = 0) -> RepairResult:
+                   timeout: float | None = None, seed: int = 0, progress: bool = False) -> RepairResult:
     """Fine-tunes ``model`` so that the CROWN lower bounds of ``task``'s property clear ``tau`` on
     every box (module docstring).
 
@@ -110,6 +111,7 @@ def bound_finetune(model, task: Task, boxes, *, steps: int = 150, batch: int = 1
       tau: the bound each clause must reach, in units of the task's output ``scale`` (its repair
         split's property ``scale``, 1 without one).
       seed: the key of the box draws.
+      progress: print the hinge and the share of sampled boxes closed after each block of steps.
 
     Returns:
       a :class:`RepairResult` (method ``"bound-finetune"``) whose ``search["history"]`` has the
@@ -161,6 +163,9 @@ def bound_finetune(model, task: Task, boxes, *, steps: int = 150, batch: int = 1
         hinges.append(float(h))
         closed.append(float(_closed_share(models.merge(p, args.stats), eval_lo, eval_hi, data["rows"], data["rhs"],
                                           data["owner"], jnp.int32(len(pick)), graph=model.graph)))
+        if progress:
+            print(f"[bound_finetune] step {done}/{steps}: bound hinge {hinges[-1]:.4g}, {100 * closed[-1]:.1f}% of "
+                  f"{len(pick)} sampled boxes closed, {time.perf_counter() - t:.1f}s", file=sys.stderr, flush=True)
         if closed[-1] == 1.0 or (timeout is not None and time.perf_counter() - t > timeout):
             break
     repaired = repaired_model(model, models.merge(jax.device_get(p), args.stats),

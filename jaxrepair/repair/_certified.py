@@ -81,7 +81,7 @@ def _train_bounds(result, task, prop, v, steps, frontier_boxes, verify_timeout, 
             return result, v
     room = left(float("inf"))  # what is left of the budget (inf: no budget)
     timeout = None if room == float("inf") else max(1.0, room - left(verify_timeout) / 3)
-    trained = bound_finetune(result.model, task, v.open_boxes, steps=steps, timeout=timeout)
+    trained = bound_finetune(result.model, task, v.open_boxes, steps=steps, timeout=timeout, progress=progress)
     v = verify.verify(trained.model, prop, timeout=left(verify_timeout))
     entry["bound"] = {"boxes": trained.config["boxes"], "steps": trained.search["steps"],
                       "closed": trained.search["history"]["closed"][-1], "train_s": trained.timings["train"],
