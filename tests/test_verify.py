@@ -272,6 +272,10 @@ def test_graph_bounds_contain_every_sampled_output_on_a_residual_leaky_maxpool_n
         assert np.mean(-cl[3:6] - cl[:3]) < np.mean(ihi - ilo)  # and tighter here
     pre = V.graph_crown_pre(g, p, lo, hi)  # bounded: the inputs of the three nonlinear ops
     assert set(pre) == {"bn", "add", "a2"}
+    again = np.asarray(V.graph_crown(g, p, lo, hi, C, np.zeros(len(C)), pre=pre))  # given the intermediate bounds
+    np.testing.assert_allclose(again, cl, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(V.graph_alpha_crown(g, p, lo, hi, C, np.zeros(len(C)), pre=pre)[0]),
+                               np.asarray(V.graph_alpha_crown(g, p, lo, hi, C, np.zeros(len(C)))[0]), rtol=1e-6, atol=1e-6)
     sites = jr.models.run(g, p, jnp.asarray(x.reshape(-1, 4, 4, 1)), all_sites=True)
     for name, (l, u) in pre.items():  # the intermediate bounds contain every sampled value too
         v = np.asarray(sites[name]).reshape(len(x), -1)

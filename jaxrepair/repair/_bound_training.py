@@ -26,7 +26,7 @@ import numpy as np
 import optax
 
 from jaxrepair import models, properties
-from jaxrepair.repair._repair import RepairResult, _outputs, _SurrogateLoss, repaired_model
+from jaxrepair.repair._repair import RepairResult, _count, _outputs, _SurrogateLoss, repaired_model
 from jaxrepair.repair._problem import problem_data
 from jaxrepair.repair._task import Task
 
@@ -133,18 +133,15 @@ def bound_finetune(model, task: Task, boxes, *, steps: int = 150, batch: int = 1
     if np.any(lo > hi):
         raise ValueError("boxes: some lower corners lie above their upper corners")
     for what, k in (("steps", steps), ("batch", batch), ("eval_every", eval_every)):
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"{what} must be a positive integer, got {k!r}")
+        _count(k, what)
     t = time.perf_counter()
     apply, args, static = problem_data(model, task)
-    clauses = [(np.asarray(C, np.float32), np.asarray(d, np.float32)) for C, d in prop.clauses]
-    owner = np.concatenate([np.full(len(d), k) for k, (_, d) in enumerate(clauses)])
+    rows, rhs, owner = verify.stack_clauses(prop.clauses)
     x_keep = args.data_r["accuracy"]["x"]
     y_keep = _outputs(models.merge(args.params, args.stats), x_keep, apply=apply)
     data = {"repair": args.data_r, "x_keep": x_keep, "y_keep": y_keep, "y_scale": jnp.std(y_keep) + 1e-12,
-            "preserve": jnp.float32(preserve), "rows": jnp.asarray(np.concatenate([C for C, _ in clauses])),
-            "rhs": jnp.asarray(np.concatenate([d for _, d in clauses])),
-            "owner": jnp.asarray(owner[None, :] == np.arange(len(clauses))[:, None]),
+            "preserve": jnp.float32(preserve), "rows": jnp.asarray(rows), "rhs": jnp.asarray(rhs),
+            "owner": jnp.asarray(owner[None, :] == np.arange(len(prop.clauses))[:, None]),
             "tau": jnp.float32(tau), "scale": jnp.float32(args.data_r["property"].get("scale", 1.0))}
     all_boxes = _padded(lo, hi)
     rng = np.random.default_rng(seed)

@@ -120,7 +120,7 @@ def certified_repair(model, task: Task, *, rounds: int = 4, verify_timeout: floa
     ``{"proven": bool, "verdict", "rounds": [...per round...], "certificate_boxes"}``.
     """
     from jaxrepair import properties, verify
-    from jaxrepair.repair._repair import repair
+    from jaxrepair.repair._repair import _count, repair
 
     prop = task.objective.prop
     if not isinstance(prop, (properties.Vnnlib, properties.Safety)):
@@ -130,8 +130,7 @@ def certified_repair(model, task: Task, *, rounds: int = 4, verify_timeout: floa
         raise ValueError(f"rounds must be a positive integer, got {rounds!r}")
     if isinstance(bound_steps, bool) or not isinstance(bound_steps, int) or bound_steps < 0:
         raise ValueError(f"bound_steps must be a non-negative integer, got {bound_steps!r}")
-    if isinstance(frontier_boxes, bool) or not isinstance(frontier_boxes, int) or frontier_boxes < 1:
-        raise ValueError(f"frontier_boxes must be a positive integer, got {frontier_boxes!r}")
+    _count(frontier_boxes, "frontier_boxes")
     verify.readable(model)  # a network the verifier cannot bound is refused before any work
     history, current, result, v = [], task, None, None
     t_start = time.perf_counter()

@@ -8,12 +8,12 @@ counterexample.
 Depends on :mod:`jaxrepair.models` and :mod:`jaxrepair.properties`.
 """
 
-from jaxrepair.verify._bab import ALPHA_STEPS, BATCH, SPLIT, Verdict, counterexamples, falsify, readable, spec_of, verify
+from jaxrepair.verify._bab import ALPHA_STEPS, BATCH, SPLIT, Verdict, counterexamples, falsify, readable, spec_of, stack_clauses, verify
 from jaxrepair.verify._bounds import Chain, affine_chain, alpha_crown, crown, crown_pre, default_alphas, forward, interval
 from jaxrepair.verify._graph import check_graph, graph_alpha_crown, graph_crown, graph_crown_pre, graph_interval
 
 __all__ = ["ALPHA_STEPS", "BATCH", "Chain", "Verdict", "affine_chain", "alpha_crown", "default_alphas", "check_graph", "counterexamples", "crown", "crown_pre", "falsify",
-           "forward", "graph_alpha_crown", "graph_crown", "graph_crown_pre", "graph_interval", "interval", "readable", "SPLIT", "spec_of", "verify"]
+           "forward", "graph_alpha_crown", "graph_crown", "graph_crown_pre", "graph_interval", "interval", "readable", "SPLIT", "spec_of", "stack_clauses", "verify"]
 
 
 import sys as _sys

@@ -35,7 +35,7 @@ import numpy as np
 from jaxrepair.models import Graph, run, site_shapes
 from jaxrepair.properties import clause_margin
 from jaxrepair.verify._bounds import Chain, affine_chain, alpha_crown, crown, crown_pre, forward
-from jaxrepair.verify._graph import check_graph, graph_alpha_crown, graph_crown
+from jaxrepair.verify._graph import check_graph, graph_alpha_crown, graph_crown, graph_crown_pre
 
 BATCH = 256  # boxes bounded per compiled call (padded): one program for every round
 FALSIFY = 32  # open boxes the falsifier attacks per round (padded)
@@ -71,6 +71,14 @@ def spec_of(prop, chain: Chain):
     if not isinstance(prop, (Vnnlib, Safety)):
         raise TypeError(f"verify takes a VNN-LIB property or an ACAS Xu phi, not {type(prop).__name__}")
     return np.asarray(prop.boxes, np.float64), [(np.asarray(C), np.asarray(d)) for C, d in prop.clauses]
+
+
+def stack_clauses(clauses):
+    """``(rows [r, n_out], rhs [r], owner [r])``: every clause's rows ``C·y <= d`` stacked (float32),
+    and the clause each row belongs to."""
+    rows = np.concatenate([np.asarray(C) for C, _ in clauses]).astype(np.float32)
+    rhs = np.concatenate([np.asarray(d) for _, d in clauses]).astype(np.float32)
+    return rows, rhs, np.concatenate([np.full(len(d), k) for k, (_, d) in enumerate(clauses)])
 
 
 def falsify(chain: Chain, clauses, lo, hi, key, *, restarts: int = 64, steps: int = 60):
@@ -216,10 +224,11 @@ def _bound_graph_batch(graph, params, C, d, lo, hi, alpha_steps=0):
     """CROWN and, with ``alpha_steps``, α-CROWN over a graph, in ``_bound_batch``'s output form."""
 
     def one(a, b):
-        plain, coef = graph_crown(graph, params, a, b, C, d, with_coefficients=True)
+        pre = graph_crown_pre(graph, params, a, b)  # shared by both passes
+        plain, coef = graph_crown(graph, params, a, b, C, d, with_coefficients=True, pre=pre)
         if not alpha_steps:
             return plain, coef, plain, None
-        opt, alphas = graph_alpha_crown(graph, params, a, b, C, d, steps=alpha_steps)
+        opt, alphas = graph_alpha_crown(graph, params, a, b, C, d, steps=alpha_steps, pre=pre)
         return plain, coef, jnp.maximum(opt, plain), alphas
 
     return jax.vmap(one)(lo, hi)
@@ -266,10 +275,8 @@ def verify(model, prop, *, timeout: float = 60.0, seed: int = 0, progress: bool 
     n_out = int(np.prod(shapes[model.graph.output]))
     if any(C.shape[1] != n_out for C, _ in clauses):
         raise ValueError(f"the property constrains {clauses[0][0].shape[1]} outputs; the network has {n_out}")
-    # every clause's rows stacked, put on the device once (not per batch)
-    rows = jnp.asarray(np.concatenate([C for C, _ in clauses]), jnp.float32)
-    rhs = jnp.asarray(np.concatenate([d for _, d in clauses]), jnp.float32)
-    owner = np.concatenate([np.full(len(d), k) for k, (_, d) in enumerate(clauses)])
+    rows, rhs, owner = stack_clauses(clauses)
+    rows, rhs = jnp.asarray(rows), jnp.asarray(rhs)  # on the device once, not per batch
     if chain is not None:
         sens = _sensitivity(chain)
         unit = np.abs(chain.weights[0]).sum(0)  # what a unit of each input moves the first layer by

@@ -233,14 +233,18 @@ def graph_crown_pre(graph: Graph, params, lo, hi) -> dict:
     return _pre(graph, params, shapes, lo, hi)[0]
 
 
-def _pre(graph, params, shapes, lo, hi):
+def _pre(graph, params, shapes, lo, hi, given=None):
+    """``(pre, boxes)``: the nonlinear ops' input bounds and every node's. ``given``: the first, already
+    computed (:func:`graph_crown_pre`): then only the interval pass runs."""
     wanted = {n.inputs[0] for n in graph.nodes if n.op in _NONLINEAR}
     boxes = {INPUT: (lo, hi)}
     pre = {INPUT: (lo, hi)} if INPUT in wanted else {}
     for n in _needed(graph, graph.output):
         nl, nh = _interval_node(n, params, shapes, boxes)
         size = int(np.prod(shapes[n.name]))
-        if n.name in wanted and size <= MAX_PRE_UNITS:
+        if n.name in wanted and given is not None:
+            nl, nh = given[n.name]
+        elif n.name in wanted and size <= MAX_PRE_UNITS:
             eye = jnp.eye(size, dtype=lo.dtype).reshape((size, *shapes[n.name]))
             low, _ = _backward(graph, params, shapes, n.name, eye, pre, lo, hi)
             up, _ = _backward(graph, params, shapes, n.name, -eye, pre, lo, hi)
@@ -251,15 +255,16 @@ def _pre(graph, params, shapes, lo, hi):
     return pre, boxes
 
 
-def graph_crown(graph: Graph, params, lo, hi, C, d, *, with_coefficients: bool = False):
+def graph_crown(graph: Graph, params, lo, hi, C, d, *, with_coefficients: bool = False, pre=None):
     """Lower bounds of ``C·y − d`` (rows of the spec, ``y`` the flat output) over the box ``[lo, hi]``
     by CROWN over the graph; ``max`` with the interval bound, so never looser than intervals. One box,
-    flat; vmap for many. ``with_coefficients``: also the rows' coefficients on the input ``[rows, n_in]``."""
+    flat; vmap for many. ``with_coefficients``: also the rows' coefficients on the input ``[rows, n_in]``.
+    ``pre``: the intermediate bounds, if :func:`graph_crown_pre` has computed them already."""
     check_graph(graph)
     shapes = site_shapes(graph, params)
     lo, hi = _box(graph, jnp.asarray(lo, jnp.float32), jnp.asarray(hi, jnp.float32))
     C, d = jnp.asarray(C, lo.dtype), jnp.asarray(d, lo.dtype)
-    pre, boxes = _pre(graph, params, shapes, lo, hi)
+    pre, boxes = _pre(graph, params, shapes, lo, hi, pre)
     bound, lam = _backward(graph, params, shapes, graph.output, C.reshape((C.shape[0], *shapes[graph.output])), pre, lo, hi)
     bound = bound - d
     ylo, yhi = boxes[graph.output]  # intervals from the CROWN intermediate bounds
@@ -267,7 +272,7 @@ def graph_crown(graph: Graph, params, lo, hi, C, d, *, with_coefficients: bool =
     return (best, lam) if with_coefficients else best
 
 
-def graph_alpha_crown(graph: Graph, params, lo, hi, C, d, *, steps: int = 20, lr: float = 0.1):
+def graph_alpha_crown(graph: Graph, params, lo, hi, C, d, *, steps: int = 20, lr: float = 0.1, pre=None):
     """Lower bounds of ``C·y − d`` by α-CROWN over the graph: the slopes below the unstable (leaky)
     ReLUs of the final backward pass optimised by ``steps`` of projected Adam (within ``[negative
     slope, 1]``, where every line lies below the unit) from CROWN's; intermediate bounds are CROWN's,
@@ -275,12 +280,12 @@ def graph_alpha_crown(graph: Graph, params, lo, hi, C, d, *, steps: int = 20, lr
 
     Returns ``(bounds [rows], alphas)``: the best bound each row reached (never below CROWN's backward
     bound) and the slopes that gave it, ``[rows, n]`` per (leaky) ReLU node in the graph's order. One box,
-    flat; vmap for many."""
+    flat; vmap for many. ``pre``: the intermediate bounds, if :func:`graph_crown_pre` has computed them."""
     check_graph(graph)
     shapes = site_shapes(graph, params)
     lo, hi = _box(graph, jnp.asarray(lo, jnp.float32), jnp.asarray(hi, jnp.float32))
     C, d = jnp.asarray(C, lo.dtype), jnp.asarray(d, lo.dtype)
-    pre = jax.lax.stop_gradient(_pre(graph, params, shapes, lo, hi)[0])
+    pre = jax.lax.stop_gradient(_pre(graph, params, shapes, lo, hi, pre)[0])
     units = [n for n in _needed(graph, graph.output) if n.op in ("relu", "leaky_relu")]
     rows = C.shape[0]
     A = C.reshape((rows, *shapes[graph.output]))
