@@ -14,10 +14,10 @@ from jaxrepair import compile_cache
 
 compile_cache.enable()
 
-from jaxrepair import causal, convert, data, distributed, feature, interventions, models, properties, records, repair, verify, zoo  # noqa: E402
+from jaxrepair import causal, convert, data, distributed, feature, interventions, models, properties, records, repair, suite, verify, zoo  # noqa: E402
 from jaxrepair.interventions import Intervention  # noqa: E402
 from jaxrepair.models import Network, functional, load, save, sites  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["Intervention", "Network", "causal", "compile_cache", "convert", "data", "distributed", "feature", "functional", "interventions", "load", "models", "properties", "records", "repair", "save", "sites", "verify", "zoo"]
+__all__ = ["Intervention", "Network", "causal", "compile_cache", "convert", "data", "distributed", "feature", "functional", "interventions", "load", "models", "properties", "records", "repair", "save", "sites", "suite", "verify", "zoo"]

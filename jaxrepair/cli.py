@@ -358,7 +358,8 @@ def cmd_feature_repair(args):
     scm = None if args.flip else causal.fit_default(ds, equations=args.equations, key=jax.random.key(args.seed))
     t = time.perf_counter()
     r = feature.counterfactual_training(model, task, attribute=attr, values=values, columns=ds.columns, scm=scm,
-                                        mode=args.method, lam=args.lam, steps=args.steps, max_drop=args.max_drop,
+                                        mode=args.method, lam=args.lam, steps=args.steps,
+                                        max_drop=None if args.max_drop == NO_BUDGET else args.max_drop,
                                         seed=args.seed)
     out = out.with_name(out.name.replace("feature-repair", f"feature-repair-{name}", 1))
     files = repair.write_result(r, out, extra={"command": " ".join(sys.argv)})
@@ -437,10 +438,21 @@ def _bounds(args):
     return tuple(args.bounds)
 
 
+NO_BUDGET = "none"
+
+
+def _budget(value):
+    """The library's ``max_drop`` for a parsed ``--max-drop``: absent = the preset's, ``none`` = no budget."""
+    from jaxrepair import repair
+
+    return repair.FROM_PRESET if value is None else (None if value == NO_BUDGET else value)
+
+
 def _max_drop(value: str):
-    """``--max-drop``: a fraction, or ``none`` for no budget."""
+    """``--max-drop``: a fraction, or ``none`` for no budget (kept apart from "not given", which means
+    the preset's budget)."""
     if value.lower() == "none":
-        return None
+        return NO_BUDGET
     try:
         v = float(value)
     except ValueError:
@@ -458,7 +470,7 @@ def cmd_repair(args):
     whole = model
     if args.after:  # repair only the layers after this site (jr.repair.lower); the whole network is written
         model, task = repair.lower(whole, task, args.after)
-    max_drop = repair.FROM_PRESET if args.max_drop is None else args.max_drop
+    max_drop = _budget(args.max_drop)
     out = records.new_run_dir(args.out, f"repair-{Path(args.model).stem}")
     common = dict(preset=args.preset, k=args.k, score=args.score, space=args.space, bounds=_bounds(args),
                   strategy=args.strategy, generations=args.generations, population_size=args.population,
@@ -471,22 +483,25 @@ def cmd_repair(args):
         print(f"wrote {out}")
         return
     t = time.perf_counter()
-    preset = repair.preset_for(task.kind, args.preset)
-    a = preset.a if args.a is None else args.a
-    budget = preset.max_drop if args.max_drop is None else args.max_drop
-    if args.baseline in ("prune", "finetune-masked"):
-        loc = repair.localize(model, task, sites=repair.candidate_sites(model, "factor", preset.site_kind), progress=True,
-                              effect=repair.localization_effect(task, preset))
-        top = loc.top(args.k or preset.k, args.score or preset.score)
-        r = (repair.prune(model, task, top) if args.baseline == "prune"
-             else repair.finetune(model, task, neurons=top, a=a, max_drop=budget))
-        r.localization = loc
-    elif args.baseline == "finetune-all":
-        r = repair.finetune(model, task, a=a, max_drop=budget)
+    if args.method and args.baseline:
+        raise UsageError(f"--method {args.method} and --baseline {args.baseline}: choose one")
+    method = args.method or _BASELINES.get(args.baseline)
+    if method is not None:  # a registered method: the options given on the command line that it takes
+        m = repair.get_method(method)
+        given = {"k": args.k, "a": args.a, "generations": args.generations, "population_size": args.population}
+        if args.baseline == "finetune-masked":  # the ACE top-k's weights alone: one k
+            given = {"k_values": (args.k or repair.preset_for(task.kind, args.preset).k,), "a": args.a}
+        opts = {k: v for k, v in given.items() if v is not None}
+        if args.max_drop is not None:
+            opts["max_drop"] = _budget(args.max_drop)
+        refused = sorted(set(opts) - set(m.options))
+        if refused:
+            raise UsageError(f"--method {method} takes none of the options {refused}; it takes {sorted(m.options)}")
+        r = m(model, task, seed=args.seed, **opts)
     else:
         r = repair.repair(model, task, a=args.a, seed=args.seed, localizer=args.localizer, devices=args.devices,
-                          selection="random" if args.baseline == "random" else None, certify=args.certify,
-                          verify_timeout=args.verify_timeout, certify_bound_steps=args.certify_bound_steps, **common)
+                          certify=args.certify, verify_timeout=args.verify_timeout,
+                          certify_bound_steps=args.certify_bound_steps, **common)
     if args.after:
         from jaxrepair import models
 
@@ -502,6 +517,8 @@ def cmd_repair(args):
 
 
 _RESULT: dict = {}
+#: ``--baseline NAME``: the registered method it runs (``finetune-masked``: ace-finetune with one k).
+_BASELINES = {"random": "random-pso", "prune": "prune", "finetune-all": "finetune-all", "finetune-masked": "ace-finetune"}
 
 
 def _result(record) -> None:
@@ -621,10 +638,34 @@ def cmd_sweep(args):
 def cmd_suite(args):
     from jaxrepair import suite
 
-    res = suite.acasxu(args.out, tasks=args.tasks, budget=args.timeout)
+    if args.name == "acasxu":
+        res = suite.acasxu(args.out, tasks=args.tasks, budget=args.timeout)
+    elif args.report_only:
+        store = Path(args.out) / f"suite_{args.name}.sqlite"
+        if not store.is_file():
+            raise FileNotFoundError(f"{store}: no suite store to report (run `jaxrepair suite {args.name}` first)")
+        res = suite.report(store, args.out)
+        res = {"files": res["files"], "targets": res["board"]["targets"]}
+    else:
+        res = suite.run(args.name, args.out, methods=args.methods, seeds=args.seeds, entries=args.entries,
+                        data_dir=args.data_dir, repair_samples=args.repair_samples)
+        res = {**{k: v for k, v in res.items() if k != "report"}, "files": res["report"]["files"],
+               "targets": res["report"]["board"]["targets"]}
     _result(res)
-    print(Path(res["files"]["markdown"]).read_text())
+    print(Path(res["files"]["markdown"] if "markdown" in res["files"] else res["files"]["md"]).read_text())
     print(f"wrote {', '.join(res['files'].values())}")
+
+
+def cmd_methods(args):
+    from jaxrepair import repair
+    from jaxrepair.records import markdown_table
+
+    names = repair.methods_for(args.kind) if args.kind else list(repair.METHODS)
+    rows = [repair.METHODS[n].to_json() for n in names]
+    _result({"methods": rows})
+    print(markdown_table(["method", "kinds", "ranking", "random control", "what it does", "from"],
+                         [(r["name"], ", ".join(r["kinds"]), r["ranking"] or "–", r["control"] or "–", r["summary"],
+                           r["paper"] or "jaxrepair") for r in rows]))
 
 
 def cmd_report(args):
@@ -937,7 +978,11 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--population", type=_int_in(4, 100_000))
     rp.add_argument("--score", choices=["interventional_change", "care_mean", "care_spread"])
     rp.add_argument("--baseline", choices=["random", "prune", "finetune-all", "finetune-masked"],
-                    help="run a baseline instead of ACE selection + search")
+                    help="run a baseline instead of ACE selection + search (the registry's random-pso, prune, "
+                    "finetune-all, ace-finetune with one k)")
+    rp.add_argument("--method", help="run a registered method (jr.repair.METHODS; `jaxrepair methods` lists them) "
+                    "instead of the preset's search; --k, --a, --generations, --population, --max-drop pass on where "
+                    "it takes them")
     rp.add_argument("--devices", type=POS, help="devices to shard localisation and the population over (default: all)")
     rp.add_argument("--localizer", default="ace", choices=["ace", "interchange"],
                     help="rank neurons by ACE or by interchange interventions on counterfactual pairs")
@@ -1051,13 +1096,26 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("config")
     sw.set_defaults(fn=cmd_sweep)
 
-    su = sub.add_parser("suite", help="a published repair suite end to end, resumable: acasxu (VeRe's 36 ACAS Xu "
-                        "tasks, certified repair, proven / success / generalisation / drawdown / time)")
-    su.add_argument("name", choices=["acasxu"])
-    su.add_argument("--out", default="suite-out", help="directory of the store, JSON and markdown table")
-    su.add_argument("--tasks", nargs="+", help="only these tasks, e.g. N2,1-phi2 N1,9-phi7 (default: all 36)")
-    su.add_argument("--timeout", type=_float_in(0.0, open_low=True), default=120.0, help="seconds per task")
+    su = sub.add_parser("suite", help="a benchmark family end to end, resumable: fairness, backdoor, spurious, safety "
+                        "(entries x registered methods x seeds, with intervals, paired tests and causal vs random), or "
+                        "acasxu (VeRe's 36 ACAS Xu tasks, certified repair)")
+    su.add_argument("name", choices=["fairness", "backdoor", "spurious", "safety", "acasxu"])
+    su.add_argument("--out", default="suite-out", help="directory of the store, JSON, markdown table and plot")
+    su.add_argument("--methods", nargs="+", help="registry method names (default: every method for the family's kind; "
+                    "`jaxrepair methods` lists them)")
+    su.add_argument("--seeds", type=POS, default=5, help="seeds 0..N-1 per entry and method (default 5)")
+    su.add_argument("--entries", nargs="+", help="only these entries of the family")
+    su.add_argument("--data-dir", help="image sets (backdoor, spurious): the directory with MNIST / Fashion / GTSRB")
+    su.add_argument("--repair-samples", type=POS, default=5000, help="train rows the repair sees (default 5000)")
+    su.add_argument("--report-only", action="store_true", help="rewrite the leaderboard from the store; run nothing")
+    su.add_argument("--tasks", nargs="+", help="acasxu: only these tasks, e.g. N2,1-phi2 N1,9-phi7 (default: all 36)")
+    su.add_argument("--timeout", type=_float_in(0.0, open_low=True), default=120.0, help="acasxu: seconds per task")
     su.set_defaults(fn=cmd_suite)
+
+    me = sub.add_parser("methods", help="the registered repair methods (jr.repair.METHODS): kinds, ranking, control")
+    me.add_argument("--kind", choices=["fairness", "backdoor", "safety", "spurious", "custom"],
+                    help="only the methods for this task kind")
+    me.set_defaults(fn=cmd_methods)
 
     rep = sub.add_parser("report", help="markdown table and plots of a sweep store")
     rep.add_argument("store")

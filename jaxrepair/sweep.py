@@ -15,7 +15,7 @@ A config::
     population = 20
     repair_samples = 2000
     space = "factor"
-    max_drop = 0.0075
+    max_drop = 0.0075                 # default "preset" (the preset's budget, as jr.repair); "none": no budget
     devices = 0                       # 0 or absent: all devices
 
 Cells of one (entry, property, strategy) group — any ``k``, ``a`` and ``seed`` — run as **one** call of
@@ -41,8 +41,9 @@ import jax.numpy as jnp
 import numpy as np
 
 GRID_KEYS = ("entry", "property", "strategy", "k", "a", "seed")
-SETTINGS = {"generations": None, "population": None, "repair_samples": 5000, "space": "factor", "max_drop": None,
-            "bounds": None, "score": "interventional_change", "devices": 0}
+# Defaults are jr.repair's: the preset's accuracy budget ("preset"; "none" for no budget), score and bounds.
+SETTINGS = {"generations": None, "population": None, "repair_samples": 5000, "space": "factor", "max_drop": "preset",
+            "bounds": None, "score": None, "devices": 0}
 
 
 TOP_KEYS = ("store", "grid", "settings")
@@ -66,8 +67,11 @@ def _check_settings(path, st: dict) -> None:
     if st["space"] not in ("factor", "delta"):
         bad("space", "'factor' or 'delta'")
     md = st["max_drop"]
-    if md is not None and not (isinstance(md, (int, float)) and not isinstance(md, bool) and 0 <= md <= 1):
-        bad("max_drop", "an accuracy fraction in [0, 1] (0.01 = one point), or leave it out for no budget")
+    if md == "none":
+        st["max_drop"] = None
+    elif md != "preset" and not (isinstance(md, (int, float)) and not isinstance(md, bool) and 0 <= md <= 1):
+        bad("max_drop", "an accuracy fraction in [0, 1] (0.01 = one point), \"preset\" (the default: the preset's "
+                        "budget) or \"none\" (no budget)")
     b = st["bounds"]
     if b is not None:
         ok = (st["space"] == "factor" and isinstance(b, (list, tuple)) and len(b) == 2
@@ -77,7 +81,7 @@ def _check_settings(path, st: dict) -> None:
             bad("bounds", "[LOW, HIGH] with LOW < HIGH for factors, a positive number (x layer std) for deltas")
     from jaxrepair import causal
 
-    if st["score"] not in causal.SCORES:
+    if st["score"] is not None and st["score"] not in causal.SCORES:
         bad("score", f"one of {list(causal.SCORES)}")
     if not (_is_int(st["devices"]) and st["devices"] >= 0):
         bad("devices", "0 (all devices) or a positive integer")
@@ -355,36 +359,32 @@ def run(config_path, *, progress: bool = True) -> dict:
                 raise ValueError(f"{entry} is a {bench.entry.kind} benchmark; property {prop!r} does not apply")
             task = repair.from_zoo(bench, repair_samples=st["repair_samples"], seed=0)
             preset = repair.preset_for(task.kind)
-            cands = repair.candidate_sites(bench.model, st["space"], preset.site_kind)
-            if (entry, prop) not in locs:
-                locs[(entry, prop)] = repair.localize(bench.model, task, sites=cands, devices=devices)
-            ranking = [n for n in locs[(entry, prop)].ranking(st["score"]) if n.site in cands]
-            t_loc = time.perf_counter() - t0
             ks = [int(c["k"]) or preset.k for c in members]
-            if max(ks) > len(ranking):
-                raise ValueError(f"{entry}: k={max(ks)} but the candidate sites hold only {len(ranking)} units")
-            bounds = st["bounds"] if st["bounds"] is not None else (preset.bounds if st["space"] == "factor" else None)
-            strat = repair.get_strategy(strat_name, generations=st["generations"], population_size=st["population"])
-            problem = repair.prepare(bench.model, task, ranking[: max(ks)], space=st["space"], sites=cands, k_max=max(ks),
-                                     strategy=strat, bounds=tuple(bounds) if isinstance(bounds, list) else bounds,
-                                     init=preset.init, devices=devices)
             a_vals = [float(c["a"]) if float(c["a"]) >= 0 else preset.a for c in members]
+            # the pipeline of jr.repair (jr.repair.plan), with k_max slots for the group's largest k
+            pl = repair.plan(bench.model, task, k=min(ks), k_max=max(ks), score=st["score"], space=st["space"],
+                             bounds=tuple(st["bounds"]) if isinstance(st["bounds"], list) else st["bounds"],
+                             strategy=strat_name, generations=st["generations"], population_size=st["population"],
+                             max_drop=repair.FROM_PRESET if st["max_drop"] == "preset" else st["max_drop"],
+                             localization=locs.get((entry, prop)), devices=devices)
+            locs[(entry, prop)] = pl.localization
+            t_loc = time.perf_counter() - t0
             t1 = time.perf_counter()
-            out = problem.search(seeds=[int(c["seed"]) for c in members], a=a_vals, max_drop=st["max_drop"],
-                                 selections=[ranking[:k] for k in ks])
+            out = pl.search(seeds=[int(c["seed"]) for c in members], a=a_vals,
+                            selections=[pl.ranking[:k] for k in ks])
             t_search = time.perf_counter() - t1
             t2 = time.perf_counter()
             before = task.report(bench.model)
             recs = []
             for i, c in enumerate(members):
-                after = task.report(problem.model_for(out, i))
-                metrics = {"violation_before": before["violation"], "violation_after": after["violation"],
-                           "accuracy_before": before["accuracy"], "accuracy_after": after["accuracy"],
-                           "select_fitness": float(out["select_fitness"][i]), "generations_run": int(out["generations_run"][i]),
-                           "selected": [(n.site, n.unit) for n in ranking[: ks[i]]]}
-                if "drawdown" in after:
-                    metrics["drawdown"] = after["drawdown"]
-                metrics["degenerate"] = after.get("degenerate")
+                r = pl.result(out, i, seed=int(c["seed"]), a=a_vals[i], chosen=pl.ranking[: ks[i]], before=before)
+                s = r.summary()
+                metrics = {k_: s[k_] for k_ in ("violation_before", "violation_after", "accuracy_before", "accuracy_after")}
+                metrics.update(select_fitness=r.search["select_fitness"], generations_run=int(r.search["generations_run"]),
+                               selected=[(n.site, n.unit) for n in r.selected])
+                if "drawdown" in s:
+                    metrics["drawdown"] = s["drawdown"]
+                metrics["degenerate"] = s["degenerate"]
                 recs.append({"hash": cell_hash(c, st), "config": {**c, "a_used": a_vals[i], "k_used": ks[i], **st},
                              "metrics": metrics, "versions": versions, "created": time.time(),
                              "timings": {"localize_s": t_loc / len(members), "search_s": t_search / len(members),

@@ -3,6 +3,7 @@ training with TDE (tabular and small models from scratch; IRM and counterfactual
 whole trained network). Attribution of input features, SCM counterfactuals and interchange interventions
 live in :mod:`jaxrepair.causal`."""
 
+from jaxrepair.feature import _methods  # noqa: F401  (registers cf-clp, cf-augment and irm in jr.repair.METHODS)
 from jaxrepair.feature._counterfactual import counterfactual_pairs, counterfactual_training
 from jaxrepair.feature._irm import accuracy, colored_digits, irm_benchmark, train_irm
 from jaxrepair.feature._network import counterfactual_finetune, irm_finetune

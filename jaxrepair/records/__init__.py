@@ -125,12 +125,14 @@ def pyplot():
     return plt
 
 
-def save_figure(fig, path) -> Path:
+def save_figure(fig, path, *, tight: bool = True) -> Path:
+    """Writes ``fig`` atomically (``tight=False`` keeps a layout the caller arranged)."""
     import matplotlib.pyplot as plt
 
     import io
 
-    fig.tight_layout()
+    if tight:
+        fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, dpi=120, format=Path(path).suffix.lstrip(".") or "png")
     plt.close(fig)

@@ -21,24 +21,19 @@ from jaxrepair.repair._certified import certified_repair
 from jaxrepair.repair._lower import lower
 from jaxrepair.repair._presets import PRESETS, Preset, preset_for
 from jaxrepair.repair._problem import Problem, candidate_sites, prepare, problem_data
-from jaxrepair.repair._repair import (
+from jaxrepair.repair._methods import KINDS, METHODS, Method, get_method, methods_for, register
+from jaxrepair.repair._plan import (
     FROM_PRESET,
-    RepairResult,
-    choose,
-    finetune,
+    Plan,
     interchange_pairs,
     localization_effect,
     localize,
     localize_interchange,
-    localized_finetune,
-    optimise_with_selection,
-    pareto,
-    prune,
+    plan,
     random_selection,
-    repair,
-    repaired_model,
-    weight_mask,
 )
+from jaxrepair.repair._repair import choose, finetune, localized_finetune, optimise_with_selection, pareto, prune, repair, weight_mask
+from jaxrepair.repair._result import RepairResult, repaired_model
 from jaxrepair.repair._report import plot_history, plot_pareto, write_pareto, write_result
 from jaxrepair.repair._search import STRATEGIES, Strategy, budget, get_strategy, non_dominated
 from jaxrepair.repair._space import DeltaSpace, FactorSpace, Neurons, Slots, Space, group
@@ -46,10 +41,10 @@ from jaxrepair.repair._task import Objective, Task, custom_task, degeneracy, deg
 
 __all__ = [
     "ACASXU_SETTINGS", "ACASXU_SUITE", "AcasxuSets", "acasxu_metrics", "acasxu_task", "acasxu_task_name", "repair_acasxu",
-    "DeltaSpace", "FROM_PRESET", "FactorSpace", "Neurons", "Objective", "PRESETS", "Preset", "Problem", "RepairResult",
+    "DeltaSpace", "FROM_PRESET", "FactorSpace", "KINDS", "METHODS", "Method", "get_method", "methods_for", "register", "Neurons", "Objective", "PRESETS", "Plan", "Preset", "Problem", "RepairResult",
     "STRATEGIES", "Slots", "Space", "Strategy", "Task", "bound_finetune", "budget", "candidate_sites", "certified_repair", "choose", "custom_task", "degeneracy", "degeneracy_of_predictions", "finetune", "from_zoo",
     "get_strategy", "group", "interchange_pairs", "lower", "localization_effect", "localize", "localize_interchange",
-    "localized_finetune", "metrics", "non_dominated", "optimise_with_selection", "pareto", "plot_history", "plot_pareto",
+    "localized_finetune", "metrics", "non_dominated", "optimise_with_selection", "pareto", "plan", "plot_history", "plot_pareto",
     "prepare", "preset_for", "problem_data", "prune", "random_selection", "repair", "repaired_model", "weight_mask", "write_pareto",
     "write_result",
 ]

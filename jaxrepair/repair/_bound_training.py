@@ -26,7 +26,9 @@ import numpy as np
 import optax
 
 from jaxrepair import models, properties
-from jaxrepair.repair._repair import RepairResult, _count, _outputs, _SurrogateLoss, repaired_model
+from jaxrepair.repair._plan import _count
+from jaxrepair.repair._repair import _outputs, _SurrogateLoss
+from jaxrepair.repair._result import RepairResult, repaired_model
 from jaxrepair.repair._problem import problem_data
 from jaxrepair.repair._task import Task
 

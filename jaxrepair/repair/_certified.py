@@ -120,7 +120,8 @@ def certified_repair(model, task: Task, *, rounds: int = 4, verify_timeout: floa
     ``{"proven": bool, "verdict", "rounds": [...per round...], "certificate_boxes"}``.
     """
     from jaxrepair import properties, verify
-    from jaxrepair.repair._repair import _count, repair
+    from jaxrepair.repair._plan import _count
+    from jaxrepair.repair._repair import repair
 
     prop = task.objective.prop
     if not isinstance(prop, (properties.Vnnlib, properties.Safety)):

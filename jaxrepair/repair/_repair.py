@@ -16,173 +16,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxrepair import causal, models, properties
+from jaxrepair import models
 from jaxrepair.causal import Neuron
 from jaxrepair.repair import _search
-from jaxrepair.repair._presets import Preset, preset_for
-from jaxrepair.repair._problem import candidate_sites, prepare, problem_data
+from jaxrepair.repair._plan import FROM_PRESET, _count, _resolve, plan
+from jaxrepair.repair._problem import prepare, problem_data
+from jaxrepair.repair._result import RepairResult, repaired_model
 from jaxrepair.repair._space import chain_up, dense_consumers, group
 from jaxrepair.repair._task import Task, degeneracy, metrics
-
-#: ``repair(..., max_drop=FROM_PRESET)``: the accuracy budget of the preset (None there means no budget).
-FROM_PRESET = "preset"
-
-
-@dataclasses.dataclass
-class RepairResult:
-    """A repaired model and the record of how it was obtained."""
-
-    task: str
-    method: str
-    model: models.Network
-    selected: list  # [Neuron(site, unit, score)]
-    solution: dict  # readable solution pytree (factors or deltas per site); {} for baselines
-    before: dict  # test-split metrics of the input model
-    after: dict  # test-split metrics of the repaired model
-    search: dict  # select-split fitness, generations, evaluations, history
-    timings: dict
-    config: dict
-    localization: object = None
-    certificate: dict | None = None  # certified repair: {"proven", "verdict", "rounds", "certificate_boxes"}
-
-    def summary(self) -> dict:
-        """The headline figures (test split)."""
-        b, a = self.before, self.after
-        out = {"violation_before": b["violation"], "violation_after": a["violation"],
-               "accuracy_before": b["accuracy"], "accuracy_after": a["accuracy"],
-               "accuracy_drop_points": 100 * (b["accuracy"] - a["accuracy"]),
-               "violation_reduction": (1 - a["violation"] / b["violation"]) if b["violation"] > 0 else None}
-        if "drawdown" in a:
-            out["drawdown"] = a["drawdown"]
-        out["degenerate"] = a.get("degenerate")  # None, or why the repaired model is no real classifier
-        out["degenerate_before"] = b.get("degenerate")
-        return out
-
-    def to_json(self) -> dict:
-        hist = {k: np.asarray(v).tolist() for k, v in self.search.get("history", {}).items()}
-        return {
-            "task": self.task, "method": self.method, "config": self.config,
-            "selected": [{"site": n.site, "unit": n.unit, "score": n.score} for n in self.selected],
-            "solution": jax.tree.map(lambda v: np.asarray(v).tolist(), self.solution),
-            "before_test": self.before, "after_test": self.after, "summary": self.summary(),
-            "search": {**{k: v for k, v in self.search.items() if k != "history"}, "history": hist},
-            "timings_s": self.timings,
-            **({"certificate": self.certificate} if self.certificate is not None else {}),
-        }
-
-    def table(self) -> str:
-        from jaxrepair.records import markdown_table
-
-        rows = [["violation (test)", self.before["violation"], self.after["violation"]],
-                ["accuracy (test)", self.before["accuracy"], self.after["accuracy"]]]
-        if "drawdown" in self.after:
-            rows.append(["drawdown (test)", 0.0, self.after["drawdown"]])
-        rows.append(["time (s)", "", sum(self.timings.values())])
-        if self.certificate is not None:
-            rows.append(["proven safe (verifier)", "", "yes" if self.certificate["proven"] else
-                         f"no ({self.certificate['verdict']} after {len(self.certificate['rounds'])} round(s))"])
-        table = markdown_table(["metric", "before", f"after ({self.method})"], rows)
-        for when, d in (("before", self.before), ("after", self.after)):
-            if d.get("degenerate"):
-                table += f"\n**Degenerate model {when} repair:** {d['degenerate']}; its violation figure is no success.\n"
-        return table
-
-
-# --------------------------------------------------------------------------- selection
-
-
-def localization_effect(task: Task, preset: Preset):
-    """The effect ACE localises on: the task's own, or CARE's for the ``care`` preset — fairness: the
-    sensitive attribute's effect on the class-0 raw output; backdoor: the trigger's effect on the
-    target class's raw output (CARE measures the target label's output on triggered inputs); a
-    spurious feature: the size of the raw-output change when only that feature changes."""
-    if preset.effect == "care":
-        if isinstance(task.effect, causal.Fairness):
-            return dataclasses.replace(task.effect, target=0, output="logit")
-        if isinstance(task.effect, causal.CounterfactualPair) and task.kind in ("backdoor", "spurious"):
-            return dataclasses.replace(task.effect, output="logit")
-        raise ValueError(f"the 'care' preset localises with CARE's fairness or backdoor effect; task {task.name!r} "
-                         f"({task.kind}) localises on {causal.describe(task.effect)}")
-    return task.effect
-
-
-def localize(model, task: Task, *, sites=None, num_values: int = 16, progress: bool = False, devices=None, effect=None):
-    """ACE of every unit of ``sites`` (default: the post-activation candidates) on the task's effect."""
-    sites = list(sites) if sites is not None else candidate_sites(model)
-    return causal.ace(model, task.localize_batch, effect or task.effect, sites=sites, num_values=num_values,
-                      progress=progress, devices=devices)
-
-
-def interchange_pairs(task: Task) -> tuple[np.ndarray, np.ndarray]:
-    """``(x, x')`` pairs for interchange interventions: the localisation batch and its counterfactual
-    (fairness: the sensitive attribute moved to its next value; backdoor: the triggered copy)."""
-    b = task.localize_batch
-    if "x_cf" in b:
-        return np.asarray(b["x"]), np.asarray(b["x_cf"])
-    prop = task.objective.prop
-    if isinstance(prop, properties.IndividualFairness):
-        x = np.asarray(b["x"])
-        vals = np.asarray(prop.values, np.float32)
-        pos = np.argmin(np.abs(x[:, prop.column][:, None] - vals[None]), axis=1)
-        x_cf = x.copy()
-        x_cf[:, prop.column] = vals[(pos + 1) % len(vals)]
-        return x, x_cf
-    raise ValueError(f"task {task.name!r} ({task.kind}) has no natural counterfactual pairs for interchange interventions")
-
-
-def localize_interchange(model, task: Task, *, sites=None, chunk: int = 16):
-    """Interchange-intervention localisation (CCBR-style) on the task's counterfactual pairs."""
-    x, x_cf = interchange_pairs(task)
-    return causal.interchange(model, x, x_cf, sites=sites, chunk=chunk)
-
-
-def random_selection(model, sites, k: int | None, key) -> list[Neuron]:
-    """``k`` distinct units drawn uniformly from all units (channels of conv sites) of ``sites``;
-    ``k=None``: all of them, in a random order (its top-k is k random units for every k)."""
-    info = models.sites(model)
-    pool = [(s, u) for s in sites for u in range(info[s].shape[-1] if len(info[s].shape) == 3 else info[s].num_units)]
-    k = len(pool) if k is None else k
-    if not 1 <= k <= len(pool):
-        raise ValueError(f"cannot select {k} of {len(pool)} units")
-    idx = np.asarray(jax.random.choice(key, len(pool), (k,), replace=False))
-    return [Neuron(pool[i][0], pool[i][1], float("nan")) for i in idx]
-
-
-# --------------------------------------------------------------------------- repair
-
-
-def repaired_model(model, params, record: dict) -> models.Network:
-    """``model`` with new ``params`` and the repair ``record`` in its metadata."""
-    net = model.with_params(params)
-    net.meta = {**model.meta, "repair": record}
-    return net
-
-
-def _count(k, what: str) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"{what} must be a positive integer, got {k!r}")
-    return int(k)
-
-
-def _resolve(task: Task, preset: str | None, **given) -> tuple[Preset, dict]:
-    """The preset of the task (or the named one) with the caller's explicit values on top."""
-    p = preset_for(task.kind, preset)
-    values = {f.name: getattr(p, f.name) for f in dataclasses.fields(p) if f.name != "name"}
-    for k, v in given.items():
-        if k == "max_drop":
-            if v != FROM_PRESET:
-                values[k] = v
-        elif v is not None:
-            values[k] = v
-    # checked before any work starts
-    if "a" in values and not 0.0 <= float(values["a"]) <= 1.0:
-        raise ValueError(f"a must be in [0, 1], got {values['a']}")
-    md = values.get("max_drop")
-    if md is not None and not (isinstance(md, (int, float)) and md >= 0):
-        raise ValueError(f"max_drop must be a non-negative accuracy fraction (0.01 = one point) or None, got {md!r}")
-    if "k" in given and given["k"] is not None:
-        _count(given["k"], "k")
-    return p, values
 
 
 def repair(
@@ -251,74 +92,13 @@ def repair(
                                 bounds=bounds, strategy=strategy, generations=generations,
                                 population_size=population_size, a=a, max_drop=max_drop, seed=seed,
                                 num_values=num_values, localization=localization, localizer=localizer, devices=devices)
-    p, cfg = _resolve(task, preset, k=k, score=score, space=space, bounds=bounds, strategy=strategy, a=a,
-                      max_drop=max_drop)
-    task.check()
-    if localizer not in ("ace", "interchange"):
-        raise ValueError(f"localizer must be 'ace' or 'interchange', got {localizer!r}")
-    if cfg["score"] not in causal.SCORES:
-        raise ValueError(f"unknown score {cfg['score']!r}; choose one of {causal.SCORES}")
-    strat = _search.get_strategy(cfg["strategy"], generations=generations, population_size=population_size)
-    cands = list(sites) if sites is not None else candidate_sites(model, cfg["space"], cfg["site_kind"])
-    kk = _count(cfg["k"], "k")
-    info = models.sites(model)
-    unknown = [s for s in cands if s not in info]
-    if unknown:
-        raise ValueError(f"unknown site(s) {unknown}; the model's sites are {list(info)}")
-    pool = sum(info[s].shape[-1] if len(info[s].shape) == 3 else info[s].num_units for s in cands)
-    if selection is None or isinstance(selection, str):
-        if kk > pool:
-            raise ValueError(f"k={kk}, but the candidate sites {cands} hold only {pool} units")
-    task.check_model(model)  # shapes and labels, before any work
-    key = jax.random.key(seed)
-    timings = {}
-
+    pl = plan(model, task, preset=preset, k=k, score=score, sites=sites, selection=selection, space=space, bounds=bounds,
+              strategy=strategy, generations=generations, population_size=population_size, a=a, max_drop=max_drop,
+              seed=seed, num_values=num_values, localization=localization, localizer=localizer, devices=devices,
+              progress=progress)
     t = time.perf_counter()
-    loc = localization
-    if isinstance(selection, str) and selection == "random":
-        chosen = random_selection(model, cands, kk, jax.random.fold_in(key, 7))
-        method = f"random-{strat.name}"
-    elif selection is not None:
-        chosen = [Neuron(s, int(u), float("nan")) for s, u in selection]
-        method = f"given-{strat.name}"
-    else:
-        if loc is None:
-            if progress:
-                print(f"[repair] localising {task.name}: {localizer} over {cands}", file=sys.stderr, flush=True)
-            loc = (localize(model, task, sites=cands, num_values=num_values, progress=progress, devices=devices,
-                            effect=localization_effect(task, p))
-                   if localizer == "ace" else localize_interchange(model, task, sites=cands))
-        ranked = [n for n in loc.ranking(cfg["score"] if isinstance(loc, causal.Localization) else "restored")
-                  if n.site in cands]
-        if kk > len(ranked):
-            raise ValueError(f"k={kk} but the candidate sites hold only {len(ranked)} units")
-        chosen = ranked[:kk]
-        method = f"{'interchange' if isinstance(loc, causal.Interchange) else 'ace'}-{strat.name}"
-    timings["localize"] = time.perf_counter() - t
-
-    problem = prepare(model, task, chosen, space=cfg["space"], sites=cands, strategy=strat, bounds=cfg["bounds"],
-                      init=cfg["init"], devices=devices)
-    t = time.perf_counter()
-    if progress:
-        print(f"[repair] {strat.name} over {len(chosen)} neurons ({cfg['space']}, {problem.space.num_dims} dims), "
-              f"population {strat.population_size}, up to {strat.generations} generations", file=sys.stderr, flush=True)
-    out = problem.search(seeds=seed, a=cfg["a"], max_drop=cfg["max_drop"], progress=progress)
-    timings["search"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    config = {"preset": p.name, "k": kk, "score": cfg["score"], "space": cfg["space"], "bounds": cfg["bounds"],
-              "strategy": strat.to_json(), "a": cfg["a"], "max_drop": cfg["max_drop"], "init": cfg["init"], "seed": seed,
-              "num_values": num_values, "candidate_sites": cands, "selection": method}
-    record = {"task": task.name, "method": method, "config": config, "selected": [(n.site, n.unit) for n in chosen]}
-    repaired = problem.model_for(out, 0, record)
-    before, after = task.report(model), task.report(repaired)
-    timings["report"] = time.perf_counter() - t
-    search = {k_: np.asarray(out[k_][0]).item() for k_ in ("select_fitness", "select_violation", "select_accuracy",
-                                                            "repair_best_fitness", "generations_run", "evaluations",
-                                                            "identity_select_fitness")}
-    search["history"] = {k_: v[0] for k_, v in out["history"].items()}
-    return RepairResult(task.name, method, repaired, chosen, problem.readable(out, 0), before, after, search, timings,
-                        config, loc)
+    out = pl.search(progress=progress)
+    return pl.result(out, 0, timings={"search": time.perf_counter() - t})
 
 
 # --------------------------------------------------------------------------- baselines
@@ -520,28 +300,23 @@ def pareto(model, task: Task, *, a_values=(0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9), 
     """The accuracy/violation trade-off: the whole repair vmapped over ``a_values × seeds`` in one
     compiled program. Returns every point (select and test metrics) and the non-dominated set
     (chosen on the select split; its test metrics are reported). Defaults: the task's preset."""
-    p, cfg = _resolve(task, preset, k=k, score=score, space=space, bounds=bounds, strategy=strategy, max_drop=max_drop)
-    task.check()
-    strat = _search.get_strategy(cfg["strategy"], generations=generations, population_size=population_size)
-    cands = list(sites) if sites is not None else candidate_sites(model, cfg["space"], cfg["site_kind"])
-    loc = localization or localize(model, task, sites=cands, num_values=num_values, progress=progress, devices=devices,
-                                   effect=localization_effect(task, p))
-    chosen = [n for n in loc.ranking(cfg["score"]) if n.site in cands][: _count(cfg["k"], "k")]
-    problem = prepare(model, task, chosen, space=cfg["space"], sites=cands, strategy=strat, bounds=cfg["bounds"],
-                      init=cfg["init"], devices=devices)
+    pl = plan(model, task, preset=preset, k=k, score=score, sites=sites, space=space, bounds=bounds, strategy=strategy,
+              generations=generations, population_size=population_size, max_drop=max_drop, num_values=num_values,
+              localization=localization, devices=devices, progress=progress)
     grid = [(float(av), int(s)) for s in seeds for av in a_values]
     t = time.perf_counter()
-    out = problem.search(seeds=[g[1] for g in grid], a=[g[0] for g in grid], max_drop=cfg["max_drop"], progress=progress)
+    out = pl.search(seeds=[g[1] for g in grid], a=[g[0] for g in grid], progress=progress)
     search_s = time.perf_counter() - t
     points = []
     for i, (av, s) in enumerate(grid):
-        v, acc = metrics(task.objective, problem.model_for(out, i), task.data["test"])
+        v, acc = metrics(task.objective, pl.problem.model_for(out, i), task.data["test"])
         points.append({"a": av, "seed": s, "select_violation": float(out["select_violation"][i]),
                        "select_accuracy": float(out["select_accuracy"][i]),
                        "test_violation": v, "test_accuracy": acc,
                        "generations_run": int(out["generations_run"][i])})
     front = _search.non_dominated([q["select_accuracy"] for q in points], [q["select_violation"] for q in points])
     v0, acc0 = metrics(task.objective, model, task.data["test"])
-    return {"task": task.name, "preset": p.name, "points": points, "front": front, "search_s": search_s,
-            "selected": [(n.site, n.unit) for n in chosen], "strategy": strat.to_json(), "space": cfg["space"],
+    return {"task": task.name, "preset": pl.preset.name, "points": points, "front": front, "search_s": search_s,
+            "selected": [(n.site, n.unit) for n in pl.chosen], "strategy": pl.strategy.to_json(),
+            "space": pl.settings["space"],
             "before_test": {"violation": v0, "accuracy": acc0}}

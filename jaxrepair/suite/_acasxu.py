@@ -1,5 +1,4 @@
-"""Repair suites: the field's benchmark task lists run end to end, resumable, with a table beside the
-published figures.
+"""The ACAS Xu certified-repair suite (``jaxrepair suite acasxu``), with a table beside the published figures.
 
 ``jaxrepair suite acasxu`` runs the ACAS Xu repair suite of VeRe (Ma et al., ICSE 2024) — the 34
 networks N_{x,y}, x >= 2, that violate φ2, plus N1,9 φ7 and N2,9 φ8 — one certified repair per

@@ -1,0 +1,290 @@
+"""The leaderboard of a suite store: per-entry statistics, causal vs random, targets, a plot.
+
+Every figure is computed here from the per-row outcomes the cells stored (:mod:`jaxrepair.suite._stats`
+says how); nothing is read from the test split to choose a method or a setting — those choices were
+made on the select split inside each method.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from jaxrepair.suite import _stats
+from jaxrepair.suite._run import families, unpack
+
+
+def _cells(records: list[dict]) -> dict:
+    """``{(entry, method): [cell per seed, in seed order]}`` with the rows unpacked."""
+    out: dict = {}
+    for r in sorted(records, key=lambda r: (r["config"]["entry"], r["config"]["method"], r["config"]["seed"])):
+        c, m = r["config"], r["metrics"]
+        cell = {k: unpack(v) for k, v in m["outcomes"].items()}
+        cell.update(seed=c["seed"], degenerate=m.get("degenerate"), seconds=r["timings"]["seconds"],
+                    drawdown=m.get("drawdown"), resplit=m.get("resplit"))
+        out.setdefault((c["entry"], c["method"]), []).append(cell)
+    return out
+
+
+def _fmt_ci(v, ci, scale=100.0, digits=1, signed=False) -> str:
+    if v is None or not np.isfinite(v):
+        return "n/a"
+    f = f"{{:{'+' if signed else ''}.{digits}f}}"
+    return f"{f.format(scale * v)} [{f.format(scale * ci[0])}, {f.format(scale * ci[1])}]"
+
+
+def _p(p) -> str:
+    return "n/a" if p is None else (f"{p:.2g}" if p >= 1e-3 else "<0.001")
+
+
+def leaderboard(records: list[dict], family: str) -> dict:
+    """The statistics of every (entry, method) of a family's cells, the causal-vs-random comparisons
+    (Holm-corrected across entries) and the family's targets."""
+    from jaxrepair import repair
+
+    cells = _cells(records)
+    entries = list(dict.fromkeys(e for e, _ in cells))
+    methods = list(dict.fromkeys(m for _, m in cells))
+    rows = []
+    for (e, m), cs in cells.items():
+        st = _stats.cell_stats(cs)
+        deg = sum(bool(c["degenerate"]) for c in cs)
+        rows.append({"entry": e, "method": m, **st, "degenerate_seeds": deg,
+                     "seconds_mean": float(np.mean([c["seconds"] for c in cs])),
+                     "drawdown_mean": (float(np.mean([c["drawdown"] for c in cs]))
+                                       if all(c["drawdown"] is not None for c in cs) else None),
+                     "resplit": bool(cs[0]["resplit"])})
+    # causal ranking vs its random control, per entry, Holm across the family's entries
+    comparisons = []
+    for m in methods:
+        meth = repair.METHODS.get(m)
+        ctrl = meth.control if meth is not None else None
+        if ctrl is None or ctrl not in methods:
+            continue
+        per = []
+        for e in entries:
+            a, b = cells.get((e, m)), cells.get((e, ctrl))
+            if not a or not b:
+                continue
+            seeds = sorted({c["seed"] for c in a} & {c["seed"] for c in b})
+            ca = [c for c in a if c["seed"] in seeds]
+            cb = [c for c in b if c["seed"] in seeds]
+            per.append({"entry": e, "method": m, "control": ctrl, **_stats.compare(ca, cb)})
+        adj = _stats.holm([c["violation_reduction"]["p"] for c in per]) if per else []
+        for c, p in zip(per, adj):
+            c["p_holm"] = p
+            c["verdict"] = _stats.verdict(c, p)
+        comparisons += per
+    # each method across entries: the mean reduction (interval: _mean_ci), the worst accuracy change
+    summary = []
+    for m in methods:
+        mine = [r for r in rows if r["method"] == m]
+        reds = [r["violation_reduction"] for r in mine if np.isfinite(r["violation_reduction"])]
+        summary.append({"method": m, "entries": len(mine),
+                        "mean_reduction": float(np.mean(reds)) if reds else None,
+                        "mean_reduction_ci95": _mean_ci([r for r in mine if np.isfinite(r["violation_reduction"])]),
+                        "worst_accuracy_change_points": float(min(r["accuracy_change_points"] for r in mine)),
+                        "degenerate_cells": int(sum(r["degenerate_seeds"] for r in mine)),
+                        "significant_accuracy_losses": int(sum(r["p_accuracy_change"] < 0.05 and
+                                                               r["accuracy_change_points"] < 0 for r in mine))})
+    return {"family": family, "entries": entries, "methods": methods, "rows": rows, "comparisons": comparisons,
+            "summary": summary, "targets": targets(rows, family)}
+
+
+def _mean_ci(rows: list[dict]) -> list[float] | None:
+    """95% interval of the mean over entries of the reduction, treating the entries' estimates as
+    independent normals with standard errors from their intervals (width / 3.92)."""
+    if not rows:
+        return None
+    mu = np.mean([r["violation_reduction"] for r in rows])
+    se = np.sqrt(np.sum([((r["ci95"]["violation_reduction"][1] - r["ci95"]["violation_reduction"][0]) / 3.92) ** 2
+                         for r in rows])) / len(rows)
+    return [float(mu - 1.96 * se), float(mu + 1.96 * se)]
+
+
+def targets(rows: list[dict], family: str) -> dict:
+    """Per entry, the methods that meet the family's target (degenerate seeds count as failures)."""
+    out = {}
+    for e in dict.fromkeys(r["entry"] for r in rows):
+        mine = [r for r in rows if r["entry"] == e]
+        if family == "fairness":
+            ok = [r["method"] for r in mine if r["degenerate_seeds"] == 0 and r["violation_reduction"] >= 0.90
+                  and r["ci95"]["accuracy_change_points"][1] >= 0 and r["accuracy_change_points"] >= -0.5]
+        elif family == "backdoor":
+            ok = [r["method"] for r in mine if r["degenerate_seeds"] == 0 and r["violation_after"] <= 0.005
+                  and r["accuracy_change_points"] >= -0.5]
+        elif family == "safety":
+            ok = [r["method"] for r in mine if r["degenerate_seeds"] == 0 and r["violation_after"] == 0
+                  and (r["drawdown_mean"] is None or r["drawdown_mean"] < 0.02)]
+        else:
+            ok = [r["method"] for r in mine if r["degenerate_seeds"] == 0 and r["p_violation_change"] < 0.05
+                  and r["violation_change"] < 0 and r["accuracy_change_points"] > 0 and r["p_accuracy_change"] < 0.05]
+        out[e] = {"met_by": ok, "met": bool(ok)}
+    return out
+
+
+def markdown(board: dict, env: dict, note: str = "") -> str:
+    from jaxrepair import records
+
+    fam = families()[board["family"]]
+    rows = board["rows"]
+    seeds = sorted({r["seeds"] for r in rows})
+    head = [f"# Suite `{board['family']}`: {len(board['entries'])} entries × {len(board['methods'])} methods × "
+            f"{'/'.join(map(str, seeds))} seeds\n",
+            f"Measured {env['date']} on {env.get('cpu', env.get('device'))}, jax {env['versions']['jax']}. "
+            f"Regenerate: `jaxrepair suite {board['family']} --seeds {max(seeds)}"
+            f"{' --methods ' + ' '.join(board['methods'])}` (the report alone: `jaxrepair suite {board['family']} "
+            f"--report-only`).\n",
+            *([note + "\n"] if note else []),
+            "Every figure is on each seed's held-out test rows, as the mean over seeds, with a 95% interval from a "
+            "two-stage paired bootstrap (seeds, then test rows within a seed; 2,000 replicates). p(acc) and p(viol): "
+            "paired sign-flip permutation tests of after vs before (10,000 permutations, all seeds). Entries marked "
+            "'re-split' draw a new stratified select/test split per seed from the rows the model never trained on. "
+            "Settings (k, checkpoints, budgets) are chosen on the select split inside each method; the test rows are "
+            "never looked at until this report. Degenerate results (a constant predictor, or accuracy at or below the "
+            "majority rate) count as failures.\n",
+            f"**Target** ({board['family']}): {fam.goal}.\n"]
+    met = board["targets"]
+    head.append(records.markdown_table(
+        ["entry", "target met", "by"], [(e, "yes" if t["met"] else "**no**", ", ".join(t["met_by"]) or "–")
+                                        for e, t in met.items()]))
+    summ = records.markdown_table(
+        ["method", "entries", "mean reduction [95% CI]", "worst Δ accuracy (pts)", "entries with a significant loss",
+         "degenerate cells"],
+        [(s["method"], s["entries"], "n/a" if s["mean_reduction"] is None else
+          _fmt_ci(s["mean_reduction"], s["mean_reduction_ci95"]), f"{s['worst_accuracy_change_points']:+.2f}",
+          s["significant_accuracy_losses"], s["degenerate_cells"]) for s in board["summary"]])
+    anchors = "".join(f"- **{a['tool']}** (published): {a['figure']} {100 * a['value']:.2f}% — {a['source']}. Its "
+                      f"machine, models and splits differ from these.\n" for a in fam.anchors)
+    per_entry = records.markdown_table(
+        ["entry", "method", "seeds", "violation before", "violation after", "reduction % [95% CI]",
+         "Δ accuracy pts [95% CI]", "p(acc)", "p(viol)", "degenerate", "s/cell", "test rows"],
+        [(r["entry"] + (" (re-split)" if r["resplit"] else ""), r["method"], r["seeds"], f"{r['violation_before']:.4f}",
+          f"{r['violation_after']:.4f}", _fmt_ci(r["violation_reduction"], r["ci95"]["violation_reduction"]),
+          _fmt_ci(r["accuracy_change_points"], r["ci95"]["accuracy_change_points"], scale=1.0, digits=2, signed=True),
+          _p(r["p_accuracy_change"]), _p(r["p_violation_change"]),
+          f"{r['degenerate_seeds']}/{r['seeds']}" if r["degenerate_seeds"] else "0", f"{r['seconds_mean']:.1f}",
+          f"{r['accuracy_rows'][0]}" + ("" if len(set(r["accuracy_rows"])) == 1 else "±")) for r in rows])
+    comp = board["comparisons"]
+    counts = {}
+    for c in comp:
+        counts.setdefault(c["method"], {"wins": 0, "tie": 0, "loses": 0})[c["verdict"]] += 1
+    comp_md = records.markdown_table(
+        ["entry", "causal", "random control", "Δ reduction (pts) [95% CI]", "Δ accuracy (pts) [95% CI]", "p", "p (Holm)",
+         "seeds causal > random", "verdict"],
+        [(c["entry"], c["method"], c["control"], _fmt_ci(c["violation_reduction"]["difference"],
+                                                         c["violation_reduction"]["ci95"], signed=True),
+          _fmt_ci(c["accuracy_change_points"]["difference"], c["accuracy_change_points"]["ci95"], scale=1.0, digits=2,
+                  signed=True), _p(c["violation_reduction"]["p"]), _p(c["p_holm"]),
+          f"{c['seeds_a_reduces_more']}/{c['seeds']}", c["verdict"]) for c in comp]) if comp else "(no pair ran)\n"
+    verdicts = "".join(
+        f"- **{m}** vs its random control: wins on {v['wins']}, ties on {v['tie']}, loses on {v['loses']} of "
+        f"{sum(v.values())} entries (Holm-corrected at 5%)." + (
+            " Where it does not win, the causal ranking buys nothing measurable over random units at this k and "
+            "budget: choose between them by cost (the random control needs no ACE)." if v["wins"] < sum(v.values())
+            else "") + "\n" for m, v in counts.items())
+    return "\n".join([*head, "\n## Methods across entries\n", summ, anchors,
+                      "\n## Causal localisation vs random units (same k, budget and steps)\n", verdicts, comp_md,
+                      "\n## Every entry and method\n", per_entry,
+                      f"\n![accuracy change against violation reduction](suite_{board['family']}.png)\n"])
+
+
+def plot(board: dict, path: Path, *, floor: float = -10.0) -> Path | None:
+    """One panel per entry: accuracy change against violation reduction per method, with the 95%
+    interval whiskers; hollow markers for methods with degenerate seeds. Methods that lose more than
+    ``-floor`` points are listed in the panel instead of stretching its scale."""
+    from jaxrepair import records
+
+    plt = records.pyplot()
+    if plt is None:
+        return None
+    from matplotlib.lines import Line2D
+
+    entries, methods = board["entries"], board["methods"]
+    cols = min(4, len(entries))
+    nrows = (len(entries) + cols - 1) // cols
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.3 * cols + 2.6, 3.6 * nrows + 0.6), squeeze=False)
+    marks = "osD^v<>Pph*X"
+    for ax, e in zip(axes.flat, entries):
+        off = []
+        for r in (r for r in board["rows"] if r["entry"] == e):
+            i = methods.index(r["method"])
+            x, y = 100 * r["violation_reduction"], r["accuracy_change_points"]
+            if not np.isfinite(x):
+                continue
+            if y < floor:
+                off.append(f"{r['method']}: {y:+.1f} pts, {x:.0f}%")
+                continue
+            xe = np.abs(np.array([[x], [x]]) - 100 * np.array(r["ci95"]["violation_reduction"])[:, None])
+            ye = np.abs(np.array([[y], [y]]) - np.array(r["ci95"]["accuracy_change_points"])[:, None])
+            color = f"C{i % 10}"
+            ax.errorbar(x, y, xerr=xe, yerr=ye, fmt=marks[i % len(marks)], color=color, ms=6, lw=0.9, capsize=2,
+                        mfc="none" if r["degenerate_seeds"] else color, alpha=0.9)
+        if off:
+            ax.text(0.02, 0.02, "off the chart:\n" + "\n".join(off), transform=ax.transAxes, fontsize=7, va="bottom",
+                    color="dimgrey")
+        ax.axhline(0, color="grey", lw=0.7)
+        ax.axhline(-0.5, color="grey", lw=0.7, ls="--")
+        ax.axvline(90, color="grey", lw=0.7, ls=":")
+        lo, hi = ax.get_ylim()
+        ax.set_ylim(max(lo, floor - 0.5), max(hi, 1.0))
+        ax.set_title(e, fontsize=10)
+        ax.set_xlabel("violation reduction (%)")
+        ax.set_ylabel("accuracy change (points)")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(entries):]:
+        ax.axis("off")
+    handles = [Line2D([], [], ls="", marker=marks[i % len(marks)], color=f"C{i % 10}", label=m)
+               for i, m in enumerate(methods)]
+    handles += [Line2D([], [], color="grey", lw=0.7, ls="--", label="-0.5 points"),
+                Line2D([], [], color="grey", lw=0.7, ls=":", label="90% reduction"),
+                Line2D([], [], ls="", marker="o", color="0.4", mfc="none", label="degenerate seeds")]
+    fig.legend(handles=handles, loc="center right", fontsize=8, frameon=False, title="method", title_fontsize=8)
+    fig.suptitle(f"suite {board['family']}: mean over seeds, 95% intervals", fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1 - 2.5 / (4.3 * cols + 2.6), 0.96))
+    return records.save_figure(fig, path, tight=False)
+
+
+def report(store_path, out_dir=None, *, wanted=None, note: str = "") -> dict:
+    """Writes ``suite_{family}.json``, ``.md`` and ``.png`` next to the store (or into ``out_dir``)
+    from its cells (``wanted``: only these cell hashes). Returns the leaderboard and the file paths."""
+    from jaxrepair import records
+    from jaxrepair.models import write_atomic
+    from jaxrepair.sweep import Store
+    from jaxrepair.suite._acasxu import machine
+
+    st = Store(store_path, readonly=True)
+    try:
+        recs = [r for r in st.records() if wanted is None or r["hash"] in wanted]
+    finally:
+        st.close()
+    if not recs:
+        raise ValueError(f"{store_path}: no suite cells to report")
+    fams = {r["config"]["suite"] for r in recs}
+    if len(fams) != 1:
+        raise ValueError(f"{store_path}: cells of several suites {sorted(fams)}")
+    family = fams.pop()
+    board = leaderboard(recs, family)
+    env = {**records.environment(), "cpu": machine()}
+    out = Path(out_dir) if out_dir else Path(store_path).parent
+    doc = {"environment": env, "note": note, **board,
+           "methods_registry": {m: records_of(m) for m in board["methods"]}}
+    files = {}
+    for name, text in ((f"suite_{family}.json", records.dumps(doc)), (f"suite_{family}.md", markdown(board, env, note))):
+        write_atomic(out / name, lambda f, t=text: f.write(t.encode()), overwrite=True)
+        files[name.rsplit(".", 1)[1]] = str(out / name)
+    png = plot(board, out / f"suite_{family}.png")
+    if png is not None:
+        files["png"] = str(png)
+    return {"board": board, "files": files}
+
+
+def records_of(name: str) -> dict | None:
+    from jaxrepair import repair
+
+    m = repair.METHODS.get(name)
+    return m.to_json() if m is not None else None
+
+
+__all__ = ["leaderboard", "markdown", "plot", "report", "targets"]
