@@ -57,29 +57,20 @@ ANCHORS = [
 GOAL = {"attack_success": 0.005, "accuracy_drop_points": 0.5, "time_s": 60}
 
 
+# Each label is a registry method (jr.repair.METHODS) with the options it runs with; ``*-preserve``
+# adds the output-drift term to localised fine-tuning.
+LABELS = {"care": ("care", {}), "pso": ("ace-pso", {}), "random": ("random-pso", {}),
+          "interchange-pso": ("interchange-pso", {}), "prune": ("prune", {}), "finetune-all": ("finetune-all", {}),
+          "ace-finetune": ("ace-finetune", {}), "interchange-finetune": ("interchange-finetune", {}),
+          "ace-finetune-preserve": ("ace-finetune", {"preserve": 1.0}),
+          "interchange-finetune-preserve": ("interchange-finetune", {"preserve": 1.0}),
+          "random-finetune": ("random-finetune", {})}
+
+
 def run_method(m, head, low, loc, inter, cfg, seed):
-    if m == "care":
-        return jr.repair(head, low, preset="care", seed=seed)
-    if m in ("pso", "random"):
-        return jr.repair(head, low, seed=seed, localization=loc, selection="random" if m == "random" else None)
-    if m == "interchange-pso":
-        return jr.repair(head, low, seed=seed, localization=inter, localizer="interchange")
-    if m == "prune":
-        return jr.repair.prune(head, low, loc.ranking()[: cfg.k])
-    if m == "finetune-all":
-        return jr.repair.finetune(head, low, a=cfg.a_grad, max_drop=cfg.max_drop)
-    if m == "ace-finetune":
-        return jr.repair.localized_finetune(head, low, loc.ranking())
-    if m == "interchange-finetune":
-        return jr.repair.localized_finetune(head, low, inter.ranking("restored"))
-    if m == "ace-finetune-preserve":
-        return jr.repair.localized_finetune(head, low, loc.ranking(), preserve=1.0)
-    if m == "interchange-finetune-preserve":
-        return jr.repair.localized_finetune(head, low, inter.ranking("restored"), preserve=1.0)
-    if m == "random-finetune":
-        pool = jr.repair.random_selection(head, jr.repair.candidate_sites(head), None, jax.random.key(seed + 7))
-        return jr.repair.localized_finetune(head, low, pool)
-    raise ValueError(f"unknown method {m!r}")
+    method, options = LABELS[m]
+    meth = jr.repair.get_method(method)
+    return meth(head, low, seed=seed, localization=inter if meth.ranking == "interchange" else loc, **options)
 
 
 def prepare(name, data_dir, repair_samples, seed, *, interchange=True) -> dict:

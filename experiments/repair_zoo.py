@@ -20,77 +20,55 @@ import sys
 import time
 from pathlib import Path
 
-import jax
 import numpy as np
 
 import jaxrepair as jr
 
-METHODS = ["care", "pso", "pso-budget", "cma_es", "de", "snes", "open_es", "random", "prune", "finetune-all",
-           "ace-finetune", "random-finetune"]
-EXTRA_METHODS = ["ace-finetune-fair"]  # fairness entries, not in the default list (experiments/fairness_zoo.py)
-# What each method is: the ``care`` preset (CARE's own settings; fairness entries only); the task
-# kind's preset (``jr.repair.PRESETS``: evosax PSO over factors of the ACE top-k) with the plain
-# objective, and with the accuracy budget (``max_drop``); other evosax strategies; random k + PSO
-# (ablation); pruning; optax fine-tuning of all weights; fine-tuning only the weights of the ACE
-# top-``k_grad`` neurons, or of ``k_grad`` random ones (ablation). Budgeted methods: the preset's ``max_drop``.
-# ``ace-finetune-fair``: ACE-localised fine-tuning with a fairness-heavy objective, FAIR_GRID below.
-
-
+# Each label of this script is a registry method (jr.repair.METHODS) with the options it runs with:
+# ``pso`` and the other evosax strategies search without the accuracy budget, ``pso-budget`` with the
+# preset's; ``random`` = k random units + PSO (the ablation); ``ace-finetune-fair`` is ACE-localised
+# fine-tuning with a fairness-heavy setting (FAIR_GRID). Methods that do not apply to an entry's kind
+# (jr.repair.Method.applies) are skipped.
+NO_BUDGET = {"max_drop": None}
 # ``ace-finetune-fair``: the preset's gradient repair pushed harder (3x the learning rate, 1000 steps instead
 # of 300) under a tighter budget (0.5 points on the select split, the fairness goal), k in {30, 100}. Tried on
 # german-sex, compas-race and census-sex against the preset and a lower ``a`` (0.05, which never got past the
 # budget), looking at select and test figures: a tuned setting, not a held-out choice.
 FAIR_GRID = {"k_values": (30, 100), "a": 0.2, "max_drop": 0.005, "steps": 1000, "learning_rate": 3e-3}
-
-
-def fair_finetune(model, task, ranking):
-    return jr.repair.localized_finetune(model, task, ranking, **FAIR_GRID)
+LABELS = {
+    "care": ("care", {}), "pso": ("ace-pso", NO_BUDGET), "pso-budget": ("ace-pso", {}),
+    **{s: (f"ace-{s}", NO_BUDGET) for s in ("cma_es", "de", "snes", "open_es")},
+    "random": ("random-pso", NO_BUDGET), "prune": ("prune", {}), "finetune-all": ("finetune-all", {}),
+    "ace-finetune": ("ace-finetune", {}), "random-finetune": ("random-finetune", {}),
+    "ace-finetune-fair": ("ace-finetune", FAIR_GRID),
+}
+METHODS = [m for m in LABELS if m != "ace-finetune-fair"]
+EXTRA_METHODS = ["ace-finetune-fair"]  # fairness entries, not in the default list (experiments/fairness_zoo.py)
+FAIRNESS_ONLY = {"care", "ace-finetune-fair"}  # as in the committed tables: CARE's preset on fairness entries only
+PLOT_HISTORY = {"care", "pso", "pso-budget"}
 
 
 def run_entry(name: str, methods, out: Path, pareto: bool, seed: int, sub: str = "repair_zoo") -> list[dict]:
     bench = jr.zoo.load(name, progress=True)
     task = jr.repair.from_zoo(bench, seed=seed)
-    cfg = jr.repair.preset_for(task.kind)
     t = time.perf_counter()
     loc = jr.repair.localize(bench.model, task)
     loc_s = time.perf_counter() - t
-    top = [n for n in loc.ranking()][: cfg.k]
     d = out / sub
     d.mkdir(parents=True, exist_ok=True)
     jr.records.plot_scores(loc, d / f"{name}-scores.png")
     rows = []
     for m in methods:
+        method, options = LABELS[m]
+        meth = jr.repair.get_method(method)
+        if meth.applies(task) or (m in FAIRNESS_ONLY and task.kind != "fairness"):
+            continue
         print(f"[experiments] {name}: {m}", file=sys.stderr, flush=True)
         t = time.perf_counter()
-        if m == "care":
-            if task.kind != "fairness":
-                continue  # CARE's preset localises on its fairness effect
-            r = jr.repair(bench.model, task, preset="care", seed=seed)
+        r = meth(bench.model, task, seed=seed, localization=loc, **options)
+        if m in PLOT_HISTORY:
             jr.repair.plot_history(r, d / f"{name}-{m}-fitness.png")
-        elif m in ("pso", "pso-budget", "cma_es", "de", "snes", "open_es", "random"):
-            strat = "pso" if m in ("pso", "pso-budget", "random") else m
-            r = jr.repair(bench.model, task, strategy=strat, seed=seed, localization=loc,
-                          selection="random" if m == "random" else None,
-                          max_drop=jr.repair.FROM_PRESET if m == "pso-budget" else None)
-            if m in ("pso", "pso-budget"):
-                jr.repair.plot_history(r, d / f"{name}-{m}-fitness.png")
-        elif m == "prune":
-            r = jr.repair.prune(bench.model, task, top)
-        elif m == "finetune-all":
-            r = jr.repair.finetune(bench.model, task, a=cfg.a_grad, max_drop=cfg.max_drop)
-        elif m == "ace-finetune":
-            r = jr.repair.localized_finetune(bench.model, task, loc.ranking())
-        elif m == "ace-finetune-fair":
-            if task.kind != "fairness":
-                continue
-            r = fair_finetune(bench.model, task, loc.ranking())
-        elif m == "random-finetune":
-            cands = jr.repair.candidate_sites(bench.model)
-            pool = jr.repair.random_selection(bench.model, cands, None, jax.random.key(seed + 7))
-            r = jr.repair.localized_finetune(bench.model, task, pool)
-        else:
-            raise ValueError(f"unknown method {m!r}")
-        wall = time.perf_counter() - t + (loc_s if m not in ("random", "finetune-all", "random-finetune") else 0.0)
+        wall = time.perf_counter() - t + (loc_s if meth.ranking == "ace" else 0.0)
         s = r.summary()
         rows.append({"entry": name, "kind": task.kind, "method": m, **s, "wall_s": wall,
                      "generations": r.search.get("generations_run"), "evaluations": r.search.get("evaluations"),

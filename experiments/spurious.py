@@ -42,7 +42,6 @@ import sys
 import time
 from pathlib import Path
 
-import jax
 import numpy as np
 
 import jaxrepair as jr
@@ -59,20 +58,16 @@ METRICS = ["test_accuracy", "decorrelated_accuracy", "patch_accuracy", "invarian
            "degenerate"]
 
 
+# Each neuron-level label is a registry method (jr.repair.METHODS) on the conv sites SITES; CARE's
+# effect here is the task's (the raw-output change), so ``care`` ranks on the same ACE localisation.
+NEURON_LABELS = {"care": ("care", {"sites": SITES}), "ace-pso": ("ace-pso", {"sites": SITES}),
+                 "ace-finetune": ("ace-finetune", {}), "random-finetune": ("random-finetune", {"sites": SITES}),
+                 "finetune-head": ("finetune-all", {})}
+
+
 def neuron_method(m, head, low, loc, seed):
-    if m == "care":  # CARE's effect here is the task's (the raw-output change); its score ranks the same ACE
-        return jr.repair(head, low, preset="care", sites=SITES, localization=loc, seed=seed)
-    if m == "ace-pso":
-        return jr.repair(head, low, sites=SITES, localization=loc, seed=seed)
-    if m == "ace-finetune":
-        return jr.repair.localized_finetune(head, low, loc.ranking())
-    if m == "random-finetune":
-        pool = jr.repair.random_selection(head, SITES, None, jax.random.key(seed + 7))
-        return jr.repair.localized_finetune(head, low, pool)
-    if m == "finetune-head":
-        cfg = jr.repair.preset_for("spurious")
-        return jr.repair.finetune(head, low, a=cfg.a_grad, max_drop=cfg.max_drop)
-    raise ValueError(f"unknown neuron-level method {m!r}")
+    method, options = NEURON_LABELS[m]
+    return jr.repair.get_method(method)(head, low, seed=seed, localization=loc, **options)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,7 +8,6 @@ Exit codes: 0 the work succeeded; 1 the work failed (a result could not be compu
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time

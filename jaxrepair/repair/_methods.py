@@ -52,7 +52,8 @@ class Method:
       summary: one line on what it does.
       preset: the preset it starts from (``None``: the task kind's).
       ranking: how it chooses units — ``"ace"`` (it takes the shared ACE localisation of the task's
-        effect, post-activation sites, as ``localization=``), ``"interchange"``, ``"random"`` or ``None``.
+        effect, post-activation sites, as ``localization=``), ``"interchange"`` (an interchange
+        localisation, likewise), ``"random"`` or ``None``.
       control: for a causal localiser, the name of the method that differs only by a random ranking.
       options: the overrides ``run`` accepts besides ``seed`` and ``localization``.
       props: ``None`` for any property, or the property class names it needs (certified repair: the
@@ -97,7 +98,10 @@ class Method:
 
     def __call__(self, model, task: Task, *, seed: int = 0, localization=None, **options) -> RepairResult:
         self.check(task, options)
-        kw = {"localization": localization} if self.ranking == "ace" else {}
+        # a ranking method takes its localisation from the caller (shared between methods); another
+        # method only where it lists it as an option (care on a task whose effect is CARE's own)
+        kw = {"localization": localization} if self.ranking in ("ace", "interchange") or (
+            localization is not None and "localization" in self.options) else {}
         result = self.run(model, task, seed=int(seed), **kw, **options)
         return dataclasses.replace(result, method=self.name, config={**result.config, "registry_method": self.name,
                                                                       "seed": int(seed)})
@@ -137,8 +141,8 @@ def methods_for(task_or_kind) -> list[str]:
 
 # --------------------------------------------------------------------------- the built-in methods
 
-_SEARCH = ("k", "generations", "population_size", "a", "max_drop", "bounds", "space", "progress")
-_FINETUNE = ("k_values", "a", "max_drop", "steps", "learning_rate", "eval_every", "preserve")
+_SEARCH = ("k", "generations", "population_size", "a", "max_drop", "bounds", "space", "sites", "progress")
+_FINETUNE = ("k_values", "a", "max_drop", "steps", "learning_rate", "eval_every", "preserve", "sites")
 
 
 def _search_method(strategy: str | None, selection=None, localizer: str = "ace", preset: str | None = None):
@@ -171,16 +175,18 @@ def _finetune_all(model, task, *, seed, **options):
 
 
 def _localised_finetune(ranking: str):
-    def run(model, task, *, seed, localization=None, **options):
+    def run(model, task, *, seed, localization=None, sites=None, **options):
         from jaxrepair.repair._plan import localize_interchange
         from jaxrepair.repair._repair import localized_finetune
 
+        sites = list(sites) if sites is not None else candidate_sites(model)
         if ranking == "ace":
-            order = _ace_ranking(model, task, localization)
+            order = [n for n in _ace_ranking(model, task, localization) if n.site in sites]
         elif ranking == "interchange":
-            order = localize_interchange(model, task, sites=candidate_sites(model)).ranking("restored")
+            order = (localization or localize_interchange(model, task, sites=sites)).ranking("restored")
+            order = [n for n in order if n.site in sites]
         else:  # every candidate unit in a random order: its top-k is k random units for every k
-            order = random_selection(model, candidate_sites(model), None, jax.random.key(seed + 7))
+            order = random_selection(model, sites, None, jax.random.key(seed + 7))
         return localized_finetune(model, task, order, **options)
 
     return run
@@ -198,7 +204,8 @@ _PAIRS = ("fairness", "backdoor", "spurious")  # tasks with counterfactual pairs
 for _m in (
     Method("care", _search_method(None, preset="care"), ("fairness", "backdoor", "spurious"), CARE,
            "CARE's preset: ACE of pre-activation units on CARE's effect, pyswarms PSO over 13 factors", preset="care",
-           ranking=None, options=("k", "generations", "population_size", "a", "max_drop", "progress")),
+           ranking=None, options=("k", "generations", "population_size", "a", "max_drop", "sites", "localization",
+                                  "progress")),
     Method("ace-pso", _search_method("pso"), _ALL, CARE + "; jaxrepair's preset",
            "the task kind's preset: ACE top-k, evosax PSO over factors, accuracy budget", ranking="ace",
            control="random-pso", options=_SEARCH),

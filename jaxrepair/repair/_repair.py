@@ -8,7 +8,6 @@ and the Pareto front of the accuracy/violation trade-off from one vmapped progra
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 
 import jax

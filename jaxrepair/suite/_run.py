@@ -249,7 +249,8 @@ def run(family: str, out_dir=".", *, methods=None, seeds: int = 5, entries=None,
                             shared["s"] = time.perf_counter() - t
                         loc_s = shared["s"]
                     t = time.perf_counter()
-                    r = m(bench.model, task, seed=s, localization=shared.get("loc"), **options.get(c[1], {}))
+                    r = m(bench.model, task, seed=s, localization=shared["loc"] if m.ranking == "ace" else None,
+                          **options.get(c[1], {}))
                     wall = time.perf_counter() - t + loc_s
                     after = outcomes(task, r.model)
                     summ = r.summary()
