@@ -310,6 +310,14 @@ class Store:
                  "versions": json.loads(v), "created": cr} for h, c, m, t, v, cr in rows]
 
     def close(self):
+        """Closes the store; a writer leaves it as one file (the write-ahead log folded back in) when
+        no other process has it open, so that read-only openings later add no side files."""
+        if not self.readonly:
+            try:
+                self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                self.db.execute("PRAGMA journal_mode=DELETE")
+            except sqlite3.Error:
+                pass  # another process holds it: it stays in WAL mode
         self.db.close()
 
 

@@ -69,6 +69,25 @@ def test_library_in_one_screen_runs_as_printed(tmp_path, monkeypatch, capsys):
     assert "violation (test)" in capsys.readouterr().out
 
 
+def test_methods_and_suites_block_runs_as_printed(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    try:
+        s = _run(_block("Methods and suites"), "Methods and suites")
+    finally:
+        jr.repair.METHODS.pop("unchanged", None)  # the block's own method, registered globally
+    assert {"ace-finetune", "random-finetune", "care", "cf-clp"} <= set(s["names"]) and "certified" not in s["names"]
+    assert (s["m"].ranking, s["m"].control) == ("ace", "random-finetune")
+    assert s["r"].method == "ace-finetune" and s["r"].config["steps"] == 50
+    assert s["out"]["solution"].shape[0] == 2 and len(s["best"].selected) == 10
+    board = s["board"]
+    assert {r["method"] for r in board["rows"]} == {"ace-finetune", "random-finetune", "unchanged"}
+    assert board["comparisons"][0]["control"] == "random-finetune" and board["comparisons"][0]["seeds"] == 2
+    assert board["comparisons"][0]["verdict"] in ("wins", "tie", "loses")
+    assert sorted(os.listdir(tmp_path / "suite-out")) == ["suite_fairness.json", "suite_fairness.md",
+                                                           "suite_fairness.png", "suite_fairness.sqlite"]
+    assert "ace-finetune" in capsys.readouterr().out
+
+
 def test_verification_block_runs_as_printed(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     scope = _run(_block("Verification and certified repair"), "Verification")

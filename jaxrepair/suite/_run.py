@@ -209,12 +209,14 @@ def run(family: str, out_dir=".", *, methods=None, seeds: int = 5, entries=None,
     options = options or {}
     out = records.check_output_dir(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    store = Store(out / f"suite_{family}.sqlite")
-    try:
-        check_store(store, family)
-    except ValueError:
-        store.close()
-        raise
+    path = out / f"suite_{family}.sqlite"
+    if path.exists():  # checked read-only first: a store this run must refuse is left exactly as it was
+        seen = Store(path, readonly=True)
+        try:
+            check_store(seen, family)
+        finally:
+            seen.close()
+    store = Store(path)
     versions = records.environment()["versions"]
     configs = {(e, m, s): cell_config(family, e, m, s, {"repair_samples": repair_samples, "options": options.get(m, {})})
                for e in chosen for m in names for s in range(n_seeds)}
