@@ -790,9 +790,7 @@ def cmd_zoo(args):
                              for n, e in zoo.ENTRIES.items()]})
         for name, e in zoo.ENTRIES.items():
             cached = (zoo.cache_dir() / f"{name}.npz").exists()
-            what = {"fairness": lambda: f"sensitive={e.sensitive}", "backdoor": lambda: f"trigger->class {e.target}",
-                    "spurious": lambda: f"border colour ~ label {e.p:.0%}",
-                    "safety": lambda: f"N{e.network[0]},{e.network[1]} phi{e.phi}"}[e.kind]()
+            what = zoo.KINDS[e.kind].describe(e)
             print(f"{name:18s} {e.kind:9s} data={e.dataset:13s} {what:22s} {'(cached)' if cached else ''}")
         return
     unknown = [n for n in args.names if n not in zoo.ENTRIES]

@@ -115,3 +115,19 @@ def test_plan_is_the_pipeline_of_repair_and_pareto(german):
         jr.repair.plan(bench.model, task, k=3, k_max=2)
     with pytest.raises(ValueError, match="selection must be 'random' or a list"):
         jr.repair.plan(bench.model, task, selection="best")
+
+
+def test_one_record_per_task_kind():
+    """A zoo kind has its zoo record, a repair task builder, a preset, and methods in the registry."""
+    kinds = set(jr.zoo.KINDS)
+    assert kinds == set(jr.repair.TASK_BUILDERS) and kinds <= set(jr.repair.PRESETS)
+    assert kinds <= set(jr.repair.KINDS)
+    for name, k in jr.zoo.KINDS.items():
+        assert k.name == name and k.preset in jr.repair.PRESETS and jr.repair.methods_for(name)
+    for name, e in jr.zoo.ENTRIES.items():
+        assert jr.zoo.KINDS[e.kind].describe(e)
+    with pytest.raises(ValueError, match="has kind 'vision', which has no repair task builder"):
+        import dataclasses
+
+        bench = jr.zoo.load("german-sex")
+        jr.repair.from_zoo(dataclasses.replace(bench, entry=dataclasses.replace(bench.entry, kind="vision")))

@@ -37,12 +37,12 @@ from jaxrepair.repair._result import RepairResult, repaired_model
 from jaxrepair.repair._report import plot_history, plot_pareto, write_pareto, write_result
 from jaxrepair.repair._search import STRATEGIES, Strategy, budget, get_strategy, non_dominated
 from jaxrepair.repair._space import DeltaSpace, FactorSpace, Neurons, Slots, Space, group
-from jaxrepair.repair._task import Objective, Task, custom_task, degeneracy, degeneracy_of_predictions, from_zoo, metrics
+from jaxrepair.repair._task import TASK_BUILDERS, Objective, Task, custom_task, degeneracy, degeneracy_of_predictions, from_zoo, metrics
 
 __all__ = [
     "ACASXU_SETTINGS", "ACASXU_SUITE", "AcasxuSets", "acasxu_metrics", "acasxu_task", "acasxu_task_name", "repair_acasxu",
     "DeltaSpace", "FROM_PRESET", "FactorSpace", "KINDS", "METHODS", "Method", "get_method", "methods_for", "register", "Neurons", "Objective", "PRESETS", "Plan", "Preset", "Problem", "RepairResult",
-    "STRATEGIES", "Slots", "Space", "Strategy", "Task", "bound_finetune", "budget", "candidate_sites", "certified_repair", "choose", "custom_task", "degeneracy", "degeneracy_of_predictions", "finetune", "from_zoo",
+    "STRATEGIES", "Slots", "Space", "Strategy", "TASK_BUILDERS", "Task", "bound_finetune", "budget", "candidate_sites", "certified_repair", "choose", "custom_task", "degeneracy", "degeneracy_of_predictions", "finetune", "from_zoo",
     "get_strategy", "group", "interchange_pairs", "lower", "localization_effect", "localize", "localize_interchange",
     "localized_finetune", "metrics", "non_dominated", "optimise_with_selection", "pareto", "plan", "plot_history", "plot_pareto",
     "prepare", "preset_for", "problem_data", "prune", "random_selection", "repair", "repaired_model", "weight_mask", "write_pareto",

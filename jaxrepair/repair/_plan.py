@@ -12,6 +12,7 @@ options compute the same numbers (``tests/test_methods.py`` asserts it).
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import sys
 import time
 
@@ -212,9 +213,35 @@ def plan(
     devices=None,
     progress: bool = False,
 ) -> Plan:
-    """Plans the search repair of ``model`` on ``task`` (the options of :func:`jaxrepair.repair.repair`;
-    ``k_max``: slots of the prepared problem, default ``k``, so selections of up to ``k_max`` units
-    of the ranking reuse one compiled search). Every option is checked before any work starts."""
+    """Plans the search repair of ``model`` on ``task`` (what :func:`jaxrepair.repair.repair` runs).
+    Every option is checked before any work starts.
+
+    Args:
+      model: the network to repair (any jaxrepair model: built, zoo or converted).
+      task: a :class:`Task` (``jr.repair.from_zoo(jr.zoo.load(name))`` or ``custom_task``).
+      preset: a preset name (``fairness``, ``backdoor``, ``safety``, ``custom``, ``care``); default:
+        the task's kind. Every option below overrides the preset's value.
+      k: neurons to repair. ``selection``: explicit ``[(site, unit), ...]`` or ``"random"``
+        (the ablation: ``k`` random units of the candidate sites) instead of the ACE top-k.
+      score: ACE ranking score (``interventional_change``, ``care_mean``, ``care_spread``).
+      sites: candidate sites (default: the preset's site kind: post-activation, or CARE's
+        pre-activation Linear outputs).
+      space: ``"factor"`` (CARE: a factor per neuron within ``bounds``) or ``"delta"``
+        (incoming/outgoing weight deltas within ``±bounds·std`` of the layer).
+      strategy: ``care`` (pyswarms' PSO as CARE runs it), ``pso`` (evosax, CARE's coefficients),
+        ``cma_es``, ``de``, ``snes``, ``open_es`` or a :class:`Strategy`; ``generations`` and
+        ``population_size`` override its budget.
+      a: weight of ``1 − accuracy`` in CARE's objective ``(1−a)·violation + a·(1−accuracy)``.
+      max_drop: accuracy budget (a fraction: 0.01 = one point), penalised in the search and
+        enforced when the result is chosen on the select split; ``None``: no budget.
+      devices: devices the population is sharded over (``None``: all; 1: no sharding); the ACE
+        localisation uses the same devices.
+      k_max: slots of the prepared problem (default ``k``): selections of up to ``k_max`` units of
+        the ranking reuse one compiled search.
+      seed: the search's seed (and the random selection's).
+      num_values: intervention values per unit for ACE; ``localization``: a ranking computed
+        already (ACE or interchange); ``localizer``: ``"ace"`` or ``"interchange"``.
+    """
     p, cfg = _resolve(task, preset, k=k, score=score, space=space, bounds=bounds, strategy=strategy, a=a,
                       max_drop=max_drop)
     task.check()
@@ -269,3 +296,7 @@ def plan(
     problem = prepare(model, task, chosen, space=cfg["space"], sites=cands, k_max=slots, strategy=strat,
                       bounds=cfg["bounds"], init=cfg["init"], devices=devices)
     return Plan(model, task, p, cfg, strat, cands, ranking, chosen, loc, how, problem, int(seed), num_values, timings)
+
+
+#: The options :func:`plan` takes (and so :func:`jaxrepair.repair.repair`).
+PLAN_OPTIONS = tuple(n for n in inspect.signature(plan).parameters if n not in ("model", "task", "seed", "progress"))

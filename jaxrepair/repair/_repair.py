@@ -18,83 +18,38 @@ import optax
 from jaxrepair import models
 from jaxrepair.causal import Neuron
 from jaxrepair.repair import _search
-from jaxrepair.repair._plan import FROM_PRESET, _count, _resolve, plan
+from jaxrepair.repair._plan import FROM_PRESET, PLAN_OPTIONS, _count, _resolve, plan
 from jaxrepair.repair._problem import prepare, problem_data
 from jaxrepair.repair._result import RepairResult, repaired_model
 from jaxrepair.repair._space import chain_up, dense_consumers, group
 from jaxrepair.repair._task import Task, degeneracy, metrics
 
 
-def repair(
-    model: models.Network,
-    task: Task,
-    *,
-    preset: str | None = None,
-    k: int | None = None,
-    score: str | None = None,
-    sites=None,
-    selection=None,
-    space: str | None = None,
-    bounds=None,
-    strategy=None,
-    generations: int | None = None,
-    population_size: int | None = None,
-    a: float | None = None,
-    max_drop=FROM_PRESET,
-    seed: int = 0,
-    num_values: int = 16,
-    localization=None,
-    localizer: str = "ace",
-    devices=None,
-    progress: bool = False,
-    certify: bool = False,
-    certify_rounds: int = 4,
-    verify_timeout: float = 60.0,
-    certify_bound_steps: int = 150,
-) -> RepairResult:
+def repair(model: models.Network, task: Task, *, seed: int = 0, progress: bool = False, certify: bool = False,
+           certify_rounds: int = 4, verify_timeout: float = 60.0, certify_bound_steps: int = 150,
+           **options) -> RepairResult:
     """Localises (ACE, or interchange interventions with ``localizer="interchange"``), searches a repair
-    of the top-``k`` neurons and reports test metrics.
+    of the top-``k`` neurons and reports test metrics: :func:`jaxrepair.repair.plan` with ``options``
+    (``preset``, ``k``, ``score``, ``sites``, ``selection``, ``space``, ``bounds``, ``strategy``,
+    ``generations``, ``population_size``, ``a``, ``max_drop``, ``num_values``, ``localization``,
+    ``localizer``, ``devices``; documented there), then one search for ``seed``.
 
     With no options this does what ``jaxrepair repair`` does: the preset of ``task.kind``
     (``jr.repair.PRESETS``), whose name and values are recorded in ``result.config``.
 
-    Args:
-      model: the network to repair (any jaxrepair model: built, zoo or converted).
-      task: a :class:`Task` (``jr.repair.from_zoo(jr.zoo.load(name))`` or ``custom_task``).
-      preset: a preset name (``fairness``, ``backdoor``, ``safety``, ``custom``, ``care``); default:
-        the task's kind. Every option below overrides the preset's value.
-      k: neurons to repair. ``selection``: explicit ``[(site, unit), ...]`` or ``"random"``
-        (the ablation: ``k`` random units of the candidate sites) instead of the ACE top-k.
-      score: ACE ranking score (``interventional_change``, ``care_mean``, ``care_spread``).
-      sites: candidate sites (default: the preset's site kind: post-activation, or CARE's
-        pre-activation Linear outputs).
-      space: ``"factor"`` (CARE: a factor per neuron within ``bounds``) or ``"delta"``
-        (incoming/outgoing weight deltas within ``±bounds·std`` of the layer).
-      strategy: ``care`` (pyswarms' PSO as CARE runs it), ``pso`` (evosax, CARE's coefficients),
-        ``cma_es``, ``de``, ``snes``, ``open_es`` or a :class:`Strategy`; ``generations`` and
-        ``population_size`` override its budget.
-      a: weight of ``1 − accuracy`` in CARE's objective ``(1−a)·violation + a·(1−accuracy)``.
-      max_drop: accuracy budget (a fraction: 0.01 = one point), penalised in the search and
-        enforced when the result is chosen on the select split; ``None``: no budget.
-      devices: devices the population is sharded over (``None``: all; 1: no sharding); the ACE
-        localisation uses the same devices.
-      certify: repair ⇄ verify until the task's property is proven (``certify_rounds`` rounds,
-        ``verify_timeout`` seconds of verification each, ``certify_bound_steps`` steps of training on
-        the bounds of the boxes a round leaves open; :func:`certified_repair`).
+    ``certify``: repair ⇄ verify until the task's property is proven (``certify_rounds`` rounds,
+    ``verify_timeout`` seconds of verification each, ``certify_bound_steps`` steps of training on the
+    bounds of the boxes a round leaves open; :func:`certified_repair`).
     """
+    unknown = sorted(set(options) - set(PLAN_OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown repair option(s) {unknown}; the options are {sorted(PLAN_OPTIONS)}")
     if certify:
         from jaxrepair.repair._certified import certified_repair
 
         return certified_repair(model, task, rounds=certify_rounds, verify_timeout=verify_timeout, progress=progress,
-                                bound_steps=certify_bound_steps,
-                                preset=preset, k=k, score=score, sites=sites, selection=selection, space=space,
-                                bounds=bounds, strategy=strategy, generations=generations,
-                                population_size=population_size, a=a, max_drop=max_drop, seed=seed,
-                                num_values=num_values, localization=localization, localizer=localizer, devices=devices)
-    pl = plan(model, task, preset=preset, k=k, score=score, sites=sites, selection=selection, space=space, bounds=bounds,
-              strategy=strategy, generations=generations, population_size=population_size, a=a, max_drop=max_drop,
-              seed=seed, num_values=num_values, localization=localization, localizer=localizer, devices=devices,
-              progress=progress)
+                                bound_steps=certify_bound_steps, seed=seed, **options)
+    pl = plan(model, task, seed=seed, progress=progress, **options)
     t = time.perf_counter()
     out = pl.search(progress=progress)
     return pl.result(out, 0, timings={"search": time.perf_counter() - t})

@@ -210,54 +210,58 @@ def _zoo_splits(bench, repair_samples, key) -> dict:
 
 
 def from_zoo(bench, *, repair_samples: int | None = 5000, seed: int = 0) -> Task:
-    """The repair task of a zoo entry (``jr.zoo.load(name)``)."""
-    from jaxrepair import zoo
-
+    """The repair task of a zoo entry (``jr.zoo.load(name)``), built by its kind's task builder."""
     if repair_samples is not None and (isinstance(repair_samples, bool) or not isinstance(repair_samples, int)
                                        or repair_samples < 1):
         raise ValueError(f"repair_samples must be a positive integer (or None for the whole train split), got {repair_samples!r}")
     e = bench.entry
-    key = jax.random.key(seed)
-    if e.kind == "fairness":
-        prop = bench.prop
-        data = _zoo_splits(bench, repair_samples, key)
-        effect = causal.Fairness.make(prop.column, prop.values)
-
-        def report(model):
-            m = zoo.evaluate(bench, model)
-            return {**m, "violation": m["fairness_violation_exhaustive"], "accuracy": m["test_accuracy"]}
-
-        return Task(e.name, "fairness", Objective(prop), data, effect, data["repair"]["property"], report,
-                    {"sensitive_column": prop.column})
-    if e.kind == "backdoor":
-        prop = bench.prop
-        data = _zoo_splits(bench, repair_samples, key)
-        rep = data["repair"]["property"]
-        eligible = np.asarray(rep["y"]) != prop.target
-        # Localise like fairness, with the trigger as the "sensitive attribute": the effect is the
-        # target-class probability difference between an input and its triggered copy under the same
-        # intervention, so the units that carry the trigger have the largest interventional change.
-        clean = rep["x"][jnp.asarray(np.flatnonzero(eligible))]
-        loc = {"x": clean, "x_cf": prop.trigger.stamp(clean)}
-        effect = causal.CounterfactualPair(prop.target, "prob")
-
-        def report(model):
-            m = zoo.evaluate(bench, model)
-            return {**m, "violation": m["attack_success_rate"], "accuracy": m["test_accuracy"]}
-
-        return Task(e.name, "backdoor", Objective(prop), data, effect, loc, report, {"target": prop.target})
-    if e.kind == "spurious":
-        return _spurious_task(bench, key, repair_samples)
-    if e.kind == "safety":
-        return _safety_task(bench, seed=seed, repair_samples=repair_samples or 5000)
-    raise ValueError(f"zoo entry {e.name!r} has unknown kind {e.kind!r}")
+    if e.kind not in TASK_BUILDERS:
+        raise ValueError(f"zoo entry {e.name!r} has kind {e.kind!r}, which has no repair task builder "
+                         f"(kinds: {sorted(TASK_BUILDERS)})")
+    return TASK_BUILDERS[e.kind](bench, key=jax.random.key(seed), seed=seed, repair_samples=repair_samples)
 
 
-def _spurious_task(bench, key, repair_samples) -> Task:
+def _zoo_report(bench):
+    """The test-split report of a zoo entry: the zoo's evaluation with the kind's violation and
+    accuracy figures under the names every task reports (``jr.zoo.KINDS``)."""
+    from jaxrepair import zoo
+
+    kind = zoo.KINDS[bench.entry.kind]
+
+    def report(model):
+        m = zoo.evaluate(bench, model)
+        return {**m, "violation": m[kind.violation], "accuracy": m[kind.accuracy]}
+
+    return report
+
+
+def _fairness_task(bench, *, key, seed, repair_samples) -> Task:
+    prop = bench.prop
+    data = _zoo_splits(bench, repair_samples, key)
+    effect = causal.Fairness.make(prop.column, prop.values)
+    return Task(bench.entry.name, "fairness", Objective(prop), data, effect, data["repair"]["property"],
+                _zoo_report(bench), {"sensitive_column": prop.column})
+
+
+def _backdoor_task(bench, *, key, seed, repair_samples) -> Task:
+    prop = bench.prop
+    data = _zoo_splits(bench, repair_samples, key)
+    rep = data["repair"]["property"]
+    eligible = np.asarray(rep["y"]) != prop.target
+    # Localise like fairness, with the trigger as the "sensitive attribute": the effect is the
+    # target-class probability difference between an input and its triggered copy under the same
+    # intervention, so the units that carry the trigger have the largest interventional change.
+    clean = rep["x"][jnp.asarray(np.flatnonzero(eligible))]
+    loc = {"x": clean, "x_cf": prop.trigger.stamp(clean)}
+    effect = causal.CounterfactualPair(prop.target, "prob")
+    return Task(bench.entry.name, "backdoor", Objective(prop), data, effect, loc, _zoo_report(bench),
+                {"target": prop.target})
+
+
+def _spurious_task(bench, *, key, seed, repair_samples) -> Task:
     """Repair on training images (border colours as trained) paired with the same images in another
     border colour; the accuracy term is on decorrelated images (colours independent of labels):
     repair on a subsample of train, select on val, report on test."""
-    from jaxrepair import zoo
     from jaxrepair.data import ColourBorder
 
     border = ColourBorder(bench.entry.border)
@@ -276,12 +280,8 @@ def _spurious_task(bench, key, repair_samples) -> Task:
             "select": {"property": pairs(sp["val"]), "accuracy": _jnp({k: sp["val_decorrelated"][k] for k in ("x", "y")})},
             "test": {"property": pairs(sp["test"]), "accuracy": _jnp({k: sp["test_decorrelated"][k] for k in ("x", "y")})}}
 
-    def report(model):
-        m = zoo.evaluate(bench, model)
-        return {**m, "violation": m["invariance_violation"], "accuracy": m["decorrelated_accuracy"]}
-
     return Task(bench.entry.name, "spurious", Objective(bench.prop), data, causal.CounterfactualPair(None, "logit"),
-                data["repair"]["property"], report, {"border": bench.entry.border})
+                data["repair"]["property"], _zoo_report(bench), {"border": bench.entry.border})
 
 
 def _domain(model):
@@ -307,7 +307,8 @@ def _safety_split(prop, apply, params, key, lo, hi, n_region: int, n_keep: int):
     }, int(bad.size)
 
 
-def _safety_task(bench, *, seed: int, repair_samples: int) -> Task:
+def _safety_task(bench, *, key, seed: int, repair_samples: int | None) -> Task:
+    repair_samples = repair_samples or 5000
     e, prop, model = bench.entry, bench.prop, bench.model
     apply, params = models.functional(model)
     lo, hi = _domain(model)
@@ -343,6 +344,11 @@ def _safety_task(bench, *, seed: int, repair_samples: int) -> Task:
     info = {"violations_in_repair_pool": n_bad_r, "violations_in_select_pool": n_bad_s, "region_pool": 100_000}
     return Task(e.name, "safety", Objective(prop, "argmin"), {"repair": repair, "select": select, "test": test},
                 effect, {"x": repair["property"]["x"]}, report, info)
+
+
+#: task kind -> the builder of a zoo entry's repair task (the zoo's side of each kind: ``jr.zoo.KINDS``).
+TASK_BUILDERS = {"fairness": _fairness_task, "backdoor": _backdoor_task, "spurious": _spurious_task,
+                 "safety": _safety_task}
 
 
 @dataclasses.dataclass(frozen=True)

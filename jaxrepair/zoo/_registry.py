@@ -299,14 +299,7 @@ def evaluate(bench: "Benchmark", model=None, *, seed: int = 0) -> dict:
     if tuple(model.input_shape) != want:
         raise ValueError(f"the model takes inputs of shape {tuple(model.input_shape)}, but {e.name}'s data has "
                          f"shape {want} per example (features: {want[-1] if want else 0})")
-    if e.kind == "fairness":
-        return evaluate_fairness(model, bench.prop, bench.splits, seed=seed, privileged=e.privileged,
-                                 favorable=e.favorable)
-    if e.kind == "backdoor":
-        return evaluate_backdoor(model, bench.prop, bench.splits)
-    if e.kind == "spurious":
-        return evaluate_spurious(model, bench.splits, e.border)
-    return evaluate_safety(model, bench.prop, seed=seed, num_samples=e.num_samples)
+    return KINDS[e.kind].evaluate(bench, model, seed)
 
 
 def _build_backdoor(e: BackdoorEntry, progress: bool, data_dir=None):
@@ -333,7 +326,7 @@ def _build_backdoor(e: BackdoorEntry, progress: bool, data_dir=None):
     return net, prop, splits, {"name": e.dataset, "splits": {k: len(v["y"]) for k, v in splits.items()},
                                "poisoned_training_examples": int(len(idx)), "num_classes": num_classes,
                                "parameters": int(sum(np.size(v) for v in jax.tree.leaves(net.params()))),
-                               "train_time_s": time.perf_counter() - t}
+                               "train_time_s": time.perf_counter() - t}, evaluate_backdoor(net, prop, splits)
 
 
 def _build_spurious(e: SpuriousEntry, progress: bool, data_dir=None):
@@ -351,7 +344,7 @@ def _build_spurious(e: SpuriousEntry, progress: bool, data_dir=None):
     return net, prop, splits, {"name": e.dataset, "splits": {k: len(v["y"]) for k, v in splits.items()},
                                "colour_agreement_train": float(np.mean(tr["c"] == tr["y"])),
                                "parameters": int(sum(np.size(v) for v in jax.tree.leaves(net.params()))),
-                               "train_time_s": time.perf_counter() - t}
+                               "train_time_s": time.perf_counter() - t}, evaluate_spurious(net, splits, e.border)
 
 
 def build(name: str, *, epochs: int | None = None, progress: bool = False, save: bool = True,
@@ -362,20 +355,11 @@ def build(name: str, *, epochs: int | None = None, progress: bool = False, save:
     if epochs is not None:
         e = dataclasses.replace(e, epochs=epochs)
     t0 = time.perf_counter()
-    if e.kind != "fairness":
-        from jaxrepair.data import load_acasxu
+    net, prop, splits, data, metrics = KINDS[e.kind].build(e, progress, data_dir)
+    return _finish(e, net, prop, splits, data, metrics, t0, save and epochs is None)
 
-        if e.kind == "backdoor":
-            net, prop, splits, data = _build_backdoor(e, progress, data_dir)
-            metrics = evaluate_backdoor(net, prop, splits)
-        elif e.kind == "spurious":
-            net, prop, splits, data = _build_spurious(e, progress, data_dir)
-            metrics = evaluate_spurious(net, splits, e.border)
-        else:
-            net, prop, splits = load_acasxu(*e.network), properties.Safety(e.phi), {}
-            data = {"name": "acasxu", "network": list(e.network), "property": f"phi{e.phi}"}
-            metrics = evaluate_safety(net, prop, seed=e.seed, num_samples=e.num_samples)
-        return _finish(e, net, prop, splits, data, metrics, t0, save and epochs is None)
+
+def _build_fairness(e: FairnessEntry, progress: bool, data_dir=None):
     ds, prop, splits = fairness_setup(e)
     xtr = splits["train"]["x"]
     key = jax.random.key(e.seed)
@@ -388,7 +372,15 @@ def build(name: str, *, epochs: int | None = None, progress: bool = False, save:
     metrics = evaluate_fairness(net, prop, splits, seed=e.seed, privileged=e.privileged, favorable=e.favorable)
     data = {"name": ds.name, "splits": {k: len(v["y"]) for k, v in splits.items()},
             "sensitive_column": prop.column, "sensitive_values": list(prop.values)}
-    return _finish(e, net, prop, splits, data, metrics, t0, save and epochs is None)
+    return net, prop, splits, data, metrics
+
+
+def _build_safety(e: SafetyEntry, progress: bool, data_dir=None):
+    from jaxrepair.data import load_acasxu
+
+    net, prop = load_acasxu(*e.network), properties.Safety(e.phi)
+    data = {"name": "acasxu", "network": list(e.network), "property": f"phi{e.phi}"}
+    return net, prop, {}, data, evaluate_safety(net, prop, seed=e.seed, num_samples=e.num_samples)
 
 
 def _finish(e, net, prop, splits, data, metrics, t0, save) -> Benchmark:
@@ -420,15 +412,46 @@ def load(name: str, *, progress: bool = False, data_dir=None) -> Benchmark:
         try:
             net = models.load(path)
             if net.meta.get("zoo", {}).get("config") == json.loads(json.dumps(e.config())):
-                if e.kind == "fairness":
-                    _, prop, splits = fairness_setup(e)
-                elif e.kind == "backdoor":
-                    _, prop, splits = backdoor_setup(e, data_dir)
-                elif e.kind == "spurious":
-                    prop, splits = spurious_setup(e, data_dir)
-                else:
-                    prop, splits = properties.Safety(e.phi), {}
+                prop, splits = KINDS[e.kind].setup(e, data_dir)
                 return Benchmark(e, net, splits, prop, net.meta["zoo"]["metrics_before_repair"])
         except ValueError:
             pass  # a broken cache file is rebuilt
     return build(name, progress=progress, data_dir=data_dir)
+
+
+# --------------------------------------------------------------------------- task kinds
+
+
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """Everything the zoo knows about a task kind, in one record: how an entry's data and property
+    are set up and its model built, how a model is evaluated, which of the evaluation's figures are
+    the violation and the accuracy a repair reports, the repair preset of the kind, and how an
+    entry is described in ``jaxrepair zoo list``. ``jr.repair.from_zoo`` builds the repair task of
+    an entry from the same record (its task builders are keyed by these names)."""
+
+    name: str
+    setup: object  # (entry, data_dir) -> (property, splits)
+    build: object  # (entry, progress, data_dir) -> (network, property, splits, data record, metrics)
+    evaluate: object  # (bench, model, seed) -> metrics
+    violation: str  # the metrics' key of the violation figure
+    accuracy: str | None  # the metrics' key of the accuracy figure (safety: measured by the task)
+    describe: object  # entry -> a few words
+    preset: str  # jr.repair.PRESETS name
+
+
+KINDS = {
+    "fairness": Kind("fairness", lambda e, d: fairness_setup(e)[1:], _build_fairness,
+                     lambda b, m, seed: evaluate_fairness(m, b.prop, b.splits, seed=seed, privileged=b.entry.privileged,
+                                                          favorable=b.entry.favorable),
+                     "fairness_violation_exhaustive", "test_accuracy", lambda e: f"sensitive={e.sensitive}", "fairness"),
+    "backdoor": Kind("backdoor", lambda e, d: backdoor_setup(e, d)[1:], _build_backdoor,
+                     lambda b, m, seed: evaluate_backdoor(m, b.prop, b.splits), "attack_success_rate", "test_accuracy",
+                     lambda e: f"trigger->class {e.target}", "backdoor"),
+    "spurious": Kind("spurious", spurious_setup, _build_spurious,
+                     lambda b, m, seed: evaluate_spurious(m, b.splits, b.entry.border), "invariance_violation",
+                     "decorrelated_accuracy", lambda e: f"border colour ~ label {e.p:.0%}", "spurious"),
+    "safety": Kind("safety", lambda e, d: (properties.Safety(e.phi), {}), _build_safety,
+                   lambda b, m, seed: evaluate_safety(m, b.prop, seed=seed, num_samples=b.entry.num_samples),
+                   "violation_rate", None, lambda e: f"N{e.network[0]},{e.network[1]} phi{e.phi}", "safety"),
+}
