@@ -638,16 +638,16 @@ def cmd_suite(args):
     from jaxrepair import suite
 
     if args.name == "acasxu":
-        res = suite.acasxu(args.out, tasks=args.tasks, budget=args.timeout)
+        res = suite.acasxu(args.out, tasks=args.tasks, budget=args.timeout, note=args.note or "")
     elif args.report_only:
         store = Path(args.out) / f"suite_{args.name}.sqlite"
         if not store.is_file():
             raise FileNotFoundError(f"{store}: no suite store to report (run `jaxrepair suite {args.name}` first)")
-        res = suite.report(store, args.out)
+        res = suite.report(store, args.out, note=args.note or "")
         res = {"files": res["files"], "targets": res["board"]["targets"]}
     else:
         res = suite.run(args.name, args.out, methods=args.methods, seeds=args.seeds, entries=args.entries,
-                        data_dir=args.data_dir, repair_samples=args.repair_samples)
+                        data_dir=args.data_dir, repair_samples=args.repair_samples, note=args.note or "")
         res = {**{k: v for k, v in res.items() if k != "report"}, "files": res["report"]["files"],
                "targets": res["report"]["board"]["targets"]}
     _result(res)
@@ -1105,6 +1105,7 @@ def build_parser() -> argparse.ArgumentParser:
     su.add_argument("--data-dir", help="image sets (backdoor, spurious): the directory with MNIST / Fashion / GTSRB")
     su.add_argument("--repair-samples", type=POS, default=5000, help="train rows the repair sees (default 5000)")
     su.add_argument("--report-only", action="store_true", help="rewrite the leaderboard from the store; run nothing")
+    su.add_argument("--note", help="a paragraph for the report: how the run was made (machine load, ...)")
     su.add_argument("--tasks", nargs="+", help="acasxu: only these tasks, e.g. N2,1-phi2 N1,9-phi7 (default: all 36)")
     su.add_argument("--timeout", type=_float_in(0.0, open_low=True), default=120.0, help="acasxu: seconds per task")
     su.set_defaults(fn=cmd_suite)

@@ -52,7 +52,10 @@ def leaderboard(records: list[dict], family: str) -> dict:
         deg = sum(bool(c["degenerate"]) for c in cs)
         rows.append({"entry": e, "method": m, **st, "degenerate_seeds": deg,
                      "seconds_mean": float(np.mean([c["seconds"] for c in cs])),
+                     "seconds_ci95": _stats.seed_interval([c["seconds"] for c in cs]),
                      "drawdown_mean": (float(np.mean([c["drawdown"] for c in cs]))
+                                       if all(c["drawdown"] is not None for c in cs) else None),
+                     "drawdown_ci95": (_stats.seed_interval([c["drawdown"] for c in cs])
                                        if all(c["drawdown"] is not None for c in cs) else None),
                      "resplit": bool(cs[0]["resplit"])})
     # causal ranking vs its random control, per entry, Holm across the family's entries
@@ -157,15 +160,21 @@ def markdown(board: dict, env: dict, note: str = "") -> str:
           s["significant_accuracy_losses"], s["degenerate_cells"]) for s in board["summary"]])
     anchors = "".join(f"- **{a['tool']}** (published): {a['figure']} {100 * a['value']:.2f}% — {a['source']}. Its "
                       f"machine, models and splits differ from these.\n" for a in fam.anchors)
+    drawdown = any(r["drawdown_mean"] is not None for r in rows)
     per_entry = records.markdown_table(
         ["entry", "method", "seeds", "violation before", "violation after", "reduction % [95% CI]",
-         "Δ accuracy pts [95% CI]", "p(acc)", "p(viol)", "degenerate", "s/cell", "test rows"],
+         "Δ accuracy pts [95% CI]", "p(acc)", "p(viol)", *(["drawdown % [95% CI]"] if drawdown else []),
+         "degenerate", "s/cell [95% CI]", "test rows (property / accuracy)"],
         [(r["entry"] + (" (re-split)" if r["resplit"] else ""), r["method"], r["seeds"], f"{r['violation_before']:.4f}",
           f"{r['violation_after']:.4f}", _fmt_ci(r["violation_reduction"], r["ci95"]["violation_reduction"]),
           _fmt_ci(r["accuracy_change_points"], r["ci95"]["accuracy_change_points"], scale=1.0, digits=2, signed=True),
           _p(r["p_accuracy_change"]), _p(r["p_violation_change"]),
-          f"{r['degenerate_seeds']}/{r['seeds']}" if r["degenerate_seeds"] else "0", f"{r['seconds_mean']:.1f}",
-          f"{r['accuracy_rows'][0]}" + ("" if len(set(r["accuracy_rows"])) == 1 else "±")) for r in rows])
+          *([_fmt_ci(r["drawdown_mean"], r["drawdown_ci95"], digits=2) if r["drawdown_mean"] is not None else "–"]
+            if drawdown else []),
+          f"{r['degenerate_seeds']}/{r['seeds']}" if r["degenerate_seeds"] else "0",
+          _fmt_ci(r["seconds_mean"], r["seconds_ci95"], scale=1.0),
+          f"{r['property_rows'][0]} / {r['accuracy_rows'][0]}"
+          + ("" if len(set(r["accuracy_rows"])) == 1 else " (per seed: varies)")) for r in rows])
     comp = board["comparisons"]
     counts = {}
     for c in comp:

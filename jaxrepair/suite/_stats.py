@@ -7,8 +7,8 @@ in the rate: 1, or 0 for rows the property does not count, like BadNets' target-
 
 * **Intervals** — a two-stage paired bootstrap: draw the seeds with replacement, then, within each
   drawn seed, its test rows with replacement (the same rows for before and after, and for two
-  methods compared on one seed: the comparison stays paired); the statistic is the mean over the
-  drawn seeds. The 95% interval is the 2.5–97.5 percentile range of ``B`` replicates. Seed-to-seed
+  methods compared on one seed: the comparison stays paired; a seed drawn twice reuses its row
+  draw); the statistic is the mean over the drawn seeds. The 95% interval is the 2.5–97.5 percentile range of ``B`` replicates. Seed-to-seed
   variation (repair subsample, search randomness, the random ranking, and the split where an entry
   re-splits per seed) and row sampling both enter the interval.
 * **After vs before** — a paired sign-flip permutation test: under "repair changes nothing" the
@@ -159,6 +159,14 @@ def compare(cells_a: list[dict], cells_b: list[dict], *, seed: int = 0) -> dict:
     return out
 
 
+def seed_interval(values, *, seed: int = 0, b: int = B) -> list[float]:
+    """95% percentile interval of the mean of per-seed figures (time, drawdown), the seeds drawn with
+    replacement."""
+    v = np.asarray(values, np.float64)
+    rng = np.random.default_rng(seed)
+    return _interval(v[rng.integers(0, len(v), (b, len(v)))].mean(1))
+
+
 def holm(pvalues: list[float]) -> list[float]:
     """Holm's step-down adjusted p-values (family-wise error), in the input order."""
     p = np.asarray(pvalues, np.float64)
@@ -179,4 +187,4 @@ def verdict(comparison: dict, adjusted_p: float, alpha: float = 0.05) -> str:
     return "wins" if comparison["violation_reduction"]["difference"] > 0 else "loses"
 
 
-__all__ = ["B", "STATS", "cell_stats", "compare", "holm", "rate", "sign_flip_test", "verdict"]
+__all__ = ["B", "STATS", "cell_stats", "compare", "holm", "rate", "seed_interval", "sign_flip_test", "verdict"]
