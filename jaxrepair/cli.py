@@ -8,6 +8,7 @@ Exit codes: 0 the work succeeded; 1 the work failed (a result could not be compu
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -63,6 +64,19 @@ def _a_values(text: str) -> list[float]:
 
 
 POS = _int_in(1)
+
+
+def _method_option(text: str) -> tuple:
+    """``METHOD:NAME=VALUE`` -> ``(method, name, value)``; the value read as JSON (1.0, 3, true, [5, 10])
+    where it parses, else as a string."""
+    method, sep, rest = text.partition(":")
+    name, eq, value = rest.partition("=")
+    if not (sep and eq and method and name and value):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected METHOD:NAME=VALUE, e.g. ace-finetune:preserve=1.0")
+    try:
+        return method, name, json.loads(value)
+    except json.JSONDecodeError:
+        return method, name, value
 SEED = _int_in(0, 2**31 - 1)
 
 
@@ -646,8 +660,12 @@ def cmd_suite(args):
         res = suite.report(store, args.out, note=args.note or "")
         res = {"files": res["files"], "targets": res["board"]["targets"]}
     else:
+        options = {}
+        for method, name, value in args.option or []:
+            options.setdefault(method, {})[name] = value
         res = suite.run(args.name, args.out, methods=args.methods, seeds=args.seeds, entries=args.entries,
-                        data_dir=args.data_dir, repair_samples=args.repair_samples, note=args.note or "")
+                        data_dir=args.data_dir, repair_samples=args.repair_samples, options=options or None,
+                        note=args.note or "")
         res = {**{k: v for k, v in res.items() if k != "report"}, "files": res["report"]["files"],
                "targets": res["report"]["board"]["targets"]}
     _result(res)
@@ -1104,6 +1122,9 @@ def build_parser() -> argparse.ArgumentParser:
     su.add_argument("--entries", nargs="+", help="only these entries of the family")
     su.add_argument("--data-dir", help="image sets (backdoor, spurious): the directory with MNIST / Fashion / GTSRB")
     su.add_argument("--repair-samples", type=POS, default=5000, help="train rows the repair sees (default 5000)")
+    su.add_argument("--option", action="append", type=_method_option, metavar="METHOD:NAME=VALUE",
+                    help="a method's option for this run, e.g. ace-finetune:preserve=1.0 (repeatable; part of each "
+                    "cell's identity; `jaxrepair methods` lists the options)")
     su.add_argument("--report-only", action="store_true", help="rewrite the leaderboard from the store; run nothing")
     su.add_argument("--note", help="a paragraph for the report: how the run was made (machine load, ...)")
     su.add_argument("--tasks", nargs="+", help="acasxu: only these tasks, e.g. N2,1-phi2 N1,9-phi7 (default: all 36)")

@@ -70,6 +70,14 @@ def test_holm_matches_the_step_down_by_hand():
     assert _stats.holm([0.2]) == [0.2]
 
 
+def test_seed_interval_is_the_bootstrap_of_the_seed_mean():
+    assert _stats.seed_interval([2.0, 2.0, 2.0]) == [2.0, 2.0]
+    v = np.array([1.0, 4.0, 2.0, 8.0, 5.0])
+    draws = np.random.default_rng(7).integers(0, 5, (_stats.B, 5))
+    want = np.percentile(v[draws].mean(1), [2.5, 97.5])
+    assert _stats.seed_interval(v, seed=7) == pytest.approx(list(want))
+
+
 def test_compare_is_paired_and_says_who_wins():
     rng = np.random.default_rng(6)
     base = [_sim(rng, 500, 0.3, 0.3, 0.8, 0.8) for _ in range(5)]
@@ -120,6 +128,10 @@ def test_outcomes_give_the_reported_test_figures(german):
     r2 = t2.report(digits.model)
     assert _stats.rate(o2["v"], o2["w"]) == pytest.approx(r2["violation"], abs=1e-6)  # over non-target images only
     assert o2["w"].sum() < len(o2["w"]) and np.mean(o2["c"]) == pytest.approx(r2["accuracy"], abs=1e-6)
+    acas = jr.zoo.load("acasxu-n3_3-phi2")  # safety: region samples, and fidelity to the original's advisories
+    t3 = jr.repair.from_zoo(acas, repair_samples=500)
+    o3, r3 = jr.suite.outcomes(t3, acas.model), t3.report(acas.model)
+    assert _stats.rate(o3["v"], o3["w"]) == pytest.approx(r3["violation"], abs=1e-9) and np.mean(o3["c"]) == 1.0
 
 
 # --------------------------------------------------------------------------- running

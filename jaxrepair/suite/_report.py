@@ -7,6 +7,7 @@ made on the select split inside each method.
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 
 import numpy as np
@@ -91,8 +92,13 @@ def leaderboard(records: list[dict], family: str) -> dict:
                         "degenerate_cells": int(sum(r["degenerate_seeds"] for r in mine)),
                         "significant_accuracy_losses": int(sum(r["p_accuracy_change"] < 0.05 and
                                                                r["accuracy_change_points"] < 0 for r in mine))})
+    when = [datetime.datetime.fromtimestamp(r["created"], datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+            for r in (min(records, key=lambda r: r["created"]), max(records, key=lambda r: r["created"]))]
     return {"family": family, "entries": entries, "methods": methods, "rows": rows, "comparisons": comparisons,
-            "summary": summary, "targets": targets(rows, family)}
+            "summary": summary, "targets": targets(rows, family), "measured": when,
+            "machines": sorted({r["config"].get("machine", "") for r in records} - {""}),
+            "options": {m: o for m, o in sorted({r["config"]["method"]: r["config"]["settings"].get("options") or {}
+                                                  for r in records}.items()) if o}}
 
 
 def _mean_ci(rows: list[dict]) -> list[float] | None:
@@ -135,10 +141,13 @@ def markdown(board: dict, env: dict, note: str = "") -> str:
     seeds = sorted({r["seeds"] for r in rows})
     head = [f"# Suite `{board['family']}`: {len(board['entries'])} entries × {len(board['methods'])} methods × "
             f"{'/'.join(map(str, seeds))} seeds\n",
-            f"Measured {env['date']} on {env.get('cpu', env.get('device'))}, jax {env['versions']['jax']}. "
-            f"Regenerate: `jaxrepair suite {board['family']} --seeds {max(seeds)}"
-            f"{' --methods ' + ' '.join(board['methods'])}` (the report alone: `jaxrepair suite {board['family']} "
-            f"--report-only`).\n",
+            f"Cells measured {board['measured'][0]} – {board['measured'][1]} on "
+            f"{', '.join(board['machines']) or env.get('cpu', env.get('device'))}; report written {env['date']}, jax "
+            f"{env['versions']['jax']}. Regenerate: `jaxrepair suite {board['family']} --seeds {max(seeds)}"
+            f"{' --methods ' + ' '.join(board['methods'])}"
+            f"{''.join(f' --option {m}:{k}={v}' for m, o in board.get('options', {}).items() for k, v in o.items())}"
+            f"{'' if set(board['entries']) == set(fam.entries) else ' --entries ' + ' '.join(board['entries'])}` "
+            f"(the report alone: `jaxrepair suite {board['family']} --report-only`).\n",
             *([note + "\n"] if note else []),
             "Every figure is on each seed's held-out test rows, as the mean over seeds, with a 95% interval from a "
             "two-stage paired bootstrap (seeds, then test rows within a seed; 2,000 replicates). p(acc) and p(viol): "

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxrepair.suite._acasxu import machine
+
 #: Bumped when a cell's meaning changes: a store written by another version is refused.
 SUITE_VERSION = 1
 #: Entries whose test split has fewer rows are re-split per seed.
@@ -43,6 +45,9 @@ class Family:
     needs_data: bool  # image sets: read from --data-dir
     anchors: tuple  # ({"tool", "figure", "value", "source"}, ...)
     goal: str
+    #: Image families repair the layers after this site (``jr.repair.lower``: the frozen layers
+    #: before it are run once, every method then works on the head), as their experiments do.
+    cut: str | None = None
 
 
 def _entries(kind: str, only=None) -> tuple:
@@ -69,9 +74,9 @@ def families() -> dict:
         "backdoor": Family("backdoor", "backdoor", ("mnist-badnets", "fashion-badnets", "gtsrb-badnets"), True,
                            ({"tool": "VeRe", "figure": "attack success", "value": 1 - 0.9989, "source": _VERE},
                             {"tool": "CARE", "figure": "attack success", "value": 1 - 0.9972, "source": _VERE}),
-                           "attack success <= 0.5% with <= 0.5 points lost on every image set"),
+                           "attack success <= 0.5% with <= 0.5 points lost on every image set", cut="flatten"),
         "spurious": Family("spurious", "spurious", _entries("spurious"), True, (),
-                           "the decorrelated accuracy rises and the invariance violation falls, both significantly"),
+                           "the decorrelated accuracy rises and the invariance violation falls, both significantly", cut="s4b1"),
         "safety": Family("safety", "safety", _entries("safety"), False,
                          ({"tool": "VeRe", "figure": "drawdown", "value": 0.1526, "source": _VERE_ACAS},
                           {"tool": "CARE", "figure": "drawdown", "value": 0.1953, "source": _VERE_ACAS},
@@ -224,7 +229,10 @@ def run(family: str, out_dir=".", *, methods=None, seeds: int = 5, entries=None,
             seen.close()
     store = Store(path)
     versions = records.environment()["versions"]
-    configs = {(e, m, s): cell_config(family, e, m, s, {"repair_samples": repair_samples, "options": options.get(m, {})})
+    cpu = machine()
+    cut = {"cut": fam.cut} if fam.cut else {}
+    configs = {(e, m, s): cell_config(family, e, m, s, {"repair_samples": repair_samples, "options": options.get(m, {}),
+                                                        **cut})
                for e in chosen for m in names for s in range(n_seeds)}
     hashes = {c: cell_hash(cfg) for c, cfg in configs.items()}
     t_all, ran = time.perf_counter(), 0
@@ -244,8 +252,11 @@ def run(family: str, out_dir=".", *, methods=None, seeds: int = 5, entries=None,
             for s in sorted({c[2] for c in mine_e}):
                 b_s = resplit(bench, s) if small else bench
                 task = repair.from_zoo(b_s, repair_samples=repair_samples, seed=s)
-                base = outcomes(task, bench.model)
-                before = task.report(bench.model)
+                model = bench.model
+                if fam.cut:  # the head after the cut, on the cut's values: the same figures as the whole network
+                    model, task = repair.lower(bench.model, task, fam.cut)
+                base = outcomes(task, model)
+                before = task.report(model)
                 shared = {}  # the ACE localisation that ace-ranked methods share on this (entry, seed)
                 for c in [c for c in mine_e if c[2] == s]:
                     m = repair.get_method(c[1])
@@ -253,11 +264,11 @@ def run(family: str, out_dir=".", *, methods=None, seeds: int = 5, entries=None,
                     loc_s = 0.0
                     if m.ranking == "ace":
                         if "loc" not in shared:
-                            shared["loc"] = repair.localize(bench.model, task)
+                            shared["loc"] = repair.localize(model, task)
                             shared["s"] = time.perf_counter() - t
                         loc_s = shared["s"]
                     t = time.perf_counter()
-                    r = m(bench.model, task, seed=s, localization=shared["loc"] if m.ranking == "ace" else None,
+                    r = m(model, task, seed=s, localization=shared["loc"] if m.ranking == "ace" else None,
                           **options.get(c[1], {}))
                     wall = time.perf_counter() - t + loc_s
                     after = outcomes(task, r.model)
@@ -266,7 +277,7 @@ def run(family: str, out_dir=".", *, methods=None, seeds: int = 5, entries=None,
                                "resplit": small, "test_rows": len(base["c"]),
                                "outcomes": {"v0": _pack(base["v"]), "v1": _pack(after["v"]), "w": _pack(base["w"]),
                                             "c0": _pack(base["c"]), "c1": _pack(after["c"])}}
-                    store.add([{"hash": hashes[c], "config": configs[c], "metrics": metrics,
+                    store.add([{"hash": hashes[c], "config": {**configs[c], "machine": cpu}, "metrics": metrics,
                                 "timings": {"seconds": wall, "localize_s": loc_s, **r.timings}, "versions": versions,
                                 "created": time.time()}])
                     ran += 1
