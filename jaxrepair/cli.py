@@ -1121,7 +1121,8 @@ def build_parser() -> argparse.ArgumentParser:
     su.add_argument("--seeds", type=POS, default=5, help="seeds 0..N-1 per entry and method (default 5)")
     su.add_argument("--entries", nargs="+", help="only these entries of the family")
     su.add_argument("--data-dir", help="image sets (backdoor, spurious): the directory with MNIST / Fashion / GTSRB")
-    su.add_argument("--repair-samples", type=POS, default=5000, help="train rows the repair sees (default 5000)")
+    su.add_argument("--repair-samples", type=POS, help="train rows the repair sees (default: the family's, 5000; "
+                    "backdoor 1000)")
     su.add_argument("--option", action="append", type=_method_option, metavar="METHOD:NAME=VALUE",
                     help="a method's option for this run, e.g. ace-finetune:preserve=1.0 (repeatable; part of each "
                     "cell's identity; `jaxrepair methods` lists the options)")

@@ -128,6 +128,12 @@ def test_outcomes_give_the_reported_test_figures(german):
     r2 = t2.report(digits.model)
     assert _stats.rate(o2["v"], o2["w"]) == pytest.approx(r2["violation"], abs=1e-6)  # over non-target images only
     assert o2["w"].sum() < len(o2["w"]) and np.mean(o2["c"]) == pytest.approx(r2["accuracy"], abs=1e-6)
+    # the backdoor family repairs the head past its cut: the same rows, the same outcomes
+    assert jr.suite.families()["backdoor"].cut == "flatten"
+    head, low = jr.repair.lower(digits.model, t2, "flatten")
+    o_low = jr.suite.outcomes(low, head)
+    for k in ("v", "w", "c"):
+        np.testing.assert_array_equal(o_low[k], o2[k])
     acas = jr.zoo.load("acasxu-n3_3-phi2")  # safety: region samples, and fidelity to the original's advisories
     t3 = jr.repair.from_zoo(acas, repair_samples=500)
     o3, r3 = jr.suite.outcomes(t3, acas.model), t3.report(acas.model)
@@ -188,6 +194,7 @@ def test_run_is_resumable_keeps_finished_cells_and_reports(tmp_path, quick_metho
     doc = json.loads((out / "suite_fairness.json").read_text())
     assert doc["family"] == "fairness" and len(doc["rows"]) == 2
     md = (out / "suite_fairness.md").read_text()
+    assert "--option test-flaky:bad=-5 " in md.replace("`", " ")  # the regenerate line names the options
     assert "test-flaky" in md and "CARE" in md and (out / "suite_fairness.png").stat().st_size > 10_000
 
 
@@ -195,10 +202,13 @@ def test_bad_input_is_refused_before_work(tmp_path, capsys):
     out = tmp_path / "none"
     for argv, msg in [(["fairness", "--methods", "nope"], "unknown method 'nope'"),
                       (["fairness", "--methods", "certified"], "does not apply to fairness"),
-                      (["fairness", "--entries", "mnist-badnets"], "not in the fairness family")]:
+                      (["fairness", "--entries", "mnist-badnets"], "not in the fairness family"),
+                      (["fairness", "--methods", "prune", "--option", "prune:bogus=1"], "takes no option(s) ['bogus']"),
+                      (["fairness", "--methods", "prune", "--option", "cf-clp:lam=1"], "options given for 'cf-clp'")]:
         assert main(["suite", *argv, "--out", str(out)]) == 2
         assert msg in capsys.readouterr().err
-    for argv, msg in [(["fairness", "--seeds", "0"], "--seeds"), (["vision"], "invalid choice")]:
+    for argv, msg in [(["fairness", "--seeds", "0"], "--seeds"), (["vision"], "invalid choice"),
+                      (["fairness", "--option", "prune:bogus"], "expected METHOD:NAME=VALUE")]:
         with pytest.raises(SystemExit) as e:  # argparse's own refusal
             main(["suite", *argv, "--out", str(out)])
         assert e.value.code == 2 and msg in capsys.readouterr().err

@@ -8,6 +8,7 @@ made on the select split inside each method.
 from __future__ import annotations
 
 import datetime
+import json
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +98,7 @@ def leaderboard(records: list[dict], family: str) -> dict:
     return {"family": family, "entries": entries, "methods": methods, "rows": rows, "comparisons": comparisons,
             "summary": summary, "targets": targets(rows, family), "measured": when,
             "machines": sorted({r["config"].get("machine", "") for r in records} - {""}),
+            "repair_samples": sorted({r["config"]["settings"]["repair_samples"] for r in records}),
             "options": {m: o for m, o in sorted({r["config"]["method"]: r["config"]["settings"].get("options") or {}
                                                   for r in records}.items()) if o}}
 
@@ -145,7 +147,8 @@ def markdown(board: dict, env: dict, note: str = "") -> str:
             f"{', '.join(board['machines']) or env.get('cpu', env.get('device'))}; report written {env['date']}, jax "
             f"{env['versions']['jax']}. Regenerate: `jaxrepair suite {board['family']} --seeds {max(seeds)}"
             f"{' --methods ' + ' '.join(board['methods'])}"
-            f"{''.join(f' --option {m}:{k}={v}' for m, o in board.get('options', {}).items() for k, v in o.items())}"
+            f"{''.join(f' --repair-samples {n}' for n in board.get('repair_samples', []) if n != fam.repair_samples)}"
+            f"{''.join(f' --option {m}:{k}={json.dumps(v)}' for m, o in board.get('options', {}).items() for k, v in o.items())}"
             f"{'' if set(board['entries']) == set(fam.entries) else ' --entries ' + ' '.join(board['entries'])}` "
             f"(the report alone: `jaxrepair suite {board['family']} --report-only`).\n",
             *([note + "\n"] if note else []),

@@ -48,6 +48,8 @@ class Family:
     #: Image families repair the layers after this site (``jr.repair.lower``: the frozen layers
     #: before it are run once, every method then works on the head), as their experiments do.
     cut: str | None = None
+    #: Training rows (images: clean images, each with its triggered copy) a repair sees by default.
+    repair_samples: int = 5000
 
 
 def _entries(kind: str, only=None) -> tuple:
@@ -74,7 +76,8 @@ def families() -> dict:
         "backdoor": Family("backdoor", "backdoor", ("mnist-badnets", "fashion-badnets", "gtsrb-badnets"), True,
                            ({"tool": "VeRe", "figure": "attack success", "value": 1 - 0.9989, "source": _VERE},
                             {"tool": "CARE", "figure": "attack success", "value": 1 - 0.9972, "source": _VERE}),
-                           "attack success <= 0.5% with <= 0.5 points lost on every image set", cut="flatten"),
+                           "attack success <= 0.5% with <= 0.5 points lost on every image set", cut="flatten",
+                           repair_samples=1000),
         "spurious": Family("spurious", "spurious", _entries("spurious"), True, (),
                            "the decorrelated accuracy rises and the invariance violation falls, both significantly", cut="s4b1"),
         "safety": Family("safety", "safety", _entries("safety"), False,
@@ -199,7 +202,7 @@ def check_run(family: str, *, methods=None, seeds=5, entries=None, data_dir=None
 
 
 def run(family: str, out_dir=".", *, methods=None, seeds: int = 5, entries=None, data_dir=None, options=None,
-        repair_samples: int = 5000, progress: bool = True, report: bool = True, note: str = "") -> dict:
+        repair_samples: int | None = None, progress: bool = True, report: bool = True, note: str = "") -> dict:
     """Runs (or resumes) the ``family`` suite into ``out_dir``: ``suite_{family}.sqlite`` (the cells),
     and — with ``report`` — ``suite_{family}.{json,md,png}`` (:func:`jaxrepair.suite.report`).
 
@@ -209,7 +212,8 @@ def run(family: str, out_dir=".", *, methods=None, seeds: int = 5, entries=None,
       seeds: seeds 0..seeds-1 for every (entry, method).
       entries: a subset of the family's entries.
       options: ``{method: {option: value}}`` overrides (recorded, part of the cell's identity).
-      repair_samples: rows of the train split the repair sees.
+      repair_samples: rows of the train split the repair sees (default: the family's, 5000; backdoor:
+        1000 clean images and their triggered copies, as ``experiments/backdoor_images.py``).
       note: a paragraph for the report (how the run was made).
     """
     from jaxrepair import records, repair, zoo
@@ -218,6 +222,7 @@ def run(family: str, out_dir=".", *, methods=None, seeds: int = 5, entries=None,
     fam, chosen, names, n_seeds = check_run(family, methods=methods, seeds=seeds, entries=entries, data_dir=data_dir,
                                             options=options)
     options = options or {}
+    repair_samples = fam.repair_samples if repair_samples is None else int(repair_samples)
     out = records.check_output_dir(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"suite_{family}.sqlite"
