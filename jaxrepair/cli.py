@@ -680,9 +680,9 @@ def cmd_methods(args):
     names = repair.methods_for(args.kind) if args.kind else list(repair.METHODS)
     rows = [repair.METHODS[n].to_json() for n in names]
     _result({"methods": rows})
-    print(markdown_table(["method", "kinds", "ranking", "random control", "what it does", "from"],
-                         [(r["name"], ", ".join(r["kinds"]), r["ranking"] or "–", r["control"] or "–", r["summary"],
-                           r["paper"] or "jaxrepair") for r in rows]))
+    print(markdown_table(["method", "kinds", "level", "ranking", "random control", "what it does", "from"],
+                         [(r["name"], ", ".join(r["kinds"]), r["level"], r["ranking"] or "–", r["control"] or "–",
+                           r["summary"], r["paper"] or "jaxrepair") for r in rows]))
 
 
 def cmd_report(args):

@@ -142,3 +142,60 @@ def test_counterfactual_finetune_removes_a_colour_shortcut():
         jr.feature.irm_finetune(net, [(x, y)])
     with pytest.raises(ValueError, match="mode"):
         jr.feature.counterfactual_finetune(net, x, y, border.recolour, mode="pair")
+
+
+def test_border_colour_reads_back_what_was_painted(tiny):
+    border = ColourBorder(2)
+    np.testing.assert_array_equal(border.colour(tiny.splits["train"]["x"]), tiny.splits["train"]["c"])
+    x = jnp.zeros((10, 32, 32, 3))
+    np.testing.assert_array_equal(border.colour(border.paint(x, np.arange(10)[::-1])), np.arange(10)[::-1])
+
+
+def test_feature_methods_of_the_registry_on_a_spurious_task(tiny):
+    task = jr.repair.from_zoo(tiny, repair_samples=40, seed=0)
+    assert {"cf-clp", "cf-augment", "irm"} <= set(jr.repair.methods_for(task))
+    base = jr.repair.metrics(task.objective, tiny.model, task.data["select"])
+    a = jr.repair.preset_for("spurious").a_grad
+    for name, opts in [("cf-clp", {"lam": 1.0}), ("cf-augment", {}), ("irm", {"penalty_weight": 10.0})]:
+        method = jr.repair.get_method(name)
+        assert method.level == "feature"
+        r = method(tiny.model, task, seed=0, steps=4, **opts)
+        assert r.method == name and r.config["learning_rate"] == 1e-4  # the image default
+        v, acc = jr.repair.metrics(task.objective, r.model, task.data["select"])
+        # the checkpoint is chosen on select, the model as given among the candidates
+        assert (1 - a) * v + a * (1 - acc) <= (1 - a) * base[0] + a * (1 - base[1]) + 1e-6
+        assert r.after == task.report(r.model)
+    # IRM's environments: the repair images whose border colour is their label's, and the others
+    x = np.asarray(task.data["repair"]["property"]["x"])
+    y = np.asarray(task.data["repair"]["property"]["y"])
+    agree = ColourBorder(2).colour(x) == y
+    assert r.config["environments"] == [int(agree.sum()), int((~agree).sum())]
+
+
+def test_the_suite_repairs_a_spurious_head_past_its_cut_but_retrains_feature_methods_whole(tiny, tmp_path,
+                                                                                          monkeypatch):
+    from jaxrepair.suite import _run
+
+    fam = _run.Family("spurious", "spurious", ("tiny-spurious",), False, (), "", cut="s1b1", repair_samples=40)
+    monkeypatch.setattr(_run, "families", lambda: {"spurious": fam})
+    monkeypatch.setattr(_run, "SMALL_TEST", 0)  # the tiny test split is kept as it is
+    monkeypatch.setattr(jr.zoo, "load", lambda name, **kw: tiny)
+    lowered = []
+    lower = jr.repair.lower
+    monkeypatch.setattr(jr.repair, "lower", lambda *a, **kw: lowered.append(a[2]) or lower(*a, **kw))
+    res = jr.suite.run("spurious", tmp_path, methods=["finetune-all", "cf-augment"], seeds=1, report=False,
+                       options={"finetune-all": {"steps": 4, "eval_every": 2}, "cf-augment": {"steps": 4}},
+                       progress=False)
+    assert res["ran"] == 2 and lowered == ["s1b1"]  # once, for the neuron-level method only
+    from jaxrepair.sweep import Store
+
+    st = Store(tmp_path / "suite_spurious.sqlite", readonly=True)
+    cells = {r["config"]["method"]: r for r in st.records()}
+    st.close()
+    assert cells["finetune-all"]["config"]["settings"]["cut"] == "s1b1"
+    for name, r in cells.items():  # before: the same rows either way; after: the method's own figures
+        rows = {k: _run.unpack(v) for k, v in r["metrics"]["outcomes"].items()}
+        assert np.mean(rows["c1"]) == pytest.approx(r["metrics"]["after"]["accuracy"], abs=1e-6)
+        assert np.mean(rows["v1"]) == pytest.approx(r["metrics"]["after"]["violation"], abs=1e-6)
+    np.testing.assert_array_equal(_run.unpack(cells["finetune-all"]["metrics"]["outcomes"]["c0"]),
+                                  _run.unpack(cells["cf-augment"]["metrics"]["outcomes"]["c0"]))

@@ -65,6 +65,13 @@ class ColourBorder:
         one int paints every image)."""
         return jnp.where(self.mask(x.shape[1:]), _rgb(colour), x)
 
+    def colour(self, x) -> np.ndarray:
+        """The palette index of each image's border (the colour nearest the ring's mean): what
+        :meth:`paint` painted."""
+        x = np.asarray(x)
+        ring = x[:, self.mask(x.shape[1:])[..., 0]].mean(1)  # [N, 3]
+        return np.argmin(((ring[:, None, :] - PALETTE[None]) ** 2).sum(-1), axis=1).astype(np.int32)
+
     def recolour(self, x, key):
         """``x`` with each border repainted in a colour drawn uniformly (a counterfactual for training)."""
         return self.paint(x, jax.random.randint(key, (x.shape[0],), 0, len(PALETTE)))

@@ -58,6 +58,9 @@ class Method:
       options: the overrides ``run`` accepts besides ``seed`` and ``localization``.
       props: ``None`` for any property, or the property class names it needs (certified repair: the
         verifier's).
+      level: ``"neuron"`` (it changes units or weights of the network it is given: a suite may hand
+        it the head past a cut, :func:`jaxrepair.repair.lower`) or ``"feature"`` (it retrains the
+        whole network on changed inputs, so it needs the inputs themselves).
     """
 
     name: str
@@ -70,6 +73,7 @@ class Method:
     control: str | None = None
     options: tuple = ()
     props: tuple | None = None
+    level: str = "neuron"
 
     def __post_init__(self):
         bad = [k for k in self.kinds if k not in KINDS]
@@ -77,6 +81,8 @@ class Method:
             raise ValueError(f"method {self.name!r}: kinds must be some of {KINDS}, got {self.kinds!r}")
         if self.ranking not in RANKINGS:
             raise ValueError(f"method {self.name!r}: ranking must be one of {RANKINGS}, got {self.ranking!r}")
+        if self.level not in ("neuron", "feature"):
+            raise ValueError(f"method {self.name!r}: level must be 'neuron' or 'feature', got {self.level!r}")
 
     def applies(self, task: Task) -> str | None:
         """``None`` if the method applies to ``task``, else why not."""
@@ -108,7 +114,8 @@ class Method:
 
     def to_json(self) -> dict:
         return {"name": self.name, "kinds": list(self.kinds), "paper": self.paper, "summary": self.summary,
-                "preset": self.preset, "ranking": self.ranking, "control": self.control, "options": list(self.options)}
+                "preset": self.preset, "ranking": self.ranking, "control": self.control, "options": list(self.options),
+                "level": self.level}
 
 
 #: name -> :class:`Method`. Add to it with :func:`register`.
