@@ -70,7 +70,7 @@ LABELS = {"care": ("care", {}), "pso": ("ace-pso", {}), "random": ("random-pso",
 def run_method(m, head, low, loc, inter, cfg, seed):
     method, options = LABELS[m]
     meth = jr.repair.get_method(method)
-    return meth(head, low, seed=seed, localization=inter if meth.ranking == "interchange" else loc, **options)
+    return meth(head, low, seed=seed, localization=meth.shared_localization(ace=loc, interchange=inter), **options)
 
 
 def prepare(name, data_dir, repair_samples, seed, *, interchange=True) -> dict:
@@ -94,12 +94,9 @@ def prepare(name, data_dir, repair_samples, seed, *, interchange=True) -> dict:
 
 
 def localisation_s(m, p) -> float:
-    """The localisation time (from :func:`prepare`) that method ``m`` builds on; care localises
-    inside ``jr.repair``."""
-    loc_s, inter_s = p["loc_s"], p["inter_s"]
-    return {"care": 0.0, "pso": loc_s, "prune": loc_s, "ace-finetune": loc_s, "interchange-pso": inter_s,
-            "interchange-finetune": inter_s, "ace-finetune-preserve": loc_s,
-            "interchange-finetune-preserve": inter_s}.get(m, 0.0)
+    """The localisation time (from :func:`prepare`) that method ``m`` builds on, by its registry
+    ranking (care and the random controls localise inside, or not at all)."""
+    return {"ace": p["loc_s"], "interchange": p["inter_s"]}.get(jr.repair.get_method(LABELS[m][0]).ranking, 0.0)
 
 
 def run_entry(name, methods, data_dir, repair_samples, seed) -> list[dict]:

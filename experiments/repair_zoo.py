@@ -65,7 +65,7 @@ def run_entry(name: str, methods, out: Path, pareto: bool, seed: int, sub: str =
             continue
         print(f"[experiments] {name}: {m}", file=sys.stderr, flush=True)
         t = time.perf_counter()
-        r = meth(bench.model, task, seed=seed, localization=loc, **options)
+        r = meth(bench.model, task, seed=seed, localization=meth.shared_localization(ace=loc), **options)
         if m in PLOT_HISTORY:
             jr.repair.plot_history(r, d / f"{name}-{m}-fitness.png")
         wall = time.perf_counter() - t + (loc_s if meth.ranking == "ace" else 0.0)

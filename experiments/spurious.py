@@ -165,7 +165,9 @@ def run(methods, data_dir, repair_samples, seed, steps) -> dict:
             r = neuron_method(m, head, low, loc, seed)
             repaired, info = jr.models.attach(bench.model, r.model), {"selected": len(r.selected), **{
                 k: r.config[k] for k in ("k", "k_values") if k in r.config}}
-            dt = time.perf_counter() - t + prep["lower_s"] + (0.0 if m in ("random-finetune", "finetune-head") else prep["localize_s"])
+            meth = jr.repair.get_method(NEURON_LABELS[m][0])  # charged the ACE it ranks on (care takes it too)
+            uses_loc = meth.ranking == "ace" or "localization" in meth.options
+            dt = time.perf_counter() - t + prep["lower_s"] + (prep["localize_s"] if uses_loc else 0.0)
             level = "neuron"
         else:
             repaired, info = feature_method(m, bench, task, seed, steps)

@@ -32,6 +32,12 @@ def test_registry_holds_every_method_with_its_record():
     assert "certified" not in jr.repair.methods_for("fairness")
     assert {"cf-clp", "irm"} <= set(jr.repair.methods_for("fairness"))
     assert "cf-clp" not in jr.repair.methods_for("backdoor")
+    # a caller's shared localisations go to the methods that rank on them, and to no other
+    ace, inter = object(), object()
+    assert jr.repair.METHODS["ace-finetune"].shared_localization(ace=ace, interchange=inter) is ace
+    assert jr.repair.METHODS["interchange-pso"].shared_localization(ace=ace, interchange=inter) is inter
+    for name in ("care", "random-pso", "finetune-all", "cf-clp"):
+        assert jr.repair.METHODS[name].shared_localization(ace=ace, interchange=inter) is None
 
 
 def test_refusals_name_the_problem(german):

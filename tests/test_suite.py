@@ -70,6 +70,16 @@ def test_holm_matches_the_step_down_by_hand():
     assert _stats.holm([0.2]) == [0.2]
 
 
+def test_replicates_average_only_the_seeds_whose_reduction_is_defined():
+    # two violating rows of 40 before, none after: wherever a replicate's rows hold a violation the
+    # reduction is 100%; a draw without one has no reduction and must not count as 0%
+    rng = np.random.default_rng(3)
+    cells = [_cell(np.arange(40) < 2, np.zeros(40), rng.random(40) < 0.8, rng.random(40) < 0.8) for _ in range(3)]
+    st = _stats.cell_stats(cells)
+    assert st["violation_reduction"] == 1.0 and st["ci95"]["violation_reduction"] == [1.0, 1.0]
+    assert st["ci95"]["violation_before"][0] < 0.05 < st["ci95"]["violation_before"][1]
+
+
 def test_seed_interval_is_the_bootstrap_of_the_seed_mean():
     assert _stats.seed_interval([2.0, 2.0, 2.0]) == [2.0, 2.0]
     v = np.array([1.0, 4.0, 2.0, 8.0, 5.0])
@@ -195,6 +205,10 @@ def test_run_is_resumable_keeps_finished_cells_and_reports(tmp_path, quick_metho
     assert doc["family"] == "fairness" and len(doc["rows"]) == 2
     md = (out / "suite_fairness.md").read_text()
     assert "--option test-flaky:bad=-5 " in md.replace("`", " ")  # the regenerate line names the options
+    # the store also holds the flaky method's seed-0 cell of the first run (bad=1): the report alone
+    # cannot tell which run to show, and says so
+    with pytest.raises(ValueError, match="under more than one setting"):
+        jr.suite.report(out / "suite_fairness.sqlite")
     assert "test-flaky" in md and "CARE" in md and (out / "suite_fairness.png").stat().st_size > 10_000
 
 
@@ -204,7 +218,8 @@ def test_bad_input_is_refused_before_work(tmp_path, capsys):
                       (["fairness", "--methods", "certified"], "does not apply to fairness"),
                       (["fairness", "--entries", "mnist-badnets"], "not in the fairness family"),
                       (["fairness", "--methods", "prune", "--option", "prune:bogus=1"], "takes no option(s) ['bogus']"),
-                      (["fairness", "--methods", "prune", "--option", "cf-clp:lam=1"], "options given for 'cf-clp'")]:
+                      (["fairness", "--methods", "prune", "--option", "cf-clp:lam=1"], "options given for 'cf-clp'"),
+                      (["fairness", "--methods", "care", "--option", "care:localization=1"], "are the suite's own")]:
         assert main(["suite", *argv, "--out", str(out)]) == 2
         assert msg in capsys.readouterr().err
     for argv, msg in [(["fairness", "--seeds", "0"], "--seeds"), (["vision"], "invalid choice"),
@@ -215,6 +230,12 @@ def test_bad_input_is_refused_before_work(tmp_path, capsys):
     assert not out.exists()  # nothing written
     with pytest.raises(ValueError, match="seeds must be a positive integer"):
         jr.suite.run("fairness", out, seeds=0)
+    with pytest.raises(ValueError, match="repair_samples must be a positive integer"):
+        jr.suite.run("fairness", out, repair_samples=2.5)
+    with pytest.raises(ValueError, match="plain JSON values"):
+        jr.suite.run("fairness", out, methods=["prune"], options={"prune": {"k": object()}})
+    assert jr.suite.check_run("fairness", methods=["prune", "prune"], entries=["german-sex", "german-sex"])[1:3] == (
+        ["german-sex"], ["prune"])  # each once
     # a store written by another suite (or version) is refused, and left as it was
     other = tmp_path / "other"
     st = Store(other / "suite_fairness.sqlite")

@@ -102,6 +102,12 @@ class Method:
         if unknown:
             raise ValueError(f"method {self.name!r} takes no option(s) {unknown}; it takes {sorted(self.options) or 'none'}")
 
+    def shared_localization(self, *, ace=None, interchange=None):
+        """What a caller holding shared localisations passes as ``localization=``: the ACE one to an
+        ACE-ranked method, the interchange one to an interchange-ranked method, ``None`` to the rest
+        (``care`` localises with CARE's own effect on its own sites)."""
+        return {"ace": ace, "interchange": interchange}.get(self.ranking)
+
     def __call__(self, model, task: Task, *, seed: int = 0, localization=None, **options) -> RepairResult:
         self.check(task, options)
         # a ranking method takes its localisation from the caller (shared between methods); another

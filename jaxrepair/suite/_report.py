@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxrepair.suite import _stats
+from jaxrepair.suite._acasxu import machine
 from jaxrepair.suite._run import families, unpack
 
 
@@ -273,7 +274,6 @@ def report(store_path, out_dir=None, *, wanted=None, note: str = "") -> dict:
     from jaxrepair import records
     from jaxrepair.models import write_atomic
     from jaxrepair.sweep import Store
-    from jaxrepair.suite._acasxu import machine
 
     st = Store(store_path, readonly=True)
     try:
@@ -286,6 +286,14 @@ def report(store_path, out_dir=None, *, wanted=None, note: str = "") -> dict:
     if len(fams) != 1:
         raise ValueError(f"{store_path}: cells of several suites {sorted(fams)}")
     family = fams.pop()
+    seen: dict = {}
+    for r in recs:  # one cell per (entry, method, seed): a store holding runs of other settings is ambiguous
+        c = r["config"]
+        key = (c["entry"], c["method"], c["seed"])
+        if seen.setdefault(key, r["hash"]) != r["hash"]:
+            raise ValueError(f"{store_path}: it holds {c['method']!r} on {c['entry']!r} seed {c['seed']} under more "
+                             f"than one setting (--option / --repair-samples); report one run with "
+                             f"jr.suite.report(store, wanted=its cell hashes), or give each run its own --out")
     board = leaderboard(recs, family)
     env = {**records.environment(), "cpu": machine()}
     out = Path(out_dir) if out_dir else Path(store_path).parent

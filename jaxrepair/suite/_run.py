@@ -167,8 +167,14 @@ def check_store(store, family: str) -> None:
                              f"(choose another --out)")
 
 
-def check_run(family: str, *, methods=None, seeds=5, entries=None, data_dir=None, options=None) -> tuple:
-    """Every argument of :func:`run` checked before work: ``(Family, entries, methods, seeds)``."""
+#: Set by the suite itself for every cell, never by a user's ``options``.
+RESERVED_OPTIONS = ("seed", "localization")
+
+
+def check_run(family: str, *, methods=None, seeds=5, entries=None, data_dir=None, options=None,
+              repair_samples=None) -> tuple:
+    """Every argument of :func:`run` checked before work: ``(Family, entries, methods, seeds)``
+    (entries and methods in the order given, each once)."""
     from jaxrepair import repair
 
     fams = families()
@@ -181,10 +187,10 @@ def check_run(family: str, *, methods=None, seeds=5, entries=None, data_dir=None
         bad = [e for e in entries if e not in fam.entries]
         if bad:
             raise ValueError(f"entries {bad} are not in the {family} family; it has {list(fam.entries)}")
-    chosen = list(entries or fam.entries)
+    chosen = list(dict.fromkeys(entries or fam.entries))
     if not chosen:
         raise ValueError(f"the {family} family has no entries")
-    names = list(methods) if methods else repair.methods_for(fam.kind)
+    names = list(dict.fromkeys(methods)) if methods else repair.methods_for(fam.kind)
     for m in names:
         method = repair.get_method(m)  # unknown names: a clear error
         if fam.kind not in method.kinds:
@@ -193,9 +199,20 @@ def check_run(family: str, *, methods=None, seeds=5, entries=None, data_dir=None
     for m, opts in (options or {}).items():
         if m not in names:
             raise ValueError(f"options given for {m!r}, which this run does not include")
+        reserved = sorted(set(opts) & set(RESERVED_OPTIONS))
+        if reserved:
+            raise ValueError(f"option(s) {reserved} of {m!r} are the suite's own (each cell's seed, the shared "
+                             f"localisation); they cannot be set")
         unknown = sorted(set(opts) - set(repair.get_method(m).options))
         if unknown:
             raise ValueError(f"method {m!r} takes no option(s) {unknown}; it takes {sorted(repair.get_method(m).options)}")
+        try:
+            json.dumps(opts, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"options of {m!r} must be plain JSON values (numbers, strings, lists): {e}") from None
+    if repair_samples is not None and (isinstance(repair_samples, bool) or
+                                       not isinstance(repair_samples, (int, np.integer)) or repair_samples < 1):
+        raise ValueError(f"repair_samples must be a positive integer, got {repair_samples!r}")
     if fam.needs_data and data_dir is not None and not Path(data_dir).is_dir():
         raise ValueError(f"--data-dir {data_dir}: no such directory")
     return fam, chosen, names, int(seeds)
@@ -220,7 +237,7 @@ def run(family: str, out_dir=".", *, methods=None, seeds: int = 5, entries=None,
     from jaxrepair.sweep import Store
 
     fam, chosen, names, n_seeds = check_run(family, methods=methods, seeds=seeds, entries=entries, data_dir=data_dir,
-                                            options=options)
+                                            options=options, repair_samples=repair_samples)
     options = options or {}
     repair_samples = fam.repair_samples if repair_samples is None else int(repair_samples)
     out = records.check_output_dir(out_dir)
@@ -232,7 +249,6 @@ def run(family: str, out_dir=".", *, methods=None, seeds: int = 5, entries=None,
             check_store(seen, family)
         finally:
             seen.close()
-    store = Store(path)
     versions = records.environment()["versions"]
     cpu = machine()
     cut = {"cut": fam.cut} if fam.cut else {}
@@ -240,6 +256,7 @@ def run(family: str, out_dir=".", *, methods=None, seeds: int = 5, entries=None,
                                                         **cut})
                for e in chosen for m in names for s in range(n_seeds)}
     hashes = {c: cell_hash(cfg) for c, cfg in configs.items()}
+    store = Store(path)  # opened for writing only now, every argument checked
     t_all, ran = time.perf_counter(), 0
     try:
         mine = store.claim(list(hashes.values()))
@@ -276,7 +293,7 @@ def run(family: str, out_dir=".", *, methods=None, seeds: int = 5, entries=None,
                             shared["loc_s"] = time.perf_counter() - t
                         prep_s += shared["loc_s"]
                     t = time.perf_counter()
-                    r = m(model, on, seed=s, localization=shared["loc"] if m.ranking == "ace" else None,
+                    r = m(model, on, seed=s, localization=m.shared_localization(ace=shared.get("loc")),
                           **options.get(c[1], {}))
                     wall = time.perf_counter() - t + prep_s
                     after = outcomes(on, r.model)

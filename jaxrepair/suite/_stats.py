@@ -71,6 +71,7 @@ def _replicates(cells_by_seed: list[list[dict]], rng, b: int = B) -> list[dict]:
     n_methods = len(cells_by_seed[0])
     draw = rng.integers(0, n_seeds, (b, n_seeds))  # [b, seeds drawn]
     out = [{k: np.zeros(b) for k in STATS} for _ in range(n_methods)]
+    seen = [{k: np.zeros(b) for k in STATS} for _ in range(n_methods)]  # drawn seeds with a finite figure
     for s in range(n_seeds):
         times = (draw == s).sum(1)  # [b]: how often seed s was drawn in each replicate
         if not times.any():
@@ -81,11 +82,13 @@ def _replicates(cells_by_seed: list[list[dict]], rng, b: int = B) -> list[dict]:
         for m in range(n_methods):
             st = _per_seed(cells_by_seed[s][m], pidx, aidx)
             for k in STATS:
-                out[m][k] += times * np.nan_to_num(st[k], nan=0.0)
-    for m in range(n_methods):
-        for k in STATS:
-            out[m][k] /= n_seeds
-    return out
+                ok = np.isfinite(st[k])
+                out[m][k] += times * np.where(ok, st[k], 0.0)
+                seen[m][k] += times * ok
+    # the mean over the drawn seeds whose figure is defined (a reduction needs violations before),
+    # as the point estimate averages over such seeds only
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return [{k: np.where(seen[m][k] > 0, out[m][k] / seen[m][k], np.nan) for k in STATS} for m in range(n_methods)]
 
 
 def _interval(x) -> list[float]:
@@ -152,8 +155,10 @@ def compare(cells_a: list[dict], cells_b: list[dict], *, seed: int = 0) -> dict:
     for k in ("violation_reduction", "accuracy_change_points"):
         d = ra[k] - rb[k]
         lo, hi = _interval(d)
-        p = min(1.0, 2 * min(np.mean(d <= 0), np.mean(d >= 0)))
-        out[k] = {"difference": pa[k] - pb[k], "ci95": [lo, hi], "p": max(float(p), 1.0 / len(d))}
+        d = d[np.isfinite(d)]
+        # two-sided bootstrap p-value, (1 + count) / (1 + B) as the permutation tests count
+        p = min(1.0, 2 * (1 + min(np.sum(d <= 0), np.sum(d >= 0))) / (1 + len(d))) if d.size else float("nan")
+        out[k] = {"difference": pa[k] - pb[k], "ci95": [lo, hi], "p": float(p)}
     out["seeds_a_reduces_more"] = int(sum(float(x["violation_reduction"][0]) > float(y["violation_reduction"][0])
                                           for x, y in zip(per_a, per_b)))
     return out
