@@ -475,9 +475,31 @@ def _max_drop(value: str):
     return v
 
 
+def _registered(args):
+    """The registered method ``--method`` / ``--baseline`` names (None for the preset's repair), every
+    flag it cannot take refused before any work."""
+    from jaxrepair import repair
+
+    if args.method and args.baseline:
+        raise UsageError(f"--method {args.method} and --baseline {args.baseline}: choose one")
+    name = args.method or _BASELINES.get(args.baseline)
+    if name is None:
+        return None
+    m = repair.get_method(name)  # an unknown name: a clear error
+    fixed = {"--preset": args.preset, "--score": args.score, "--strategy": args.strategy, "--pareto": args.pareto,
+             "--certify": args.certify or None, "--localizer": None if args.localizer == "ace" else args.localizer}
+    bad = [flag for flag, v in fixed.items() if v is not None]
+    if bad:
+        raise UsageError(f"{'--method ' + name if args.method else '--baseline ' + args.baseline} runs the registered "
+                         f"method {name!r} with its own preset, score, strategy and localiser; {', '.join(bad)} "
+                         f"cannot be combined with it (`jaxrepair methods` lists the methods and what they do)")
+    return m
+
+
 def cmd_repair(args):
     from jaxrepair import records, repair
 
+    method = _registered(args)
     model, bench = _load_model(args.model, args)
     task, bench = _task_for(args, model, bench)
     whole = model
@@ -496,21 +518,19 @@ def cmd_repair(args):
         print(f"wrote {out}")
         return
     t = time.perf_counter()
-    if args.method and args.baseline:
-        raise UsageError(f"--method {args.method} and --baseline {args.baseline}: choose one")
-    method = args.method or _BASELINES.get(args.baseline)
     if method is not None:  # a registered method: the options given on the command line that it takes
-        m = repair.get_method(method)
-        given = {"k": args.k, "a": args.a, "generations": args.generations, "population_size": args.population}
+        given = {"k": args.k, "a": args.a, "generations": args.generations, "population_size": args.population,
+                 "space": args.space, "bounds": _bounds(args)}
         if args.baseline == "finetune-masked":  # the ACE top-k's weights alone: one k
-            given = {"k_values": (args.k or repair.preset_for(task.kind, args.preset).k,), "a": args.a}
+            given = {"k_values": (args.k or repair.preset_for(task.kind).k,), "a": args.a}
         opts = {k: v for k, v in given.items() if v is not None}
         if args.max_drop is not None:
             opts["max_drop"] = _budget(args.max_drop)
-        refused = sorted(set(opts) - set(m.options))
+        refused = sorted(set(opts) - set(method.options))
         if refused:
-            raise UsageError(f"--method {method} takes none of the options {refused}; it takes {sorted(m.options)}")
-        r = m(model, task, seed=args.seed, **opts)
+            raise UsageError(f"--method {method.name} takes none of the options {refused}; it takes "
+                             f"{sorted(method.options)}")
+        r = method(model, task, seed=args.seed, **opts)
     else:
         r = repair.repair(model, task, a=args.a, seed=args.seed, localizer=args.localizer, devices=args.devices,
                           certify=args.certify, verify_timeout=args.verify_timeout,

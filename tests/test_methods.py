@@ -54,6 +54,21 @@ def test_refusals_name_the_problem(german):
         jr.repair.Method("x", lambda *a, **k: None, ("vision",), "", "x")
 
 
+def test_repair_command_refuses_flags_a_registered_method_cannot_take(tmp_path, capsys):
+    from jaxrepair.cli import main
+
+    out = tmp_path / "out"
+    for argv, msg in [(["--method", "ace-finetune", "--preset", "care"], "--preset cannot be combined"),
+                      (["--baseline", "random", "--strategy", "de"], "--strategy cannot be combined"),
+                      (["--method", "prune", "--pareto", "0.2,0.5"], "--pareto cannot be combined"),
+                      (["--method", "prune", "--baseline", "random"], "choose one"),
+                      (["--method", "nope"], "unknown method 'nope'"),
+                      (["--method", "prune", "--generations", "3"], "takes none of the options ['generations']")]:
+        assert main(["repair", "german-sex", *argv, "--out", str(out)]) == 2
+        assert msg in capsys.readouterr().err
+    assert not out.exists()  # refused before any work
+
+
 def test_methods_run_by_name_and_record_it(german):
     bench, task = german
     r = jr.repair.METHODS["finetune-all"](bench.model, task, seed=1, steps=20, eval_every=10)
