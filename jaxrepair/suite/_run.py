@@ -286,14 +286,14 @@ def run(family: str, out_dir=".", *, methods=None, seeds: int = 5, entries=None,
                             shared["low"] = repair.lower(bench.model, task, fam.cut)
                             shared["low_s"] = time.perf_counter() - t
                         (model, on), prep_s = shared["low"], shared["low_s"]
+                    loc = ("loc", m.level)  # the ACE of the network this method is given
                     if m.ranking == "ace":
-                        if "loc" not in shared:
+                        if loc not in shared:
                             t = time.perf_counter()
-                            shared["loc"] = repair.localize(model, on)
-                            shared["loc_s"] = time.perf_counter() - t
-                        prep_s += shared["loc_s"]
+                            shared[loc] = (repair.localize(model, on), time.perf_counter() - t)
+                        prep_s += shared[loc][1]
                     t = time.perf_counter()
-                    r = m(model, on, seed=s, localization=m.shared_localization(ace=shared.get("loc")),
+                    r = m(model, on, seed=s, localization=m.shared_localization(ace=shared.get(loc, (None,))[0]),
                           **options.get(c[1], {}))
                     wall = time.perf_counter() - t + prep_s
                     after = outcomes(on, r.model)
