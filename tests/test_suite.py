@@ -68,6 +68,22 @@ def test_intervals_cover_the_true_change_at_about_95_percent():
 def test_holm_matches_the_step_down_by_hand():
     assert _stats.holm([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])
     assert _stats.holm([0.2]) == [0.2]
+    got = _stats.holm([0.01, float("nan"), 0.04])  # a comparison with nothing to compare is not a hypothesis
+    assert got[0] == pytest.approx(0.02) and np.isnan(got[1]) and got[2] == pytest.approx(0.04)
+    assert _stats.verdict({"violation_reduction": {"difference": float("nan")}}, float("nan")) == "n/a"
+
+
+def test_targets_say_when_an_entry_has_nothing_to_repair():
+    from jaxrepair.suite._report import targets
+
+    def row(entry, method, before, after, drawdown=0.01, degenerate=0):
+        return {"entry": entry, "method": method, "violation_before": before, "violation_after": after,
+                "drawdown_mean": drawdown, "degenerate_seeds": degenerate}
+
+    got = targets([row("a", "m1", 0.0, 0.0), row("a", "m2", 0.0, 0.0), row("b", "m1", 0.03, 0.0),
+                   row("b", "m2", 0.03, 0.0, degenerate=1), row("c", "m1", 0.03, 0.0, drawdown=0.05)], "safety")
+    assert got["a"]["met"] is None and "nothing to repair" in got["a"]["why"]
+    assert got["b"] == {"met_by": ["m1"], "met": True} and got["c"] == {"met_by": [], "met": False}
 
 
 def test_replicates_average_only_the_seeds_whose_reduction_is_defined():

@@ -38,7 +38,7 @@ def _fmt_ci(v, ci, scale=100.0, digits=1, signed=False) -> str:
 
 
 def _p(p) -> str:
-    return "n/a" if p is None else (f"{p:.2g}" if p >= 1e-3 else "<0.001")
+    return "n/a" if p is None or not np.isfinite(p) else (f"{p:.2g}" if p >= 1e-3 else "<0.001")
 
 
 def leaderboard(records: list[dict], family: str) -> dict:
@@ -116,22 +116,17 @@ def _mean_ci(rows: list[dict]) -> list[float] | None:
 
 
 def targets(rows: list[dict], family: str) -> dict:
-    """Per entry, the methods that meet the family's target (degenerate seeds count as failures)."""
+    """Per entry, the methods that meet the family's target (degenerate seeds count as failures). An
+    entry with no violation before on any seed's test rows has nothing to repair: its target is
+    ``None`` (not met, not missed)."""
+    fam = families()[family]
     out = {}
     for e in dict.fromkeys(r["entry"] for r in rows):
         mine = [r for r in rows if r["entry"] == e]
-        if family == "fairness":
-            ok = [r["method"] for r in mine if r["degenerate_seeds"] == 0 and r["violation_reduction"] >= 0.90
-                  and r["ci95"]["accuracy_change_points"][1] >= 0 and r["accuracy_change_points"] >= -0.5]
-        elif family == "backdoor":
-            ok = [r["method"] for r in mine if r["degenerate_seeds"] == 0 and r["violation_after"] <= 0.005
-                  and r["accuracy_change_points"] >= -0.5]
-        elif family == "safety":
-            ok = [r["method"] for r in mine if r["degenerate_seeds"] == 0 and r["violation_after"] == 0
-                  and (r["drawdown_mean"] is None or r["drawdown_mean"] < 0.02)]
-        else:
-            ok = [r["method"] for r in mine if r["degenerate_seeds"] == 0 and r["p_violation_change"] < 0.05
-                  and r["violation_change"] < 0 and r["accuracy_change_points"] > 0 and r["p_accuracy_change"] < 0.05]
+        if all(r["violation_before"] == 0 for r in mine):
+            out[e] = {"met_by": [], "met": None, "why": "no violation before on the test rows: nothing to repair"}
+            continue
+        ok = [r["method"] for r in mine if r["degenerate_seeds"] == 0 and fam.meets is not None and fam.meets(r)]
         out[e] = {"met_by": ok, "met": bool(ok)}
     return out
 
@@ -163,7 +158,8 @@ def markdown(board: dict, env: dict, note: str = "") -> str:
             f"**Target** ({board['family']}): {fam.goal}.\n"]
     met = board["targets"]
     head.append(records.markdown_table(
-        ["entry", "target met", "by"], [(e, "yes" if t["met"] else "**no**", ", ".join(t["met_by"]) or "–")
+        ["entry", "target met", "by"], [(e, "n/a" if t["met"] is None else "yes" if t["met"] else "**no**",
+                                         t.get("why") or ", ".join(t["met_by"]) or "–")
                                         for e, t in met.items()]))
     summ = records.markdown_table(
         ["method", "entries", "mean reduction [95% CI]", "worst Δ accuracy (pts)", "entries with a significant loss",
@@ -191,7 +187,7 @@ def markdown(board: dict, env: dict, note: str = "") -> str:
     comp = board["comparisons"]
     counts = {}
     for c in comp:
-        counts.setdefault(c["method"], {"wins": 0, "tie": 0, "loses": 0})[c["verdict"]] += 1
+        counts.setdefault(c["method"], {"wins": 0, "tie": 0, "loses": 0, "n/a": 0})[c["verdict"]] += 1
     comp_md = records.markdown_table(
         ["entry", "causal", "random control", "Δ reduction (pts) [95% CI]", "Δ accuracy (pts) [95% CI]", "p", "p (Holm)",
          "seeds causal > random", "verdict"],
@@ -202,10 +198,11 @@ def markdown(board: dict, env: dict, note: str = "") -> str:
           f"{c['seeds_a_reduces_more']}/{c['seeds']}", c["verdict"]) for c in comp]) if comp else "(no pair ran)\n"
     verdicts = "".join(
         f"- **{m}** vs its random control: wins on {v['wins']}, ties on {v['tie']}, loses on {v['loses']} of "
-        f"{sum(v.values())} entries (Holm-corrected at 5%)." + (
+        f"{sum(v.values()) - v['n/a']} entries (Holm-corrected at 5% across them)"
+        + (f"; {v['n/a']} entries have no violation before to reduce" if v["n/a"] else "") + "." + (
             " Where it does not win, the causal ranking buys nothing measurable over random units at this k and "
-            "budget: choose between them by cost (the random control needs no ACE)." if v["wins"] < sum(v.values())
-            else "") + "\n" for m, v in counts.items())
+            "budget: choose between them by cost (the random control needs no ACE)."
+            if v["wins"] < sum(v.values()) - v["n/a"] else "") + "\n" for m, v in counts.items())
     return "\n".join([*head, "\n## Methods across entries\n", summ, anchors,
                       "\n## Causal localisation vs random units (same k, budget and steps)\n", verdicts, comp_md,
                       "\n## Every entry and method\n", per_entry,
@@ -246,6 +243,9 @@ def plot(board: dict, path: Path, *, floor: float = -10.0) -> Path | None:
         if off:
             ax.text(0.02, 0.02, "off the chart:\n" + "\n".join(off), transform=ax.transAxes, fontsize=7, va="bottom",
                     color="dimgrey")
+        if board["targets"].get(e, {}).get("met") is None and e in board["targets"]:
+            ax.text(0.5, 0.5, "no violation before on the test rows:\nnothing to repair (see the table)",
+                    transform=ax.transAxes, ha="center", va="center", fontsize=9, color="dimgrey")
         ax.axhline(0, color="grey", lw=0.7)
         ax.axhline(-0.5, color="grey", lw=0.7, ls="--")
         ax.axvline(90, color="grey", lw=0.7, ls=":")

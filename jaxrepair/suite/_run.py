@@ -24,6 +24,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -50,6 +51,27 @@ class Family:
     cut: str | None = None
     #: Training rows (images: clean images, each with its triggered copy) a repair sees by default.
     repair_samples: int = 5000
+    #: ``meets(row) -> bool``: whether a method's leaderboard row (means and intervals over seeds)
+    #: meets the family's ``goal``; degenerate seeds fail it whatever this says.
+    meets: Callable | None = None
+
+
+def _fairness_goal(r) -> bool:
+    return (r["violation_reduction"] >= 0.90 and r["ci95"]["accuracy_change_points"][1] >= 0
+            and r["accuracy_change_points"] >= -0.5)
+
+
+def _backdoor_goal(r) -> bool:
+    return r["violation_after"] <= 0.005 and r["accuracy_change_points"] >= -0.5
+
+
+def _spurious_goal(r) -> bool:
+    return (r["p_violation_change"] < 0.05 and r["violation_change"] < 0 and r["accuracy_change_points"] > 0
+            and r["p_accuracy_change"] < 0.05)
+
+
+def _safety_goal(r) -> bool:
+    return r["violation_after"] == 0 and (r["drawdown_mean"] is None or r["drawdown_mean"] < 0.02)
 
 
 def _entries(kind: str, only=None) -> tuple:
@@ -72,19 +94,20 @@ def families() -> dict:
                            ({"tool": "CARE", "figure": "mean violation reduction", "value": 0.619, "source": care},),
                            "on every entry some non-degenerate method reduces the violation by >= 90% with an accuracy "
                            "change whose 95% interval includes zero or is positive and whose point estimate loses "
-                           "<= 0.5 points"),
+                           "<= 0.5 points", meets=_fairness_goal),
         "backdoor": Family("backdoor", "backdoor", ("mnist-badnets", "fashion-badnets", "gtsrb-badnets"), True,
                            ({"tool": "VeRe", "figure": "attack success", "value": 1 - 0.9989, "source": _VERE},
                             {"tool": "CARE", "figure": "attack success", "value": 1 - 0.9972, "source": _VERE}),
                            "attack success <= 0.5% with <= 0.5 points lost on every image set", cut="flatten",
-                           repair_samples=1000),
+                           repair_samples=1000, meets=_backdoor_goal),
         "spurious": Family("spurious", "spurious", _entries("spurious"), True, (),
-                           "the decorrelated accuracy rises and the invariance violation falls, both significantly", cut="s4b1"),
+                           "the decorrelated accuracy rises and the invariance violation falls, both significantly", cut="s4b1",
+                           meets=_spurious_goal),
         "safety": Family("safety", "safety", _entries("safety"), False,
                          ({"tool": "VeRe", "figure": "drawdown", "value": 0.1526, "source": _VERE_ACAS},
                           {"tool": "CARE", "figure": "drawdown", "value": 0.1953, "source": _VERE_ACAS},
                           {"tool": "PRDNN", "figure": "drawdown", "value": 0.1948, "source": _VERE_ACAS}),
-                         "the sampled violation rate reaches 0 with a drawdown below 2%"),
+                         "the sampled violation rate reaches 0 with a drawdown below 2%", meets=_safety_goal),
     }
 
 

@@ -173,20 +173,24 @@ def seed_interval(values, *, seed: int = 0, b: int = B) -> list[float]:
 
 
 def holm(pvalues: list[float]) -> list[float]:
-    """Holm's step-down adjusted p-values (family-wise error), in the input order."""
+    """Holm's step-down adjusted p-values (family-wise error), in the input order. A NaN (a comparison
+    with nothing to compare) stays NaN and does not count among the hypotheses."""
     p = np.asarray(pvalues, np.float64)
-    m = len(p)
-    order = np.argsort(p)
-    adj = np.empty(m)
+    adj = np.full(len(p), np.nan)
+    finite = np.flatnonzero(np.isfinite(p))
+    m = len(finite)
     running = 0.0
-    for rank, i in enumerate(order):
+    for rank, i in enumerate(finite[np.argsort(p[finite])]):
         running = max(running, min(1.0, (m - rank) * p[i]))
         adj[i] = running
     return adj.tolist()
 
 
 def verdict(comparison: dict, adjusted_p: float, alpha: float = 0.05) -> str:
-    """``"wins"`` / ``"loses"`` (A's reduction significantly above / below B's after correction) or ``"tie"``."""
+    """``"wins"`` / ``"loses"`` (A's reduction significantly above / below B's after correction),
+    ``"tie"``, or ``"n/a"`` where neither has a reduction (no violation before on the test rows)."""
+    if not np.isfinite(adjusted_p):
+        return "n/a"
     if adjusted_p >= alpha:
         return "tie"
     return "wins" if comparison["violation_reduction"]["difference"] > 0 else "loses"
