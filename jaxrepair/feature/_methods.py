@@ -23,7 +23,7 @@ import numpy as np
 from jaxrepair import properties
 from jaxrepair.feature._counterfactual import counterfactual_training
 from jaxrepair.feature._network import counterfactual_finetune, irm_finetune
-from jaxrepair.repair import Method, RepairResult, metrics, preset_for, register
+from jaxrepair.repair import FROM_PRESET, Method, RepairResult, metrics, preset_for, register
 
 GARG = "Garg et al., Counterfactual Fairness in Text Classification through Robustness, AIES 2019 (logit pairing)"
 KAUSHIK = "Kaushik et al., Learning the Difference that Makes a Difference, ICLR 2020 (counterfactual augmentation)"
@@ -45,7 +45,7 @@ _RATE = {"fairness": 1e-3, "spurious": 1e-4}
 
 def _settings(task, a, max_drop, learning_rate) -> tuple:
     p = preset_for(task.kind)
-    return (p.a_grad if a is None else a, p.max_drop if max_drop == "preset" else max_drop,
+    return (p.a_grad if a is None else a, p.max_drop if max_drop == FROM_PRESET else max_drop,
             _RATE[task.kind] if learning_rate is None else learning_rate)
 
 
@@ -77,7 +77,7 @@ def _repair_images(task):
 
 
 def _counterfactual(mode: str):
-    def run(model, task, *, seed, steps: int = 300, lam: float = 1.0, learning_rate=None, a=None, max_drop="preset",
+    def run(model, task, *, seed, steps: int = 300, lam: float = 1.0, learning_rate=None, a=None, max_drop=FROM_PRESET,
             eval_every=None):
         a, md, lr = _settings(task, a, max_drop, learning_rate)
         if task.kind == "spurious":  # the border repainted in a random colour: the counterfactual image
@@ -114,7 +114,7 @@ def _environments(task) -> list:
 
 
 def _irm(model, task, *, seed, penalty_weight: float = 100.0, steps: int = 300, learning_rate=None, a=None,
-         max_drop="preset", eval_every=None):
+         max_drop=FROM_PRESET, eval_every=None):
     a, md, lr = _settings(task, a, max_drop, learning_rate)
     envs = _environments(task)
     score = _select(task, model, a, md)
