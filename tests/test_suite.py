@@ -270,3 +270,23 @@ def test_methods_command_lists_the_registry(capsys):
     assert main(["methods", "--kind", "fairness"]) == 0
     out = capsys.readouterr().out
     assert "| ace-finetune | " in out and "random-finetune" in out and "| certified |" not in out
+
+
+def test_a_certifying_method_has_its_proofs_counted(tmp_path):
+    import dataclasses
+
+    def proves(model, task, *, seed=0):
+        r = jr.repair.prune(model, task, [])
+        return dataclasses.replace(r, certificate={"proven": seed == 0, "verdict": "safe" if seed == 0 else "unknown",
+                                                   "rounds": [], "certificate_boxes": 0})
+
+    jr.repair.register(jr.repair.Method("test-proves", proves, ("fairness",), "", "a proof on seed 0 only"))
+    try:
+        res = jr.suite.run("fairness", tmp_path, methods=["test-proves"], seeds=2, entries=["german-sex"],
+                           repair_samples=300, progress=False)
+    finally:
+        jr.repair.METHODS.pop("test-proves")
+    (row,) = res["report"]["board"]["rows"]
+    assert row["proven_seeds"] == 1
+    md = (tmp_path / "suite_fairness.md").read_text()
+    assert "proven (seeds)" in md and "| 1/2 |" in md

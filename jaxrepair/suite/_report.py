@@ -25,7 +25,7 @@ def _cells(records: list[dict]) -> dict:
         c, m = r["config"], r["metrics"]
         cell = {k: unpack(v) for k, v in m["outcomes"].items()}
         cell.update(seed=c["seed"], degenerate=m.get("degenerate"), seconds=r["timings"]["seconds"],
-                    drawdown=m.get("drawdown"), resplit=m.get("resplit"))
+                    drawdown=m.get("drawdown"), resplit=m.get("resplit"), proven=m.get("proven"))
         out.setdefault((c["entry"], c["method"]), []).append(cell)
     return out
 
@@ -56,6 +56,9 @@ def leaderboard(records: list[dict], family: str) -> dict:
         rows.append({"entry": e, "method": m, **st, "degenerate_seeds": deg,
                      "seconds_mean": float(np.mean([c["seconds"] for c in cs])),
                      "seconds_ci95": _stats.seed_interval([c["seconds"] for c in cs]),
+                     # certified repair: on how many seeds the verifier proved the property (None: not recorded)
+                     "proven_seeds": (sum(bool(c["proven"]) for c in cs)
+                                      if all(c["proven"] is not None for c in cs) else None),
                      "drawdown_mean": (float(np.mean([c["drawdown"] for c in cs]))
                                        if all(c["drawdown"] is not None for c in cs) else None),
                      "drawdown_ci95": (_stats.seed_interval([c["drawdown"] for c in cs])
@@ -170,9 +173,11 @@ def markdown(board: dict, env: dict, note: str = "") -> str:
     anchors = "".join(f"- **{a['tool']}** (published): {a['figure']} {100 * a['value']:.2f}% — {a['source']}. Its "
                       f"machine, models and splits differ from these.\n" for a in fam.anchors)
     drawdown = any(r["drawdown_mean"] is not None for r in rows)
+    proofs = any(r.get("proven_seeds") is not None for r in rows)
     per_entry = records.markdown_table(
         ["entry", "method", "seeds", "violation before", "violation after", "reduction % [95% CI]",
          "Δ accuracy pts [95% CI]", "p(acc)", "p(viol)", *(["drawdown % [95% CI]"] if drawdown else []),
+         *(["proven (seeds)"] if proofs else []),
          "degenerate", "s/cell [95% CI]", "test rows (property / accuracy)"],
         [(r["entry"] + (" (re-split)" if r["resplit"] else ""), r["method"], r["seeds"], f"{r['violation_before']:.4f}",
           f"{r['violation_after']:.4f}", _fmt_ci(r["violation_reduction"], r["ci95"]["violation_reduction"]),
@@ -180,6 +185,7 @@ def markdown(board: dict, env: dict, note: str = "") -> str:
           _p(r["p_accuracy_change"]), _p(r["p_violation_change"]),
           *([_fmt_ci(r["drawdown_mean"], r["drawdown_ci95"], digits=2) if r["drawdown_mean"] is not None else "–"]
             if drawdown else []),
+          *([f"{r['proven_seeds']}/{r['seeds']}" if r.get("proven_seeds") is not None else "–"] if proofs else []),
           f"{r['degenerate_seeds']}/{r['seeds']}" if r["degenerate_seeds"] else "0",
           _fmt_ci(r["seconds_mean"], r["seconds_ci95"], scale=1.0),
           f"{r['property_rows'][0]} / {r['accuracy_rows'][0]}"

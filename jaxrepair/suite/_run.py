@@ -323,6 +323,8 @@ def run(family: str, out_dir=".", *, methods=None, seeds: int = 5, entries=None,
                     summ = r.summary()
                     metrics = {**summ, "before": _plain(before), "after": _plain(r.after), "selected": len(r.selected),
                                "resplit": small, "test_rows": len(base["c"]),
+                               **({"proven": bool(r.certificate["proven"]), "verdict": r.certificate["verdict"]}
+                                  if r.certificate else {}),
                                "outcomes": {"v0": _pack(base["v"]), "v1": _pack(after["v"]), "w": _pack(base["w"]),
                                             "c0": _pack(base["c"]), "c1": _pack(after["c"])}}
                     store.add([{"hash": hashes[c], "config": {**configs[c], "machine": cpu}, "metrics": metrics,
