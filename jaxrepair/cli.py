@@ -64,6 +64,7 @@ def _a_values(text: str) -> list[float]:
 
 
 POS = _int_in(1)
+SEED = _int_in(0, 2**31 - 1)
 
 
 def _method_option(text: str) -> tuple:
@@ -77,7 +78,6 @@ def _method_option(text: str) -> tuple:
         return method, name, json.loads(value)
     except json.JSONDecodeError:
         return method, name, value
-SEED = _int_in(0, 2**31 - 1)
 
 
 def _load_model(spec: str, args=None):

@@ -249,7 +249,7 @@ def plot(board: dict, path: Path, *, floor: float = -10.0) -> Path | None:
         if off:
             ax.text(0.02, 0.02, "off the chart:\n" + "\n".join(off), transform=ax.transAxes, fontsize=7, va="bottom",
                     color="dimgrey")
-        if board["targets"].get(e, {}).get("met") is None and e in board["targets"]:
+        if e in board["targets"] and board["targets"][e]["met"] is None:
             ax.text(0.5, 0.5, "no violation before on the test rows:\nnothing to repair (see the table)",
                     transform=ax.transAxes, ha="center", va="center", fontsize=9, color="dimgrey")
         ax.axhline(0, color="grey", lw=0.7)
