@@ -1,5 +1,6 @@
 """Causality-driven repair: a prepared :class:`Problem` (one compiled search for every selection,
-seed, ``a`` and budget), ACE-localised neurons, evosax search, baselines, Pareto fronts, presets.
+seed, ``a`` and budget), ACE-localised neurons, evosax search, NSGA-II/III (``_nsga.py``), baselines,
+Pareto fronts and their hypervolume (``_front.py``), presets.
 
 >>> import jaxrepair as jr
 >>> bench = jr.zoo.load("census-sex")                      # doctest: +SKIP
@@ -35,7 +36,10 @@ from jaxrepair.repair._plan import (
 from jaxrepair.repair._repair import choose, finetune, localized_finetune, optimise_with_selection, pareto, prune, repair, weight_mask
 from jaxrepair.repair._result import RepairResult, repaired_model
 from jaxrepair.repair._report import plot_history, plot_pareto, write_pareto, write_result
-from jaxrepair.repair._search import STRATEGIES, Strategy, budget, get_strategy, non_dominated
+from jaxrepair.repair._search import OBJECTIVES, STRATEGIES, Strategy, budget, get_strategy, non_dominated
+from jaxrepair.repair._front import hypervolume, non_dominated_mask
+from jaxrepair.repair._nsga import NSGA, reference_directions
+from jaxrepair.repair._nsga import minimize as nsga
 from jaxrepair.repair._space import DeltaSpace, FactorSpace, Neurons, Slots, Space, group
 from jaxrepair.repair._task import TASK_BUILDERS, Objective, Task, custom_task, degeneracy, degeneracy_of_predictions, from_zoo, metrics
 
@@ -46,7 +50,7 @@ __all__ = [
     "get_strategy", "group", "interchange_pairs", "lower", "localization_effect", "localize", "localize_interchange",
     "localized_finetune", "metrics", "non_dominated", "optimise_with_selection", "pareto", "plan", "plot_history", "plot_pareto",
     "prepare", "preset_for", "problem_data", "prune", "random_selection", "repair", "repaired_model", "weight_mask", "write_pareto",
-    "write_result",
+    "write_result", "OBJECTIVES", "NSGA", "hypervolume", "non_dominated_mask", "nsga", "reference_directions",
 ]
 
 

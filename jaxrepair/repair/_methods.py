@@ -37,6 +37,10 @@ RANKINGS = ("ace", "interchange", "random", None)
 
 CARE = "Sun, Sun, Pham, Shi: Causality-Based Neural Network Repair, ICSE 2022 (code: longph1989/Socrates)"
 CCBR = "counterfactual tracing (interchange interventions, Geiger et al. 2021) as CCBR localises, with jaxrepair's search"
+CCBR_NSGA = ("CCBR as the causal-repair literature describes it (counterfactual tracing + NSGA-III); its paper text "
+             "and code were not found, so every setting is inferred (docs/methods.md)")
+NSGA2 = "Deb, Pratap, Agarwal, Meyarivan: NSGA-II, IEEE TEVC 2002 (pymoo's operators)"
+NSGA3 = "Deb & Jain: NSGA-III, IEEE TEVC 2014 (pymoo's operators)"
 LOCALISED_FT = "localised fine-tuning (jaxrepair; the model-editing locality question of Hase et al., NeurIPS 2023)"
 
 
@@ -155,10 +159,11 @@ def methods_for(task_or_kind) -> list[str]:
 # --------------------------------------------------------------------------- the built-in methods
 
 _SEARCH = ("k", "generations", "population_size", "a", "max_drop", "bounds", "space", "sites", "progress")
+_MOO = _SEARCH + ("objectives",)
 _FINETUNE = ("k_values", "a", "max_drop", "steps", "learning_rate", "eval_every", "preserve", "sites")
 
 
-def _search_method(strategy: str | None, selection=None, localizer: str = "ace", preset: str | None = None):
+def _search_method(strategy: str | None, selection=None, localizer: str | None = None, preset: str | None = None):
     def run(model, task, *, seed, localization=None, **options):
         from jaxrepair.repair._repair import repair
 
@@ -230,6 +235,17 @@ for _m in (
     Method("interchange-pso", _search_method("pso", localizer="interchange"), _PAIRS, CCBR,
            "top-k units by interchange interventions on counterfactual pairs, then the preset's PSO",
            ranking="interchange", control="random-pso", options=_SEARCH),
+    Method("nsga2", _search_method("nsga2"), _ALL, NSGA2,
+           "ACE top-k, NSGA-II over factors: violation and accuracy loss, the budget as a constraint; the point "
+           "chosen on select", ranking="ace", options=_MOO),
+    Method("nsga3", _search_method("nsga3"), _ALL, NSGA3,
+           "ACE top-k, NSGA-III (Das-Dennis directions) over factors; otherwise as nsga2", ranking="ace", options=_MOO),
+    Method("ccbr", _search_method(None, preset="ccbr"), _PAIRS, CCBR_NSGA,
+           "the ccbr preset: top-k by interchange interventions, NSGA-III over their factors", preset="ccbr",
+           ranking="interchange", control="random-ccbr", options=_MOO),
+    Method("random-ccbr", _search_method(None, selection="random", preset="ccbr"), _PAIRS, "",
+           "the control of ccbr: k random units, the same NSGA-III and budget", preset="ccbr", ranking="random",
+           options=_MOO),
     Method("prune", _prune, _ALL, "pruning baseline (CARE's comparison)", "zero the ACE top-k units", ranking="ace",
            options=("k",)),
     Method("finetune-all", _finetune_all, _ALL, "fine-tuning baseline",

@@ -204,12 +204,13 @@ def plan(
     strategy=None,
     generations: int | None = None,
     population_size: int | None = None,
+    objectives=None,
     a: float | None = None,
     max_drop=FROM_PRESET,
     seed: int = 0,
     num_values: int = 16,
     localization=None,
-    localizer: str = "ace",
+    localizer: str | None = None,
     devices=None,
     progress: bool = False,
 ) -> Plan:
@@ -229,8 +230,10 @@ def plan(
       space: ``"factor"`` (CARE: a factor per neuron within ``bounds``) or ``"delta"``
         (incoming/outgoing weight deltas within ``±bounds·std`` of the layer).
       strategy: ``care`` (pyswarms' PSO as CARE runs it), ``pso`` (evosax, CARE's coefficients),
-        ``cma_es``, ``de``, ``snes``, ``open_es`` or a :class:`Strategy`; ``generations`` and
-        ``population_size`` override its budget.
+        ``cma_es``, ``de``, ``snes``, ``open_es``, ``nsga2``, ``nsga3`` or a :class:`Strategy`;
+        ``generations`` and ``population_size`` override its budget.
+      objectives: what NSGA-II/III minimise (``jr.repair.OBJECTIVES``; default violation and
+        accuracy loss; ``drawdown`` only for safety tasks, whose accuracy is the drawdown set's).
       a: weight of ``1 − accuracy`` in CARE's objective ``(1−a)·violation + a·(1−accuracy)``.
       max_drop: accuracy budget (a fraction: 0.01 = one point), penalised in the search and
         enforced when the result is chosen on the select split; ``None``: no budget.
@@ -240,16 +243,27 @@ def plan(
         the ranking reuse one compiled search.
       seed: the search's seed (and the random selection's).
       num_values: intervention values per unit for ACE; ``localization``: a ranking computed
-        already (ACE or interchange); ``localizer``: ``"ace"`` or ``"interchange"``.
+        already (ACE or interchange); ``localizer``: ``"ace"`` or ``"interchange"`` (default: the
+        preset's).
     """
     p, cfg = _resolve(task, preset, k=k, score=score, space=space, bounds=bounds, strategy=strategy, a=a,
-                      max_drop=max_drop)
+                      max_drop=max_drop, localizer=localizer)
     task.check()
+    localizer = cfg["localizer"]
     if localizer not in ("ace", "interchange"):
         raise ValueError(f"localizer must be 'ace' or 'interchange', got {localizer!r}")
+    if localizer == "interchange" and localization is None and selection is None:
+        interchange_pairs(task)  # a task without counterfactual pairs: refused before any work
     if cfg["score"] not in causal.SCORES:
         raise ValueError(f"unknown score {cfg['score']!r}; choose one of {causal.SCORES}")
-    strat = _search.get_strategy(cfg["strategy"], generations=generations, population_size=population_size)
+    strat = _search.get_strategy(cfg["strategy"], generations=generations, population_size=population_size,
+                                 objectives=objectives)
+    if objectives is not None and not strat.multi_objective:
+        raise ValueError(f"objectives are what a multi-objective search minimises; strategy {strat.name!r} minimises "
+                         f"one scalar fitness (use nsga2 or nsga3)")
+    if "drawdown" in strat.objectives and strat.multi_objective and task.kind != "safety":
+        raise ValueError(f"the drawdown objective is a safety task's accuracy loss; task {task.name!r} is {task.kind} "
+                         f"(use accuracy_loss)")
     cands = list(sites) if sites is not None else candidate_sites(model, cfg["space"], cfg["site_kind"])
     kk = _count(cfg["k"], "k")
     slots = kk if k_max is None else _count(k_max, "k_max")

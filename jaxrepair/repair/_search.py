@@ -22,7 +22,7 @@ import dataclasses
 import sys
 import time
 from collections import Counter
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +30,7 @@ import optax
 from jax import lax
 
 from jaxrepair import models
+from jaxrepair.repair import _nsga
 
 #: Traces of the search program; tests assert that it stays put.
 TRACE_COUNT: Counter = Counter()
@@ -53,9 +54,15 @@ class Strategy:
     # overflow the cache and one vmap measured 2x slower than chunks: `jaxrepair bench repair`).
     particle_chunk: int = -1
     relative_tol: bool = False  # stop threshold tol·(1 + |best|), as pyswarms' ftol
+    # NSGA-II/III only: what is minimised (see OBJECTIVES); the accuracy budget is their constraint
+    objectives: tuple = ("violation", "accuracy_loss")
 
     def to_json(self) -> dict:
-        return {**dataclasses.asdict(self), "settings": dict(self.settings)}
+        return {**dataclasses.asdict(self), "settings": dict(self.settings), "objectives": list(self.objectives)}
+
+    @property
+    def multi_objective(self) -> bool:
+        return self.name in _nsga.ALGORITHMS
 
 
 STRATEGIES = {
@@ -68,7 +75,16 @@ STRATEGIES = {
     "de": Strategy("de"),
     "snes": Strategy("snes"),
     "open_es": Strategy("open_es"),
+    # NSGA-II / NSGA-III (pymoo's operators, _nsga.py): 64 individuals × 100 generations, no early stop.
+    "nsga2": Strategy("nsga2", population_size=64, generations=100),
+    "nsga3": Strategy("nsga3", population_size=64, generations=100),
 }
+
+#: What a multi-objective search can minimise: the violation rate, the accuracy lost against the
+#: unrepaired model (for a safety task, whose accuracy is agreement with the original advisories:
+#: the drawdown), and the share of the searched values moved off the unrepaired network's by more
+#: than 1% of their range (how much of the network changes).
+OBJECTIVES = ("violation", "accuracy_loss", "drawdown", "changed")
 
 
 def get_strategy(strategy: "str | Strategy", **overrides) -> Strategy:
@@ -82,12 +98,43 @@ def get_strategy(strategy: "str | Strategy", **overrides) -> Strategy:
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if "settings" in overrides and isinstance(overrides["settings"], dict):
         overrides["settings"] = tuple(sorted(overrides["settings"].items()))
+    if "objectives" in overrides:
+        overrides["objectives"] = tuple(overrides["objectives"])
     s = dataclasses.replace(s, **overrides)
+    if s.multi_objective:
+        check_objectives(s.objectives)
+        _nsga_config(s, len(s.objectives))  # checks the settings and the reference directions
     if s.population_size < 4 or (s.name == "open_es" and s.population_size % 2):
         raise ValueError(f"{s.name} needs a population of at least 4 (even for open_es), got {s.population_size}")
     if s.generations < 1:
         raise ValueError(f"generations must be at least 1, got {s.generations}")
     return s
+
+
+def check_objectives(objectives) -> tuple:
+    """The objective names, checked: known, at least two, no repeats, not both accuracy_loss and drawdown."""
+    objectives = tuple(objectives)
+    bad = [o for o in objectives if o not in OBJECTIVES]
+    if bad:
+        raise ValueError(f"unknown objective(s) {bad}; a multi-objective search minimises some of {OBJECTIVES}")
+    if len(objectives) < 2 or len(set(objectives)) != len(objectives):
+        raise ValueError(f"a multi-objective search needs at least two distinct objectives, got {list(objectives)}")
+    if {"accuracy_loss", "drawdown"} <= set(objectives):
+        raise ValueError("accuracy_loss and drawdown are the same objective (drawdown is a safety task's accuracy "
+                         "loss); name one")
+    return objectives
+
+
+def _nsga_config(s: Strategy, n_obj: int) -> _nsga.NSGA:
+    settings = dict(s.settings)
+    fields = [f.name for f in dataclasses.fields(_nsga.NSGA) if f.name not in ("algorithm", "population_size")]
+    unknown = [k for k in settings if k not in fields]
+    if unknown:
+        raise ValueError(f"{s.name} has no setting(s) {unknown}; its settings are {fields}")
+    algo = _nsga.NSGA(s.name, s.population_size, **settings)
+    if algo.algorithm == "nsga3":
+        algo.directions(n_obj)
+    return algo
 
 
 def _algorithm(s: Strategy, num_dims: int):
@@ -170,9 +217,16 @@ class Run(NamedTuple):
     slots: object  # Slots: the selected neurons ([k_max] site and unit indices)
 
 
-def search_core(spec: Spec, args: Args, run: Run, *, progress=False, mesh=None):
-    """One whole search (traceable). Returns the chosen solution and the search record."""
-    TRACE_COUNT["search"] += 1
+class _Fitness(NamedTuple):
+    fit: Callable  # (z, split "r" | "s") -> (penalised fitness, violation, accuracy)
+    pop_fit: Callable  # z [n, D] -> the same on the repair split, vmapped (sharded over ``mesh``)
+    z_id: jax.Array  # the unrepaired network in box coordinates
+    to_x: Callable  # box coordinates -> the space's values
+    acc0: jax.Array  # [2] the unrepaired accuracy on the repair and select splits
+
+
+def _fitness(spec: Spec, args: Args, run: Run, mesh=None) -> _Fitness:
+    """The run's fitness on the repair and select splits, in box coordinates ``z ∈ [0, 1]^D``."""
     space, strategy = spec.space, spec.strategy
     objective = spec.objective.join(args.objective)
     apply = models.Apply(space.graph)
@@ -230,6 +284,16 @@ def search_core(spec: Spec, args: Args, run: Run, *, progress=False, mesh=None):
             padded = jnp.concatenate([pop, jnp.repeat(pop[:1], pad, axis=0)]) if pad else pop
             return jax.tree.map(lambda v: v[:n], sharded(padded, ctx))
 
+    return _Fitness(fit, pop_fit, z_id, to_x, acc0)
+
+
+def search_core(spec: Spec, args: Args, run: Run, *, progress=False, mesh=None):
+    """One whole search (traceable). Returns the chosen solution and the search record."""
+    TRACE_COUNT["search"] += 1
+    if spec.strategy.multi_objective:
+        return moo_core(spec, args, run, progress=progress, mesh=mesh)
+    strategy = spec.strategy
+    fit, pop_fit, z_id, to_x, _ = _fitness(spec, args, run, mesh)
     z0 = z_id
     n, d = strategy.population_size, z0.shape[0]
     algo, ap, population_based = _algorithm(strategy, d)
@@ -306,6 +370,79 @@ def search_core(spec: Spec, args: Args, run: Run, *, progress=False, mesh=None):
         "evaluations": init_evals + final["gens"] * strategy.population_size,
         "identity_select_fitness": sel_f0,
         "history": hist,
+    }
+
+
+#: A searched value counts as changed when it moves off the unrepaired network's by more than this
+#: share of its range (the ``changed`` objective).
+CHANGED_TOL = 0.01
+
+
+def moo_core(spec: Spec, args: Args, run: Run, *, progress=False, mesh=None):
+    """NSGA-II / NSGA-III over the repair (traceable; :mod:`jaxrepair.repair._nsga`).
+
+    The objectives (``strategy.objectives``) are measured on the repair split; the accuracy budget
+    is a constraint (violation ``max(0, acc0 − acc − max_drop)``, constrained domination). The first
+    population is uniform in the box with the unrepaired network in it. After the last generation
+    every individual of the final population is scored on the select split, and the solution
+    returned is the one (or the unrepaired network) with the best select fitness
+    ``(1−a)·violation + a·(1−accuracy)`` with the budget penalty — the choice every other strategy
+    makes — while ``front`` keeps the whole final population with its objectives on both splits."""
+    strategy = spec.strategy
+    fx = _fitness(spec, args, run, mesh)
+    names = strategy.objectives
+    algo = _nsga_config(strategy, len(names))
+    dirs = algo.directions(len(names)) if algo.algorithm == "nsga3" else None
+    active = run.hi > run.lo
+    n, d = algo.population_size, fx.z_id.shape[0]
+
+    def objectives(Z, v, acc, acc_ref):
+        cols = {"violation": v, "accuracy_loss": acc_ref - acc, "drawdown": acc_ref - acc,
+                "changed": jnp.sum((jnp.abs(Z - fx.z_id) > CHANGED_TOL) & active, axis=1) / jnp.maximum(jnp.sum(active), 1)}
+        return jnp.stack([cols[o] for o in names], axis=1)
+
+    def evaluate(Z):
+        Z = jnp.where(active, Z, fx.z_id)
+        f, v, acc = fx.pop_fit(Z)
+        cv = jnp.maximum(0.0, fx.acc0[0] - acc - run.max_drop)
+        return objectives(Z, v, acc, fx.acc0[0]), cv, jnp.stack([f, v, acc], axis=1)
+
+    key = jax.random.fold_in(jax.random.key(run.seed), 1)
+    k_pop, k_init, k_run = jax.random.split(key, 3)
+    Z0 = jax.random.uniform(k_pop, (n, d)).at[0].set(fx.z_id)
+    s0 = _nsga.init(k_init, Z0, evaluate(Z0), algo, dirs)
+
+    def step(st, ki):
+        k, gen = ki
+        new = _nsga.generation(k, st, evaluate, jnp.zeros(d), jnp.ones(d), algo, dirs)
+        f, v, acc = new.aux[:, 0], new.aux[:, 1], new.aux[:, 2]  # the survivors' scalar fitness
+        i = jnp.argmin(f)
+        fs, _, _ = fx.fit(new.X[i], "s")
+        if progress:
+            jax.debug.callback(_print_progress, gen, f[i], fs, strategy.generations)
+        return new, dict(best=f[i], mean=jnp.mean(jnp.where(jnp.isfinite(f), f, jnp.nan)), select=fs,
+                         violation=v[i], accuracy=acc[i])
+
+    keys = jax.random.split(k_run, strategy.generations)
+    final, hist = lax.scan(step, s0, (keys, jnp.arange(1, strategy.generations + 1)))
+    best_f = jnp.minimum(jnp.min(s0.aux[:, 0]), jnp.min(hist["best"]))
+    Zf = final.X
+    fs, vs, accs = lax.map(lambda z: fx.fit(z, "s"), jnp.concatenate([fx.z_id[None], Zf]), batch_size=8)
+    j = jnp.argmin(fs)
+    z_best = jnp.concatenate([fx.z_id[None], Zf])[j]
+    return {
+        "solution": fx.to_x(z_best),
+        "select_fitness": fs[j],
+        "select_violation": vs[j],
+        "select_accuracy": accs[j],
+        "repair_best_fitness": best_f,
+        "generations_run": jnp.asarray(strategy.generations, jnp.int32),
+        "evaluations": jnp.asarray(n * (strategy.generations + 1), jnp.int32),
+        "identity_select_fitness": fs[0],
+        "history": hist,
+        "front": {"solution": jax.vmap(fx.to_x)(Zf), "objectives": final.F, "constraint": final.cv, "rank": final.rank,
+                  "select_objectives": objectives(Zf, vs[1:], accs[1:], fx.acc0[1]),
+                  "select_violation": vs[1:], "select_accuracy": accs[1:]},
     }
 
 
