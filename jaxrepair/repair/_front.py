@@ -41,8 +41,9 @@ def _hv2(P, ref) -> float:
 def hypervolume(F, ref) -> float:
     """The volume dominated by the points of ``F`` (minimised) and bounded by ``ref``; points not
     strictly better than ``ref`` in every objective add nothing."""
-    F = np.asarray(F, np.float64).reshape(-1, np.shape(ref)[0] if np.ndim(ref) else 1)
-    ref = check_reference(F, ref)
+    F = np.asarray(F, np.float64)
+    ref = check_reference(F.reshape(-1, F.shape[-1]) if F.ndim else F.reshape(1, 1), ref)
+    F = F.reshape(-1, ref.shape[0])
     P = F[np.all(F < ref, axis=1) & np.all(np.isfinite(F), axis=1)]
     if len(P) == 0:
         return 0.0
