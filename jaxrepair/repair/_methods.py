@@ -65,6 +65,9 @@ class Method:
       level: ``"neuron"`` (it changes units or weights of the network it is given: a suite may hand
         it the head past a cut, :func:`jaxrepair.repair.lower`) or ``"feature"`` (it retrains the
         whole network on changed inputs, so it needs the inputs themselves).
+      front: ``front(model, task, *, a_values, seeds, localization, progress, **options) ->
+        (points, info)``: the method's accuracy/violation trade-off for :func:`jaxrepair.repair.pareto`
+        (``None``: the method makes one repair).
     """
 
     name: str
@@ -78,6 +81,7 @@ class Method:
     options: tuple = ()
     props: tuple | None = None
     level: str = "neuron"
+    front: Callable | None = None
 
     def __post_init__(self):
         bad = [k for k in self.kinds if k not in KINDS]
@@ -125,7 +129,7 @@ class Method:
     def to_json(self) -> dict:
         return {"name": self.name, "kinds": list(self.kinds), "paper": self.paper, "summary": self.summary,
                 "preset": self.preset, "ranking": self.ranking, "control": self.control, "options": list(self.options),
-                "level": self.level}
+                "level": self.level, "front": self.front is not None}
 
 
 #: name -> :class:`Method`. Add to it with :func:`register`.
@@ -164,14 +168,22 @@ _FINETUNE = ("k_values", "a", "max_drop", "steps", "learning_rate", "eval_every"
 
 
 def _search_method(strategy: str | None, selection=None, localizer: str | None = None, preset: str | None = None):
+    """``(run, front)`` of a search method: :func:`repair` and :func:`search_front` with its settings."""
+    extra = {"strategy": strategy} if strategy else {}
+
     def run(model, task, *, seed, localization=None, **options):
         from jaxrepair.repair._repair import repair
 
-        extra = {"strategy": strategy} if strategy else {}
         return repair(model, task, preset=preset, seed=seed, selection=selection, localizer=localizer,
                       localization=localization, **extra, **options)
 
-    return run
+    def front(model, task, *, a_values, seeds, localization=None, progress=False, **options):
+        from jaxrepair.repair._repair import search_front
+
+        return search_front(model, task, a_values=a_values, seeds=seeds, localization=localization, progress=progress,
+                            preset=preset, selection=selection, localizer=localizer, **extra, **options)
+
+    return run, front
 
 
 def _ace_ranking(model, task, localization):
@@ -192,22 +204,45 @@ def _finetune_all(model, task, *, seed, **options):
     return finetune(model, task, **options)
 
 
+def _finetune_all_front(model, task, *, a_values, seeds, localization=None, progress=False, **options):
+    from jaxrepair.repair._repair import finetune_front
+
+    options.pop("a", None)
+    return finetune_front(model, task, [None] * len(seeds), a_values=a_values, seeds=seeds, **options)
+
+
 def _localised_finetune(ranking: str):
-    def run(model, task, *, seed, localization=None, sites=None, **options):
+    """``(run, front)`` of localised fine-tuning on the ``ranking`` (``ace``, ``interchange``, ``random``)."""
+    def order(model, task, seed, localization, sites):
         from jaxrepair.repair._plan import localize_interchange
-        from jaxrepair.repair._repair import localized_finetune
 
         sites = list(sites) if sites is not None else candidate_sites(model)
         if ranking == "ace":
-            order = [n for n in _ace_ranking(model, task, localization) if n.site in sites]
-        elif ranking == "interchange":
-            order = (localization or localize_interchange(model, task, sites=sites)).ranking("restored")
-            order = [n for n in order if n.site in sites]
-        else:  # every candidate unit in a random order: its top-k is k random units for every k
-            order = random_selection(model, sites, None, jax.random.key(seed + 7))
-        return localized_finetune(model, task, order, **options)
+            return [n for n in _ace_ranking(model, task, localization) if n.site in sites]
+        if ranking == "interchange":
+            return [n for n in (localization or localize_interchange(model, task, sites=sites)).ranking("restored")
+                    if n.site in sites]
+        # every candidate unit in a random order: its top-k is k random units for every k
+        return random_selection(model, sites, None, jax.random.key(seed + 7))
 
-    return run
+    def run(model, task, *, seed, localization=None, sites=None, **options):
+        from jaxrepair.repair._repair import localized_finetune
+
+        return localized_finetune(model, task, order(model, task, seed, localization, sites), **options)
+
+    def front(model, task, *, a_values, seeds, localization=None, progress=False, sites=None, **options):
+        from jaxrepair.repair._repair import finetune_front
+
+        options.pop("a", None)  # a front spans the a values
+        if ranking != "random" and localization is None:  # one localisation for every seed
+            from jaxrepair.repair._plan import localize_interchange
+
+            localization = localize(model, task) if ranking == "ace" else localize_interchange(
+                model, task, sites=list(sites) if sites is not None else candidate_sites(model))
+        orders = [order(model, task, int(s), localization, sites) for s in seeds]
+        return finetune_front(model, task, orders, a_values=a_values, seeds=seeds, **options)
+
+    return run, front
 
 
 def _certified(model, task, *, seed, localization=None, **options):
@@ -216,50 +251,55 @@ def _certified(model, task, *, seed, localization=None, **options):
     return repair(model, task, seed=seed, certify=True, localization=localization, **options)
 
 
+def _with_front(name, fns, *args, **kw) -> Method:
+    run, front = fns
+    return Method(name, run, *args, front=front, **kw)
+
+
 _ALL = KINDS
 _PAIRS = ("fairness", "backdoor", "spurious")  # tasks with counterfactual pairs (interchange, CARE's effects)
 
 for _m in (
-    Method("care", _search_method(None, preset="care"), ("fairness", "backdoor", "spurious"), CARE,
-           "CARE's preset: ACE of pre-activation units on CARE's effect, pyswarms PSO over 13 factors", preset="care",
-           ranking=None, options=("k", "generations", "population_size", "a", "max_drop", "sites", "localization",
-                                  "progress")),
-    Method("ace-pso", _search_method("pso"), _ALL, CARE + "; jaxrepair's preset",
-           "the task kind's preset: ACE top-k, evosax PSO over factors, accuracy budget", ranking="ace",
-           control="random-pso", options=_SEARCH),
-    Method("random-pso", _search_method("pso", selection="random"), _ALL, "",
-           "the control of ace-pso: k random units, the same PSO and budget", ranking="random", options=_SEARCH),
-    *(Method(f"ace-{s}", _search_method(s), _ALL, "evosax " + s.upper().replace("_", "-"),
-             f"ace-pso with evosax's {s} instead of PSO", ranking="ace", options=_SEARCH)
+    _with_front("care", _search_method(None, preset="care"), ("fairness", "backdoor", "spurious"), CARE,
+                "CARE's preset: ACE of pre-activation units on CARE's effect, pyswarms PSO over 13 factors", preset="care",
+                ranking=None, options=("k", "generations", "population_size", "a", "max_drop", "sites",
+                                       "localization", "progress")),
+    _with_front("ace-pso", _search_method("pso"), _ALL, CARE + "; jaxrepair's preset",
+                "the task kind's preset: ACE top-k, evosax PSO over factors, accuracy budget", ranking="ace",
+                control="random-pso", options=_SEARCH),
+    _with_front("random-pso", _search_method("pso", selection="random"), _ALL, "",
+                "the control of ace-pso: k random units, the same PSO and budget", ranking="random", options=_SEARCH),
+    *(_with_front(f"ace-{s}", _search_method(s), _ALL, "evosax " + s.upper().replace("_", "-"),
+                  f"ace-pso with evosax's {s} instead of PSO", ranking="ace", options=_SEARCH)
       for s in ("cma_es", "de", "snes", "open_es")),
-    Method("interchange-pso", _search_method("pso", localizer="interchange"), _PAIRS, CCBR,
-           "top-k units by interchange interventions on counterfactual pairs, then the preset's PSO",
-           ranking="interchange", control="random-pso", options=_SEARCH),
-    Method("nsga2", _search_method("nsga2"), _ALL, NSGA2,
-           "ACE top-k, NSGA-II over factors: violation and accuracy loss, the budget as a constraint; the point "
-           "chosen on select", ranking="ace", options=_MOO),
-    Method("nsga3", _search_method("nsga3"), _ALL, NSGA3,
-           "ACE top-k, NSGA-III (Das-Dennis directions) over factors; otherwise as nsga2", ranking="ace", options=_MOO),
-    Method("ccbr", _search_method(None, preset="ccbr"), _PAIRS, CCBR_NSGA,
-           "the ccbr preset: top-k by interchange interventions, NSGA-III over their factors", preset="ccbr",
-           ranking="interchange", control="random-ccbr", options=_MOO),
-    Method("random-ccbr", _search_method(None, selection="random", preset="ccbr"), _PAIRS, "",
-           "the control of ccbr: k random units, the same NSGA-III and budget", preset="ccbr", ranking="random",
-           options=_MOO),
+    _with_front("interchange-pso", _search_method("pso", localizer="interchange"), _PAIRS, CCBR,
+                "top-k units by interchange interventions on counterfactual pairs, then the preset's PSO",
+                ranking="interchange", control="random-pso", options=_SEARCH),
+    _with_front("nsga2", _search_method("nsga2"), _ALL, NSGA2,
+                "ACE top-k, NSGA-II over factors: violation and accuracy loss, the budget as a constraint; the point "
+                "chosen on select", ranking="ace", options=_MOO),
+    _with_front("nsga3", _search_method("nsga3"), _ALL, NSGA3,
+                "ACE top-k, NSGA-III (Das-Dennis directions) over factors; otherwise as nsga2", ranking="ace", options=_MOO),
+    _with_front("ccbr", _search_method(None, preset="ccbr"), _PAIRS, CCBR_NSGA,
+                "the ccbr preset: top-k by interchange interventions, NSGA-III over their factors", preset="ccbr",
+                ranking="interchange", control="random-ccbr", options=_MOO),
+    _with_front("random-ccbr", _search_method(None, selection="random", preset="ccbr"), _PAIRS, "",
+                "the control of ccbr: k random units, the same NSGA-III and budget", preset="ccbr", ranking="random",
+                options=_MOO),
     Method("prune", _prune, _ALL, "pruning baseline (CARE's comparison)", "zero the ACE top-k units", ranking="ace",
            options=("k",)),
     Method("finetune-all", _finetune_all, _ALL, "fine-tuning baseline",
-           "optax Adam on every weight: the objective's surrogate, checkpoint chosen on select",
+           "optax Adam on every weight: the objective's surrogate, checkpoint chosen on select", front=_finetune_all_front,
            options=("a", "max_drop", "steps", "learning_rate", "eval_every", "preserve")),
-    Method("ace-finetune", _localised_finetune("ace"), _ALL, LOCALISED_FT,
-           "fine-tune only the weights of the ACE top-k units (k from the preset's grid, chosen on select)",
-           ranking="ace", control="random-finetune", options=_FINETUNE),
-    Method("random-finetune", _localised_finetune("random"), _ALL, LOCALISED_FT,
-           "the control of ace-finetune: the same k grid, steps and budget on a random ranking", ranking="random",
-           options=_FINETUNE),
-    Method("interchange-finetune", _localised_finetune("interchange"), _PAIRS, CCBR,
-           "localised fine-tuning on the interchange-intervention ranking", ranking="interchange",
-           control="random-finetune", options=_FINETUNE),
+    _with_front("ace-finetune", _localised_finetune("ace"), _ALL, LOCALISED_FT,
+                "fine-tune only the weights of the ACE top-k units (k from the preset's grid, chosen on select)",
+                ranking="ace", control="random-finetune", options=_FINETUNE),
+    _with_front("random-finetune", _localised_finetune("random"), _ALL, LOCALISED_FT,
+                "the control of ace-finetune: the same k grid, steps and budget on a random ranking", ranking="random",
+                options=_FINETUNE),
+    _with_front("interchange-finetune", _localised_finetune("interchange"), _PAIRS, CCBR,
+                "localised fine-tuning on the interchange-intervention ranking", ranking="interchange",
+                control="random-finetune", options=_FINETUNE),
     Method("certified", _certified, ("safety", "custom"),
            "repair ⇄ verify (VeRe / PRDNN-style goal: a proof), jaxrepair's branch and bound and bound training",
            "the preset's repair, verified, repeated on counterexamples and trained on bounds until proven",

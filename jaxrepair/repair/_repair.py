@@ -18,6 +18,7 @@ import optax
 from jaxrepair import models
 from jaxrepair.causal import Neuron
 from jaxrepair.repair import _search
+from jaxrepair.repair._front import check_front_reference, summarise
 from jaxrepair.repair._plan import FROM_PRESET, PLAN_OPTIONS, _count, _resolve, plan
 from jaxrepair.repair._problem import prepare, problem_data
 from jaxrepair.repair._result import RepairResult, repaired_model
@@ -147,6 +148,17 @@ def _opt_block(c, data, stats, mask, data_s, numbers, a, lr, max_drop, *, loss, 
     return dict(p=p, s=s, best=best, best_f=jnp.minimum(f, c["best_f"]), acc0=c["acc0"]), (jnp.mean(jnp.stack(values)), f)
 
 
+@jax.jit(static_argnames=("apply", "objective"))
+def _opt_init_many(params, stats, data_s, numbers, a, lr, *, apply, objective):
+    return jax.vmap(lambda a_: _opt_init(params, stats, data_s, numbers, a_, lr, apply=apply, objective=objective))(a)
+
+
+@jax.jit(static_argnames=("loss", "apply", "objective", "eval_every"))
+def _opt_block_many(c, data, stats, masks, data_s, numbers, a, lr, max_drop, *, loss, apply, objective, eval_every):
+    return jax.vmap(lambda c_, m_, a_: _opt_block(c_, data, stats, m_, data_s, numbers, a_, lr, max_drop, loss=loss,
+                                                  apply=apply, objective=objective, eval_every=eval_every))(c, masks, a)
+
+
 @dataclasses.dataclass(frozen=True)
 class _SurrogateLoss:
     """The objective's differentiable surrogate on the repair split, plus ``preserve`` × the drift
@@ -163,6 +175,43 @@ def _outputs(params, x, *, apply):
     return apply(params, x)
 
 
+def _check_steps(steps, eval_every):
+    _count(steps, "steps")
+    _count(eval_every, "eval_every")
+    if eval_every > steps:
+        raise ValueError(f"eval_every ({eval_every}) must not exceed steps ({steps}): the select split is checked "
+                         f"every eval_every steps, so fewer steps would never choose a checkpoint")
+
+
+def _finetune_data(model, task: Task, preserve: float):
+    """``(apply, Args, objective static part, loss data)`` of a fine-tuning repair."""
+    apply, args, static = problem_data(model, task)
+    x_keep = args.data_r["accuracy"]["x"]
+    y_keep = _outputs(models.merge(args.params, args.stats), x_keep, apply=apply)  # the input model's outputs
+    data = {"repair": args.data_r, "x_keep": x_keep, "y_keep": y_keep, "y_scale": jnp.std(y_keep) + 1e-12,
+            "preserve": jnp.float32(preserve)}
+    return apply, args, static, data
+
+
+def finetune_grid(model, task: Task, masks: list, a_values, *, steps: int = 300, learning_rate: float = 1e-3,
+                  eval_every: int = 10, max_drop: float | None = None, preserve: float = 0.0) -> list:
+    """Fine-tuning for every (mask, a) of ``masks × a_values`` in one vmapped program (what
+    :func:`finetune` does for one), each keeping its best select-split checkpoint. Returns the
+    repaired params (batch statistics merged), one per grid point, masks outer and ``a`` inner."""
+    _check_steps(steps, eval_every)
+    apply, args, static, data = _finetune_data(model, task, preserve)
+    grid = [(m, float(a)) for m in masks for a in a_values]
+    mk = jax.tree.map(lambda *v: jnp.asarray(np.stack(v)), *[g[0] for g in grid])
+    av = jnp.asarray([g[1] for g in grid], jnp.float32)
+    lr = jnp.float32(learning_rate)
+    c = _opt_init_many(args.params, args.stats, args.data_s, args.objective, av, lr, apply=apply, objective=static)
+    for _ in range(steps // eval_every):
+        c, _ = _opt_block_many(c, data, args.stats, mk, args.data_s, args.objective, av, lr, _search.budget(max_drop),
+                               loss=_SurrogateLoss(), apply=apply, objective=static, eval_every=eval_every)
+    best = jax.device_get(c["best"])
+    return [models.merge(jax.tree.map(lambda v: v[i], best), args.stats) for i in range(len(grid))]
+
+
 def finetune(model, task: Task, *, neurons: list[Neuron] | None = None, a: float = 0.2, steps: int = 300,
              learning_rate: float = 1e-3, eval_every: int = 10, max_drop: float | None = None,
              preserve: float = 0.0) -> RepairResult:
@@ -172,22 +221,14 @@ def finetune(model, task: Task, *, neurons: list[Neuron] | None = None, a: float
     split's accuracy inputs (in units of their spread), which keeps decisions away from the defect
     as they were (a cross-entropy alone lets near-tie decisions flip).
     Batch statistics and normalisation constants are never trained."""
-    _count(steps, "steps")
-    _count(eval_every, "eval_every")
-    if eval_every > steps:
-        raise ValueError(f"eval_every ({eval_every}) must not exceed steps ({steps}): the select split is checked "
-                         f"every eval_every steps, so fewer steps would never choose a checkpoint")
+    _check_steps(steps, eval_every)
     t = time.perf_counter()
-    apply, args, static = problem_data(model, task)
+    apply, args, static, data = _finetune_data(model, task, preserve)
     mask = jax.tree.map(lambda v: np.ones(np.shape(v), bool), args.params)
     method = "finetune-all"
     if neurons is not None:
         mask = weight_mask(model, neurons)
         method = "finetune-masked"
-    x_keep = args.data_r["accuracy"]["x"]
-    y_keep = _outputs(models.merge(args.params, args.stats), x_keep, apply=apply)  # the input model's outputs
-    data = {"repair": args.data_r, "x_keep": x_keep, "y_keep": y_keep, "y_scale": jnp.std(y_keep) + 1e-12,
-            "preserve": jnp.float32(preserve)}
     best, best_f, losses, sel_f = optimise_with_selection(
         _SurrogateLoss(), data, args.params, args.stats, args.data_s, args.objective, jnp.float32(a),
         jnp.float32(learning_rate), _search.budget(max_drop), apply=apply, objective=static, steps=steps,
@@ -247,30 +288,111 @@ def choose(model, task: Task, results: list[RepairResult], *, max_drop: float = 
 # --------------------------------------------------------------------------- Pareto front
 
 
-def pareto(model, task: Task, *, a_values=(0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9), seeds=(0,), preset: str | None = None,
-           k: int | None = None, score: str | None = None, sites=None, space: str | None = None, bounds=None,
-           strategy=None, generations=None, population_size=None, localization=None, num_values: int = 16,
-           progress=False, max_drop=FROM_PRESET, devices=None) -> dict:
-    """The accuracy/violation trade-off: the whole repair vmapped over ``a_values × seeds`` in one
-    compiled program. Returns every point (select and test metrics) and the non-dominated set
-    (chosen on the select split; its test metrics are reported). Defaults: the task's preset."""
-    pl = plan(model, task, preset=preset, k=k, score=score, sites=sites, space=space, bounds=bounds, strategy=strategy,
-              generations=generations, population_size=population_size, max_drop=max_drop, num_values=num_values,
-              localization=localization, devices=devices, progress=progress)
-    grid = [(float(av), int(s)) for s in seeds for av in a_values]
-    t = time.perf_counter()
-    out = pl.search(seeds=[g[1] for g in grid], a=[g[0] for g in grid], progress=progress)
-    search_s = time.perf_counter() - t
-    points = []
-    for i, (av, s) in enumerate(grid):
-        v, acc = metrics(task.objective, pl.problem.model_for(out, i), task.data["test"])
-        points.append({"a": av, "seed": s, "select_violation": float(out["select_violation"][i]),
-                       "select_accuracy": float(out["select_accuracy"][i]),
-                       "test_violation": v, "test_accuracy": acc,
-                       "generations_run": int(out["generations_run"][i])})
-    front = _search.non_dominated([q["select_accuracy"] for q in points], [q["select_violation"] for q in points])
+def _test_point(task: Task, model, *, a, seed, select_violation, select_accuracy, **extra) -> dict:
+    v, acc = metrics(task.objective, model, task.data["test"])
+    return {"a": a, "seed": seed, "select_violation": float(select_violation), "select_accuracy": float(select_accuracy),
+            "test_violation": v, "test_accuracy": acc, **extra}
+
+
+def search_front(model, task: Task, *, a_values=(0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9), seeds=(0,), localization=None,
+                 progress=False, **options) -> tuple[list, dict]:
+    """The points of a search method's front: for a scalar strategy one run per ``a × seed`` (one
+    vmapped program per seed); for NSGA-II/III one run per seed, every individual of its final
+    population's first front a point (``a`` only picks the run's returned solution). Returns
+    ``(points, info)``; :func:`pareto` summarises them."""
+    points, info, t = [], {}, time.perf_counter()
+    loc = localization
+    for s in seeds:
+        pl = plan(model, task, seed=int(s), localization=loc, progress=progress, **options)
+        loc = loc if loc is not None or pl.selection not in ("ace", "interchange") else pl.localization
+        info = {"preset": pl.preset.name, "strategy": pl.strategy.to_json(), "space": pl.settings["space"],
+                "selected": [(n.site, n.unit) for n in pl.chosen]}
+        if pl.strategy.multi_objective:
+            out = pl.search(seeds=int(s), progress=progress)
+            fr = out["front"]
+            sol = fr["solution"][0]
+            pop = {"solution": sol, "slots": [out["slots"][0]] * len(sol)}
+            for j in np.flatnonzero(fr["rank"][0] == 0):
+                points.append(_test_point(task, pl.problem.model_for(pop, int(j)), a=float("nan"), seed=int(s),
+                                          select_violation=fr["select_violation"][0][j],
+                                          select_accuracy=fr["select_accuracy"][0][j]))
+        else:
+            out = pl.search(seeds=[int(s)] * len(a_values), a=[float(x) for x in a_values], progress=progress)
+            for i, av in enumerate(a_values):
+                points.append(_test_point(task, pl.problem.model_for(out, i), a=float(av), seed=int(s),
+                                          select_violation=out["select_violation"][i],
+                                          select_accuracy=out["select_accuracy"][i],
+                                          generations_run=int(out["generations_run"][i])))
+    info["search_s"] = time.perf_counter() - t
+    return points, info
+
+
+def finetune_front(model, task: Task, rankings: list, *, a_values=(0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9), seeds=(0,),
+                   k_values=None, max_drop=FROM_PRESET, **kw) -> tuple[list, dict]:
+    """The points of localised fine-tuning: every ``k`` of ``k_values`` (default: the preset's
+    grid) × every ``a``, all in one vmapped program per seed, on the top-``k`` of ``rankings[i]``
+    (the ranking for ``seeds[i]``; ``None``: every weight). Returns ``(points, info)``."""
+    _, cfg = _resolve(task, None, k_grad=k_values, max_drop=max_drop)
+    t, points = time.perf_counter(), []
+    for s, ranking in zip(seeds, rankings):
+        ks = [None] if ranking is None else [min(_count(k, "k"), len(ranking)) for k in cfg["k_grad"]]
+        masks = [jax.tree.map(lambda v: np.ones(np.shape(v), bool), models.split(model)[1]) if k is None
+                 else weight_mask(model, ranking[:k]) for k in ks]
+        params = finetune_grid(model, task, masks, a_values, max_drop=cfg["max_drop"], **kw)
+        grid = [(k, float(a)) for k in ks for a in a_values]
+        for (k, av), p in zip(grid, params):
+            m = model.with_params(p)
+            v, acc = metrics(task.objective, m, task.data["select"])
+            points.append(_test_point(task, m, a=av, seed=int(s), select_violation=v, select_accuracy=acc, k=k))
+    return points, {"k_values": list(cfg["k_grad"]), "max_drop": cfg["max_drop"], "search_s": time.perf_counter() - t}
+
+
+#: The front's default reference point: the unrepaired violation and this accuracy loss (one point).
+REFERENCE_LOSS = 0.01
+
+
+def pareto(model, task: Task, *, method: str | None = None, a_values=(0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9), seeds=(0,),
+           localization=None, reference=None, progress=False, **options) -> dict:
+    """The accuracy/violation trade-off of a repair method, summarised on the select split and
+    reported on test.
+
+    ``method``: a registered method with a front (``jr.repair.METHODS[name].front``; the search
+    methods — PSO and the other evosax strategies over an ``a`` grid, NSGA-II/III and ``ccbr`` from
+    their final populations — and the fine-tuning methods, vmapped over ``k × a``), with its
+    ``options``; ``None``: :func:`plan` with ``options`` (the task's preset, ``strategy=`` any).
+
+    ``reference``: the hypervolume's reference point ``(violation, accuracy loss)`` on the test split
+    (default: the unrepaired test violation and :data:`REFERENCE_LOSS`); it must bound that nadir.
+    Returns every point, the non-dominated ones on select (``front``), their test hypervolume, the
+    point chosen on select within the accuracy budget and the accuracy at fixed violation levels."""
     v0, acc0 = metrics(task.objective, model, task.data["test"])
-    return {"task": task.name, "preset": pl.preset.name, "points": points, "front": front, "search_s": search_s,
-            "selected": [(n.site, n.unit) for n in pl.chosen], "strategy": pl.strategy.to_json(),
-            "space": pl.settings["space"],
-            "before_test": {"violation": v0, "accuracy": acc0}}
+    ref = check_front_reference((v0, REFERENCE_LOSS) if reference is None else reference, v0)
+    if method is None:
+        unknown = sorted(set(options) - set(PLAN_OPTIONS))
+        if unknown:
+            raise ValueError(f"unknown pareto option(s) {unknown}; the options are {sorted(PLAN_OPTIONS)}")
+        points, info = search_front(model, task, a_values=a_values, seeds=seeds, localization=localization,
+                                    progress=progress, **options)
+        name, budget = "plan", _resolve(task, options.get("preset"), max_drop=options.get("max_drop", FROM_PRESET))[1]
+    else:
+        from jaxrepair.repair._methods import get_method
+
+        m = get_method(method)
+        if m.front is None:
+            raise ValueError(f"method {method!r} has no front (it makes one repair); methods with fronts: "
+                             f"{', '.join(n for n, x in _methods_with_fronts())}")
+        m.check(task, options)
+        points, info = m.front(model, task, a_values=a_values, seeds=seeds, localization=localization,
+                               progress=progress, **options)
+        name, budget = method, _resolve(task, m.preset, max_drop=options.get("max_drop", FROM_PRESET))[1]
+    _, sel_acc0 = metrics(task.objective, model, task.data["select"])
+    summary = summarise(points, before_test={"violation": v0, "accuracy": acc0}, select_accuracy0=sel_acc0,
+                        reference=ref, max_drop=budget["max_drop"])
+    return {"task": task.name, "method": name, "points": points, **summary, **info,
+            "before_test": {"violation": v0, "accuracy": acc0}, "before_select_accuracy": sel_acc0}
+
+
+def _methods_with_fronts():
+    from jaxrepair.repair._methods import METHODS
+
+    return [(n, m) for n, m in METHODS.items() if m.front is not None]
