@@ -63,6 +63,14 @@ def _a_values(text: str) -> list[float]:
     return vals
 
 
+def _names(text: str) -> tuple[str, ...]:
+    """``--objectives``: comma-separated names (checked by the library before any work)."""
+    names = tuple(v.strip() for v in text.split(",") if v.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+    return names
+
+
 POS = _int_in(1)
 SEED = _int_in(0, 2**31 - 1)
 
@@ -486,14 +494,35 @@ def _registered(args):
     if name is None:
         return None
     m = repair.get_method(name)  # an unknown name: a clear error
-    fixed = {"--preset": args.preset, "--score": args.score, "--strategy": args.strategy, "--pareto": args.pareto,
-             "--certify": args.certify or None, "--localizer": None if args.localizer == "ace" else args.localizer}
+    if args.pareto and m.front is None:
+        raise UsageError(f"--pareto draws a method's front; {name!r} makes one repair and has none (methods with "
+                         f"fronts: {', '.join(n for n, x in repair.METHODS.items() if x.front is not None)})")
+    fixed = {"--preset": args.preset, "--score": args.score, "--strategy": args.strategy,
+             "--certify": args.certify or None, "--localizer": args.localizer}
     bad = [flag for flag, v in fixed.items() if v is not None]
     if bad:
         raise UsageError(f"{'--method ' + name if args.method else '--baseline ' + args.baseline} runs the registered "
                          f"method {name!r} with its own preset, score, strategy and localiser; {', '.join(bad)} "
                          f"cannot be combined with it (`jaxrepair methods` lists the methods and what they do)")
     return m
+
+
+def _method_options(method, args, task) -> dict:
+    """The options given on the command line that a registered method takes (others refused)."""
+    from jaxrepair import repair
+
+    given = {"k": args.k, "a": args.a, "generations": args.generations, "population_size": args.population,
+             "space": args.space, "bounds": _bounds(args), "objectives": args.objectives}
+    if args.baseline == "finetune-masked":  # the ACE top-k's weights alone: one k
+        given = {"k_values": (args.k or repair.preset_for(task.kind).k,), "a": args.a}
+    opts = {k: v for k, v in given.items() if v is not None}
+    if args.max_drop is not None:
+        opts["max_drop"] = _budget(args.max_drop)
+    refused = sorted(set(opts) - set(method.options))
+    if refused:
+        raise UsageError(f"--method {method.name} takes none of the options {refused}; it takes "
+                         f"{sorted(method.options)}")
+    return opts
 
 
 def cmd_repair(args):
@@ -506,30 +535,32 @@ def cmd_repair(args):
     if args.after:  # repair only the layers after this site (jr.repair.lower); the whole network is written
         model, task = repair.lower(whole, task, args.after)
     max_drop = _budget(args.max_drop)
+    if method is None:  # the strategy, its budget and objectives: checked before the output directory exists
+        strat = repair.get_strategy(args.strategy or repair.preset_for(task.kind, args.preset).strategy,
+                                    generations=args.generations, population_size=args.population,
+                                    objectives=args.objectives)
+        if args.objectives and not strat.multi_objective:
+            raise UsageError(f"--objectives are what nsga2/nsga3 minimise; strategy {strat.name!r} minimises one "
+                             f"scalar fitness")
     out = records.new_run_dir(args.out, f"repair-{Path(args.model).stem}")
     common = dict(preset=args.preset, k=args.k, score=args.score, space=args.space, bounds=_bounds(args),
                   strategy=args.strategy, generations=args.generations, population_size=args.population,
-                  max_drop=max_drop, progress=True)
+                  max_drop=max_drop, objectives=args.objectives, progress=True)
+    opts = _method_options(method, args, task) if method is not None else None
     if args.pareto:
-        front = repair.pareto(model, task, a_values=args.pareto, seeds=tuple(range(args.pareto_seeds)), **common)
+        seeds = tuple(range(args.pareto_seeds))
+        if method is not None:
+            front = repair.pareto(model, task, method=method.name, a_values=args.pareto, seeds=seeds,
+                                  **{k: v for k, v in opts.items() if k != "a"})
+        else:
+            front = repair.pareto(model, task, a_values=args.pareto, seeds=seeds, localizer=args.localizer, **common)
         files = repair.write_pareto(front, out)
         _result({**front, "files": files})
         print(open(files["markdown"]).read())
         print(f"wrote {out}")
         return
     t = time.perf_counter()
-    if method is not None:  # a registered method: the options given on the command line that it takes
-        given = {"k": args.k, "a": args.a, "generations": args.generations, "population_size": args.population,
-                 "space": args.space, "bounds": _bounds(args)}
-        if args.baseline == "finetune-masked":  # the ACE top-k's weights alone: one k
-            given = {"k_values": (args.k or repair.preset_for(task.kind).k,), "a": args.a}
-        opts = {k: v for k, v in given.items() if v is not None}
-        if args.max_drop is not None:
-            opts["max_drop"] = _budget(args.max_drop)
-        refused = sorted(set(opts) - set(method.options))
-        if refused:
-            raise UsageError(f"--method {method.name} takes none of the options {refused}; it takes "
-                             f"{sorted(method.options)}")
+    if method is not None:
         r = method(model, task, seed=args.seed, **opts)
     else:
         r = repair.repair(model, task, a=args.a, seed=args.seed, localizer=args.localizer, devices=args.devices,
@@ -1002,7 +1033,11 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--property", default="default", choices=["default", "fairness", "backdoor", "safety"])
     rp.add_argument("--preset", help="fairness | backdoor | safety | custom | care (default: the task's kind); "
                     "every option below overrides its value")
-    rp.add_argument("--strategy", help="care (pyswarms PSO as CARE) | pso (evosax) | cma_es | de | snes | open_es")
+    rp.add_argument("--strategy", help="care (pyswarms PSO as CARE) | pso (evosax) | cma_es | de | snes | open_es | "
+                                       "nsga2 | nsga3 (multi-objective, pymoo's operators)")
+    rp.add_argument("--objectives", type=_names,
+                    help="what nsga2/nsga3 minimise, comma-separated: violation, accuracy_loss, drawdown (safety), "
+                         "changed (default violation,accuracy_loss)")
     rp.add_argument("--space", choices=["factor", "delta"])
     rp.add_argument("--k", type=POS, help="neurons to repair (preset: fairness 10, backdoor 5, safety 25, care 13)")
     rp.add_argument("--a", type=_float_in(0.0, 1.0), help="weight of 1-accuracy in (1-a)*violation + a*(1-accuracy)")
@@ -1019,7 +1054,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "instead of the preset's search; --k, --a, --generations, --population, --max-drop pass on where "
                     "it takes them")
     rp.add_argument("--devices", type=POS, help="devices to shard localisation and the population over (default: all)")
-    rp.add_argument("--localizer", default="ace", choices=["ace", "interchange"],
+    rp.add_argument("--localizer", choices=["ace", "interchange"],
                     help="rank neurons by ACE or by interchange interventions on counterfactual pairs")
     rp.add_argument("--pareto", type=_a_values, help="comma-separated a values in [0, 1]: one vmapped run, non-dominated front")
     rp.add_argument("--certify", action="store_true", help="repair and verify in rounds until the property is proven "

@@ -60,7 +60,9 @@ def test_repair_command_refuses_flags_a_registered_method_cannot_take(tmp_path, 
     out = tmp_path / "out"
     for argv, msg in [(["--method", "ace-finetune", "--preset", "care"], "--preset cannot be combined"),
                       (["--baseline", "random", "--strategy", "de"], "--strategy cannot be combined"),
-                      (["--method", "prune", "--pareto", "0.2,0.5"], "--pareto cannot be combined"),
+                      (["--method", "prune", "--pareto", "0.2,0.5"], "'prune' makes one repair and has none"),
+                      (["--strategy", "nsga2", "--objectives", "violation,fairness"], "unknown objective"),
+                      (["--strategy", "nsga3", "--population", "7"], "even population"),
                       (["--method", "prune", "--baseline", "random"], "choose one"),
                       (["--method", "nope"], "unknown method 'nope'"),
                       (["--method", "prune", "--generations", "3"], "takes none of the options ['generations']")]:

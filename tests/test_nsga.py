@@ -170,3 +170,84 @@ def test_nsga_bad_input_refused_before_work():
         jr.repair.plan(model, _task(splits), strategy="nsga2", objectives=("violation", "drawdown"), k=1)
     with pytest.raises(ValueError, match="one scalar fitness"):
         jr.repair.plan(model, _task(splits), strategy="pso", objectives=("violation", "changed"), k=1)
+
+
+# --------------------------------------------------------------------------- fronts
+
+
+@pytest.fixture(scope="module")
+def planted():
+    from tests.test_problem import _task
+    from tests.test_repair import _planted_splits
+
+    model, splits = _planted_splits()
+    return model, _task(splits)
+
+
+def test_finetune_grid_equals_finetune_run_by_run(planted):
+    model, task = planted
+    neurons = [jr.causal.Neuron("layer1", 0, 1.0), jr.causal.Neuron("layer1", 2, 0.5)]
+    masks = [jr.repair.weight_mask(model, neurons[:1]), jr.repair.weight_mask(model, neurons)]
+    kw = dict(steps=20, eval_every=5, learning_rate=1e-2, max_drop=0.05)
+    grid = jr.repair._repair.finetune_grid(model, task, masks, (0.1, 0.6), **kw)
+    for i, (ns, a) in enumerate([(neurons[:1], 0.1), (neurons[:1], 0.6), (neurons, 0.1), (neurons, 0.6)]):
+        one = jr.repair.finetune(model, task, neurons=ns, a=a, **kw).model.params()
+        for leaf_grid, leaf_one in zip(jax.tree.leaves(grid[i]), jax.tree.leaves(one)):
+            np.testing.assert_allclose(leaf_grid, leaf_one, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("method,opts", [("nsga2", {"generations": 5, "population_size": 8, "k": 2}),
+                                         ("ace-pso", {"generations": 5, "population_size": 6, "k": 2}),
+                                         ("ace-finetune", {"steps": 10, "eval_every": 5, "k_values": (1, 2)})])
+def test_pareto_of_a_method(planted, method, opts):
+    model, task = planted
+    fr = jr.repair.pareto(model, task, method=method, a_values=(0.2, 0.8), seeds=(0, 1), **opts)
+    pts = fr["points"]
+    assert fr["method"] == method and pts and all(p["seed"] in (0, 1) for p in pts)
+    if method == "ace-finetune":
+        assert len(pts) == 2 * 2 * 2 and {p["k"] for p in pts} == {1, 2}
+    # the front is the select split's non-dominated set
+    sel = np.asarray([[p["select_violation"], -p["select_accuracy"]] for p in pts])
+    assert fr["front"] == list(np.flatnonzero(jr.repair.non_dominated_mask(sel)))
+    # its hypervolume on test, against the reference point, equals pymoo's
+    v0, acc0 = fr["before_test"]["violation"], fr["before_test"]["accuracy"]
+    assert fr["reference"] == [pytest.approx(v0), pytest.approx(jr.repair._repair.REFERENCE_LOSS)]
+    test = np.asarray([[pts[i]["test_violation"], acc0 - pts[i]["test_accuracy"]] for i in fr["front"]])
+    assert fr["hypervolume"] == pytest.approx(HV(ref_point=np.asarray(fr["reference"]))(test), abs=1e-9)
+    # the chosen point: the lowest select violation within the budget among the front
+    if fr["chosen"] is not None:
+        c = pts[fr["chosen"]]
+        budget = jr.repair.preset_for(task.kind).max_drop  # the custom preset: none
+        ok = [i for i in fr["front"] if budget is None or pts[i]["select_accuracy"] >= fr["before_select_accuracy"] - budget]
+        assert fr["chosen"] == min(ok, key=lambda i: (pts[i]["select_violation"], -pts[i]["select_accuracy"]))
+        assert fr["chosen_test"]["violation"] == c["test_violation"]
+
+
+def test_pareto_bad_input(planted):
+    model, task = planted
+    with pytest.raises(ValueError, match="does not dominate the nadir"):
+        jr.repair.pareto(model, task, method="nsga2", reference=(0.0, 0.01), generations=2, population_size=8, k=1)
+    with pytest.raises(ValueError, match="has no front"):
+        jr.repair.pareto(model, task, method="prune")
+    with pytest.raises(ValueError, match="takes no option"):
+        jr.repair.pareto(model, task, method="nsga2", steps=3)
+    with pytest.raises(ValueError, match="unknown pareto option"):
+        jr.repair.pareto(model, task, steps=3)
+
+
+def test_repair_command_draws_a_method_front(tmp_path):
+    import json
+
+    from jaxrepair.cli import main
+
+    out = tmp_path / "out"
+    assert main(["repair", "german-sex", "--method", "nsga2", "--pareto", "0.5", "--generations", "2",
+                 "--population", "8", "--k", "2", "--out", str(out)]) == 0
+    rec = json.loads(next(out.rglob("pareto.json")).read_text())
+    assert rec["method"] == "nsga2" and 0.0 <= rec["hypervolume_share"] and rec["front"]
+    assert "Hypervolume" in next(out.rglob("pareto.md")).read_text()
+    out2 = tmp_path / "out2"
+    assert main(["repair", "german-sex", "--strategy", "nsga3", "--objectives", "violation,accuracy_loss,changed",
+                 "--generations", "2", "--population", "16", "--k", "2", "--out", str(out2)]) == 0
+    rec = json.loads(next(out2.rglob("repair.json")).read_text())
+    assert rec["config"]["strategy"]["objectives"] == ["violation", "accuracy_loss", "changed"]

@@ -38,7 +38,7 @@ RANKINGS = ("ace", "interchange", "random", None)
 CARE = "Sun, Sun, Pham, Shi: Causality-Based Neural Network Repair, ICSE 2022 (code: longph1989/Socrates)"
 CCBR = "counterfactual tracing (interchange interventions, Geiger et al. 2021) as CCBR localises, with jaxrepair's search"
 CCBR_NSGA = ("CCBR as the causal-repair literature describes it (counterfactual tracing + NSGA-III); its paper text "
-             "and code were not found, so every setting is inferred (docs/methods.md)")
+             "and code were not found, so every setting is inferred (README, \"The ccbr preset\")")
 NSGA2 = "Deb, Pratap, Agarwal, Meyarivan: NSGA-II, IEEE TEVC 2002 (pymoo's operators)"
 NSGA3 = "Deb & Jain: NSGA-III, IEEE TEVC 2014 (pymoo's operators)"
 LOCALISED_FT = "localised fine-tuning (jaxrepair; the model-editing locality question of Hase et al., NeurIPS 2023)"

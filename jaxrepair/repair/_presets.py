@@ -57,7 +57,7 @@ PRESETS = {
     # CCBR as the causal-repair literature names it: units localised by counterfactual tracing
     # (interchange interventions on counterfactual pairs), then NSGA-III over their factors,
     # minimising violation and accuracy loss under the accuracy budget. CCBR's paper text and code
-    # were not found (docs/methods.md lists what is inferred): k, bounds and budget are jaxrepair's.
+    # were not found (the README's "The ccbr preset" lists what is inferred): every setting is jaxrepair's.
     "ccbr": Preset("ccbr", k=10, a=0.5, bounds=(0.0, 2.0), max_drop=0.01, strategy="nsga3", localizer="interchange"),
 }
 

@@ -65,9 +65,10 @@ def plot_pareto(front: dict, path) -> Path | None:
         chosen = any(i in on_front for i in idx)
         ax.scatter([v], [acc], s=30 + 25 * (len(idx) - 1), c="C3" if chosen else "0.55", alpha=0.85, zorder=3,
                    edgecolors="white", linewidths=0.5)
-        a_vals = sorted({pts[i]["a"] for i in idx})
-        text = "a=" + ",".join(f"{a:g}" for a in a_vals) + (f" (×{len(idx)})" if len(idx) > 1 else "")
-        ax.annotate(text, (v, acc), xytext=(4, 4), textcoords="offset points", fontsize=7, zorder=4)
+        a_vals = sorted({pts[i]["a"] for i in idx if np.isfinite(pts[i]["a"])})  # NSGA's points have no a
+        text = ("a=" + ",".join(f"{a:g}" for a in a_vals) if a_vals else "") + (f" (×{len(idx)})" if len(idx) > 1 else "")
+        if text:
+            ax.annotate(text, (v, acc), xytext=(4, 4), textcoords="offset points", fontsize=7, zorder=4)
     f = sorted((pts[i] for i in front["front"]), key=lambda p: p["test_violation"])
     ax.plot([p["test_violation"] for p in f], [p["test_accuracy"] for p in f], "-", c="C3", lw=1, zorder=2,
             label="non-dominated (chosen on the select split)")
@@ -75,7 +76,8 @@ def plot_pareto(front: dict, path) -> Path | None:
     ax.set_xlabel("violation rate (test)")
     ax.set_ylabel("accuracy (test)")
     ax.margins(0.12)
-    ax.set_title(f"{front['task']}: accuracy / violation trade-off, {len(pts)} runs", fontsize=9)
+    hv = f", hypervolume share {front['hypervolume_share']:.3f}" if "hypervolume_share" in front else ""
+    ax.set_title(f"{front['task']} ({front.get('method', 'plan')}): {len(pts)} points{hv}", fontsize=9)
     ax.legend(fontsize=7, loc="best")
     return records.save_figure(fig, path)
 
@@ -129,6 +131,15 @@ def write_pareto(front: dict, out_dir) -> dict:
              "yes" if i in front["front"] else ""] for i, p in enumerate(front["points"])]
     md = records.markdown_table(["a", "seed", "violation (select)", "accuracy (select)", "violation (test)",
                                  "accuracy (test)", "non-dominated"], rows)
-    records.write_text(out / "pareto.md", f"# Pareto front: {front['task']}\n\n{md}")
+    summary = ""
+    if "hypervolume" in front:
+        ref = front["reference"]
+        summary = (f"Hypervolume (test, violation × accuracy loss, reference ({ref[0]:.4g}, {ref[1]:.4g})): "
+                   f"{front['hypervolume']:.6g}, a share {front['hypervolume_share']:.4f} of the reference box.\n\n")
+        if front.get("chosen_test"):
+            c = front["chosen_test"]
+            summary += (f"Chosen on the select split (lowest violation within the budget): test violation "
+                        f"{c['violation']:.4f}, accuracy {c['accuracy']:.4f}.\n\n")
+    records.write_text(out / "pareto.md", f"# Pareto front: {front['task']} ({front.get('method', 'plan')})\n\n{summary}{md}")
     p = plot_pareto(front, out / "pareto.png")
     return {"json": str(out / "pareto.json"), "markdown": str(out / "pareto.md"), "plot": str(p) if p else None}

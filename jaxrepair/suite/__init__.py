@@ -13,8 +13,8 @@ Depends on :mod:`jaxrepair.repair`, :mod:`jaxrepair.zoo` and :mod:`jaxrepair.swe
 from jaxrepair.suite._acasxu import ANCHORS, GOAL, acasxu, machine, parse_task, summarise, table, task_hash
 from jaxrepair.suite._report import leaderboard, report
 from jaxrepair.suite._run import SMALL_TEST, SUITE_VERSION, Family, check_run, families, outcomes, resplit, run
-from jaxrepair.suite._stats import cell_stats, compare, holm, sign_flip_test
+from jaxrepair.suite._stats import cell_stats, compare, holm, paired, seed_interval, sign_flip_test
 
 __all__ = ["ANCHORS", "GOAL", "Family", "SMALL_TEST", "SUITE_VERSION", "acasxu", "cell_stats", "check_run", "compare",
            "families", "holm", "leaderboard", "machine", "outcomes", "parse_task", "report", "resplit", "run",
-           "sign_flip_test", "summarise", "table", "task_hash"]
+           "paired", "seed_interval", "sign_flip_test", "summarise", "table", "task_hash"]
