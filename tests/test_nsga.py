@@ -70,24 +70,7 @@ def test_hypervolume_equals_pymoo():
         jr.repair.hypervolume(np.zeros((3, 2)), [1.0, 1.0, 1.0])
 
 
-def _zdt(k):
-    def f(X):
-        f1 = X[:, 0]
-        g = 1 + 9 * jnp.mean(X[:, 1:], axis=1)
-        h = {1: 1 - jnp.sqrt(f1 / g), 2: 1 - (f1 / g) ** 2,
-             3: 1 - jnp.sqrt(f1 / g) - (f1 / g) * jnp.sin(10 * jnp.pi * f1)}[k]
-        return jnp.stack([f1, g * h], 1), jnp.zeros(X.shape[0])
-    return f
-
-
-def _dtlz2(X):
-    g = jnp.sum((X[:, 2:] - 0.5) ** 2, axis=1)
-    t = X[:, :2] * jnp.pi / 2
-    return jnp.stack([(1 + g) * jnp.cos(t[:, 0]) * jnp.cos(t[:, 1]), (1 + g) * jnp.cos(t[:, 0]) * jnp.sin(t[:, 1]),
-                      (1 + g) * jnp.sin(t[:, 0])], 1), jnp.zeros(X.shape[0])
-
-
-PROBLEMS = {"zdt1": (_zdt(1), 30, 2), "zdt2": (_zdt(2), 30, 2), "zdt3": (_zdt(3), 30, 2), "dtlz2": (_dtlz2, 10, 3)}
+PROBLEMS = _nsga.TEST_PROBLEMS
 POP, GEN, SEEDS = 64, 100, range(5)
 
 
@@ -251,3 +234,21 @@ def test_repair_command_draws_a_method_front(tmp_path):
                  "--generations", "2", "--population", "16", "--k", "2", "--out", str(out2)]) == 0
     rec = json.loads(next(out2.rglob("repair.json")).read_text())
     assert rec["config"]["strategy"]["objectives"] == ["violation", "accuracy_loss", "changed"]
+
+
+@pytest.mark.parametrize("space", ["factor", "delta"])
+def test_changed_objective_counts_the_selected_units_moved(planted, space):
+    model, task = planted
+    strat = jr.repair.get_strategy("nsga2", generations=3, population_size=8,
+                                   objectives=("violation", "accuracy_loss", "changed"))
+    problem = jr.repair.prepare(model, task, [("layer1", 0), ("layer1", 2)], k_max=3, sites=["layer1"],
+                                strategy=strat, space=space)
+    out = problem.search(seeds=0)
+    sol, changed = out["front"]["solution"][0], out["front"]["objectives"][0][:, 2]
+    lo, hi = problem.space.bounds(problem.args.params, problem.slots, problem.bounds)
+    ident = np.asarray(problem.space.identity())
+    width = np.where(hi > lo, hi - lo, 1.0)
+    per = problem.space.slot_dims
+    for x, c in zip(sol, changed):
+        moved = ((np.abs(x - ident) / width > _search.CHANGED_TOL) & (hi > lo)).reshape(-1, per).any(axis=1)
+        assert c == pytest.approx(moved.sum() / 2)  # two of the three slots hold a unit

@@ -427,3 +427,28 @@ def minimize(fn: Callable, key, *, n_var: int, n_obj: int, generations: int, alg
 
     final, _ = lax.scan(step, s0, jax.random.split(k2, generations))
     return final
+
+
+# --------------------------------------------------------------------------- benchmark problems
+
+
+def _zdt(k: int):
+    def f(X):
+        f1 = X[:, 0]
+        g = 1 + 9 * jnp.mean(X[:, 1:], axis=1)
+        r = f1 / g
+        h = {1: 1 - jnp.sqrt(r), 2: 1 - r ** 2, 3: 1 - jnp.sqrt(r) - r * jnp.sin(10 * jnp.pi * f1)}[k]
+        return jnp.stack([f1, g * h], 1), jnp.zeros(X.shape[0])
+    return f
+
+
+def _dtlz2(X):
+    g = jnp.sum((X[:, 2:] - 0.5) ** 2, axis=1)
+    t = X[:, :2] * jnp.pi / 2
+    return jnp.stack([(1 + g) * jnp.cos(t[:, 0]) * jnp.cos(t[:, 1]), (1 + g) * jnp.cos(t[:, 0]) * jnp.sin(t[:, 1]),
+                      (1 + g) * jnp.sin(t[:, 0])], 1), jnp.zeros(X.shape[0])
+
+
+#: Standard test problems in the unit box, as pymoo defines them (``get_problem(name)``: ZDT with 30
+#: variables, DTLZ2 with 10 variables and 3 objectives): name -> ``(fn, n_var, n_obj)``.
+TEST_PROBLEMS = {"zdt1": (_zdt(1), 30, 2), "zdt2": (_zdt(2), 30, 2), "zdt3": (_zdt(3), 30, 2), "dtlz2": (_dtlz2, 10, 3)}

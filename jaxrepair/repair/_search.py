@@ -82,13 +82,14 @@ STRATEGIES = {
 
 #: What a multi-objective search can minimise: the violation rate, the accuracy lost against the
 #: unrepaired model (for a safety task, whose accuracy is agreement with the original advisories:
-#: the drawdown), and the share of the searched values moved off the unrepaired network's by more
-#: than 1% of their range (how much of the network changes).
+#: the drawdown), and the share of the selected units whose values move off the unrepaired network's
+#: by more than 1% of their range (how much of the network changes).
 OBJECTIVES = ("violation", "accuracy_loss", "drawdown", "changed")
 
 
 def get_strategy(strategy: "str | Strategy", **overrides) -> Strategy:
-    """A :class:`Strategy` by name (``pso``, ``cma_es``, ``de``, ``snes``, ``open_es``) with overrides."""
+    """A :class:`Strategy` by name (``care``, ``pso``, ``cma_es``, ``de``, ``snes``, ``open_es``, ``nsga2``,
+    ``nsga3``) with overrides, checked (NSGA: its objectives, settings and reference directions)."""
     if isinstance(strategy, Strategy):
         s = strategy
     elif strategy in STRATEGIES:
@@ -373,8 +374,9 @@ def search_core(spec: Spec, args: Args, run: Run, *, progress=False, mesh=None):
     }
 
 
-#: A searched value counts as changed when it moves off the unrepaired network's by more than this
-#: share of its range (the ``changed`` objective).
+#: A selected unit counts as changed (the ``changed`` objective: the share of the selected units
+#: changed) when one of its searched values moves off the unrepaired network's by more than this share
+#: of its range.
 CHANGED_TOL = 0.01
 
 
@@ -396,9 +398,13 @@ def moo_core(spec: Spec, args: Args, run: Run, *, progress=False, mesh=None):
     active = run.hi > run.lo
     n, d = algo.population_size, fx.z_id.shape[0]
 
+    per_slot = spec.space.slot_dims  # the values of one selected unit (a factor, or a unit's weight deltas)
+    slot_on = jnp.any(active.reshape(-1, per_slot), axis=1)
+
     def objectives(Z, v, acc, acc_ref):
-        cols = {"violation": v, "accuracy_loss": acc_ref - acc, "drawdown": acc_ref - acc,
-                "changed": jnp.sum((jnp.abs(Z - fx.z_id) > CHANGED_TOL) & active, axis=1) / jnp.maximum(jnp.sum(active), 1)}
+        moved = ((jnp.abs(Z - fx.z_id) > CHANGED_TOL) & active).reshape(Z.shape[0], -1, per_slot)
+        changed = jnp.sum(jnp.any(moved, axis=2), axis=1) / jnp.maximum(jnp.sum(slot_on), 1)
+        cols = {"violation": v, "accuracy_loss": acc_ref - acc, "drawdown": acc_ref - acc, "changed": changed}
         return jnp.stack([cols[o] for o in names], axis=1)
 
     def evaluate(Z):
