@@ -252,3 +252,15 @@ def test_changed_objective_counts_the_selected_units_moved(planted, space):
     for x, c in zip(sol, changed):
         moved = ((np.abs(x - ident) / width > _search.CHANGED_TOL) & (hi > lo)).reshape(-1, per).any(axis=1)
         assert c == pytest.approx(moved.sum() / 2)  # two of the three slots hold a unit
+
+
+def test_the_suite_runs_the_multi_objective_methods(tmp_path):
+    tiny = {"generations": 2, "population_size": 8, "k": 2}
+    names = ["nsga2", "nsga3", "ccbr", "random-ccbr"]
+    res = jr.suite.run("fairness", tmp_path, methods=names, seeds=2, entries=["german-sex"], repair_samples=300,
+                       options={n: tiny for n in names}, progress=False)
+    assert res["ran"] == 8
+    rows = {r["method"]: r for r in res["report"]["board"]["rows"]}
+    assert set(rows) == set(names) and all(rows[n]["seeds"] == 2 for n in names)
+    md = (tmp_path / "suite_fairness.md").read_text()
+    assert "ccbr" in md and "random-ccbr" in md
