@@ -38,6 +38,7 @@ from jaxrepair.repair._result import RepairResult, repaired_model
 from jaxrepair.repair._report import plot_history, plot_pareto, write_pareto, write_result
 from jaxrepair.repair._search import OBJECTIVES, STRATEGIES, Strategy, budget, get_strategy, non_dominated
 from jaxrepair.repair._front import hypervolume, non_dominated_mask
+from jaxrepair.repair._front import summarise as summarise_front
 from jaxrepair.repair._nsga import NSGA, reference_directions
 from jaxrepair.repair._nsga import minimize as nsga
 from jaxrepair.repair._space import DeltaSpace, FactorSpace, Neurons, Slots, Space, group
@@ -50,7 +51,7 @@ __all__ = [
     "get_strategy", "group", "interchange_pairs", "lower", "localization_effect", "localize", "localize_interchange",
     "localized_finetune", "metrics", "non_dominated", "optimise_with_selection", "pareto", "plan", "plot_history", "plot_pareto",
     "prepare", "preset_for", "problem_data", "prune", "random_selection", "repair", "repaired_model", "weight_mask", "write_pareto",
-    "write_result", "OBJECTIVES", "NSGA", "hypervolume", "non_dominated_mask", "nsga", "reference_directions",
+    "write_result", "OBJECTIVES", "NSGA", "hypervolume", "non_dominated_mask", "nsga", "reference_directions", "summarise_front",
 ]
 
 
