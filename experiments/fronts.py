@@ -22,7 +22,8 @@ Usage::
                                  [--out experiments/results/fronts] [--timing]
 
 Records go to ``fronts.jsonl`` one per (entry, method, seed) as they finish (a rerun skips those
-present), then ``fronts.md``, ``fronts.json`` and ``fronts.png`` (a panel per entry, seed 0's fronts).
+present), then ``fronts.md``, ``fronts.json`` and ``fronts.png`` (a panel per entry, seed 0's fronts);
+an earlier report is moved aside to ``*.previous``.
 """
 
 from __future__ import annotations
@@ -278,6 +279,9 @@ def main(argv=None):
         tim = json.loads((out / "timing.json").read_text())
     methods = [m for m in a.methods if any(r["method"] == m for r in records)]
     summary = summarise([rechoose(r) for r in records], methods)
+    for f in ("fronts.json", "fronts.md", "fronts.png"):  # the last report is moved aside, never overwritten
+        if (out / f).exists():
+            (out / f).replace(out / (f + ".previous"))
     jr.records.write_json(out / "fronts.json", {"summary": summary, "timing": tim, "machine": machine(),
                                                 "environment": jr.records.environment()})
     jr.records.write_text(out / "fronts.md", report(summary, methods, tim, a.seeds))
