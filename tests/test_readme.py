@@ -88,6 +88,15 @@ def test_methods_and_suites_block_runs_as_printed(tmp_path, monkeypatch, capsys)
     assert "ace-finetune" in capsys.readouterr().out
 
 
+def test_multi_objective_block_runs_as_printed(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    s = _run(_block("Multi-objective repair: NSGA-II, NSGA-III, `ccbr`, fronts by hypervolume"), "multi-objective")
+    assert s["r"].config["strategy"]["name"] == "nsga3" and s["r"].config["strategy"]["population_size"] == 16
+    assert s["front"]["method"] == "nsga3" and s["front"]["front"] and s["front"]["hypervolume_share"] >= 0
+    assert str(len(s["front"]["front"])) == capsys.readouterr().out.split()[0]
+    assert os.listdir(tmp_path) == []  # nothing written
+
+
 def test_verification_block_runs_as_printed(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     scope = _run(_block("Verification and certified repair"), "Verification")
