@@ -134,7 +134,7 @@ def _f(v, digits=3, pct=False):
 
 
 def report(summary: dict, methods: list[str], timing: dict | None, n_seeds: int) -> str:
-    lines = [f"# Fronts on the fairness zoo: hypervolume, chosen points ({n_seeds} seeds)", "",
+    lines = [f"# Fronts on the fairness zoo: hypervolume, chosen points (up to {n_seeds} seeds an entry)", "",
              f"Machine: {machine()}. Every figure is on the entry's test split; fronts are the select split's "
              "non-dominated points; the chosen point is the front's lowest select violation within 0.75 points of "
              "the unrepaired select accuracy (the fairness preset's budget, for every method; ccbr's preset "
