@@ -146,44 +146,48 @@ def _load_data(args, bench, ds=None):
 
 
 def _user_table(args):
-    """The user's ``--data`` table (.csv, or .npz with a label array), or None without ``--data``."""
-    from jaxrepair import data
+    """The user's ``--data`` table (.csv, or .npz with a label array), or None without ``--data``;
+    says how it was read (rows, categorical columns, dropped rows, the split) and saves the split's
+    row indices with ``--save-split``."""
+    from jaxrepair import data, records, repair
 
     if not getattr(args, "data", None):
         return None
-    return data.load_user_table(args.data, label=args.label, sensitive=getattr(args, "sensitive", None))
+    save = getattr(args, "save_split", None)
+    if save and Path(save).exists():
+        raise UsageError(f"--save-split {save}: the file exists; name a new file (nothing is overwritten)")
+    ds = data.load_user_table(args.data, label=args.label, sensitive=getattr(args, "sensitive", None),
+                              missing=getattr(args, "missing", "error"), categorical=getattr(args, "categorical", None) or (),
+                              split_seed=getattr(args, "split_seed", 0))
+    n = sum(len(v.y) for v in ds.splits.values())
+    cats = ", ".join(sorted(ds.categories)) or "none"
+    dropped = f", {len(ds.dropped)} dropped for a missing cell" if ds.dropped else ""
+    print(f"read {args.data}: {n} rows{dropped}, {len(ds.columns)} features, label {ds.label!r}; read as categorical "
+          f"(integer codes): {cats}", file=sys.stderr)
+    print(f"split seed {ds.split_seed}: {' / '.join(f'{k} {len(v.y)}' for k, v in ds.splits.items())} rows "
+          f"(repair / select / test); figures on the table are on {repair.rows_note(ds, 'test')}"
+          + (f"; row indices in {save}" if save else " (--save-split FILE writes the row indices)"), file=sys.stderr)
+    if save:
+        records.write_json(save, {"data": str(args.data), **ds.split_record()})
+    return ds
 
 
 def _sensitive(args, ds) -> tuple[str, int, list[float]]:
     """``(name, column, values)`` of ``--sensitive COL[:V1,V2]`` in the user's table."""
-    from jaxrepair import data
+    from jaxrepair import repair
 
     if not args.sensitive:
         raise UsageError("fairness on your own data needs --sensitive COL[:V1,V2,...] (a column name or index)")
-    _, values = data.parse_sensitive(args.sensitive)
-    (name, col), = ds.sensitive.items()
-    values = values if values is not None else [float(v) for v in ds.sensitive_values(name)]
-    if len(values) < 2:
-        raise UsageError(f"--sensitive {args.sensitive}: the column takes a single value in the data; give its values")
-    return name, col, values
-
-
-def _check_fits(model, ds, path) -> None:
-    if tuple(model.input_shape) != (len(ds.columns),):
-        raise UsageError(f"the model takes inputs of shape {tuple(model.input_shape)}; {path} has {len(ds.columns)} "
-                         f"feature columns ({', '.join(ds.columns[:8])}{', ...' if len(ds.columns) > 8 else ''})")
+    return repair.table_sensitive(ds, args.sensitive)
 
 
 def _user_task(args, model, ds):
     """A fairness repair task on the user's table: repair / select / test = its train / val / test split."""
-    from jaxrepair import causal, properties, repair
+    from jaxrepair import repair
 
-    _check_fits(model, ds, args.data)
-    name, col, values = _sensitive(args, ds)
-    splits = {role: {"x": ds.splits[k].x, "y": ds.splits[k].y} for role, k in
-              (("repair", "train"), ("select", "val"), ("test", "test"))}
-    return repair.custom_task(f"{Path(args.data).stem}-{name}", properties.IndividualFairness(col, tuple(values)),
-                              splits, effect=causal.Fairness.make(col, values), kind="fairness")
+    repair.check_table_fits(model, ds, args.data)
+    _sensitive(args, ds)
+    return repair.table_task(model, ds, args.sensitive)
 
 
 def _parse_effect(spec: str, bench):
@@ -393,7 +397,7 @@ def cmd_feature_repair(args):
           f"accuracy {r.before['accuracy']:.4f} -> {r.after['accuracy']:.4f}; {time.perf_counter() - t:.1f}s")
     if r.after.get("degenerate"):
         print(f"WARNING: the repaired model is degenerate: {r.after['degenerate']}", file=sys.stderr)
-    print(f"wrote {out} ({', '.join(Path(f).name for f in files.values())})")
+    _print_wrote(out, files.values())
 
 
 def _benchmark_record(args, name, res, table):
@@ -434,7 +438,7 @@ def _task_for(args, model, bench):
             raise UsageError("--data gives your own data; use it with a model file, not a zoo entry")
         if args.property not in ("default", "fairness"):
             raise UsageError(f"--property {args.property} on your own data: only fairness (with --sensitive) is supported")
-        return _user_task(args, model, ds), None
+        return _user_task(args, model, ds), None, ds
     if bench is None:
         if not getattr(args, "entry", None):
             raise UsageError("a model file needs --entry ZOO_NAME, or --data FILE with --label and --sensitive, "
@@ -442,7 +446,7 @@ def _task_for(args, model, bench):
         bench = zoo.load(args.entry, data_dir=getattr(args, "data_dir", None))
     if args.property != "default" and args.property != bench.entry.kind:
         raise UsageError(f"{bench.name} is a {bench.entry.kind} benchmark; --property {args.property} does not apply")
-    return repair.from_zoo(bench, repair_samples=args.repair_samples, seed=args.seed), bench
+    return repair.from_zoo(bench, repair_samples=args.repair_samples, seed=args.seed), bench, None
 
 
 def _bounds(args):
@@ -530,7 +534,7 @@ def cmd_repair(args):
 
     method = _registered(args)
     model, bench = _load_model(args.model, args)
-    task, bench = _task_for(args, model, bench)
+    task, bench, table = _task_for(args, model, bench)
     whole = model
     if args.after:  # repair only the layers after this site (jr.repair.lower); the whole network is written
         model, task = repair.lower(whole, task, args.after)
@@ -543,6 +547,8 @@ def cmd_repair(args):
             raise UsageError(f"--objectives are what nsga2/nsga3 minimise; strategy {strat.name!r} minimises one "
                              f"scalar fitness")
     out = records.new_run_dir(args.out, f"repair-{Path(args.model).stem}")
+    if table is not None:  # which rows of the user's file each split is
+        records.write_json(out / "split.json", {"data": str(args.data), **table.split_record()})
     common = dict(preset=args.preset, k=args.k, score=args.score, space=args.space, bounds=_bounds(args),
                   strategy=args.strategy, generations=args.generations, population_size=args.population,
                   max_drop=max_drop, objectives=args.objectives, progress=True)
@@ -577,7 +583,8 @@ def cmd_repair(args):
     print(r.table())
     s = r.summary()
     _print_summary(task.name, s, time.perf_counter() - t)
-    print(f"wrote {out} ({', '.join(Path(f).name for f in files.values())})")
+    _print_budget_note(r, task)
+    _print_wrote(out, files.values())
 
 
 _RESULT: dict = {}
@@ -594,6 +601,26 @@ def _dumps(obj) -> str:
     from jaxrepair import records
 
     return records.dumps(obj)
+
+
+def _print_wrote(out: Path, files) -> None:
+    """``wrote RUN (a, b, ...)`` for the run folder's files; a file elsewhere (beside the input model)
+    on its own line with its whole path."""
+    inside = sorted({p.name for p in Path(out).iterdir() if p.is_file()}) if Path(out).is_dir() else []
+    print(f"wrote {out} ({', '.join(inside)})")
+    for f in files:
+        if Path(f).resolve().parent != Path(out).resolve():
+            print(f"wrote {f} (beside the input model, not in the run folder)")
+
+
+def _print_budget_note(r, task) -> None:
+    """Where the figures were measured, and that the budget holds on the select split only."""
+    n_test = len(task.data["test"]["accuracy"]["y"])
+    budget = r.config.get("max_drop") if isinstance(getattr(r, "config", None), dict) else None
+    what = f"the accuracy budget (at most {100 * budget:.2g} points lost)" if isinstance(budget, (int, float)) else \
+        "any accuracy budget"
+    print(f"figures on the test split ({n_test} rows); {what} is enforced on the select split, where the repair is "
+          f"chosen, so the test split can lose more")
 
 
 def _print_summary(name: str, s: dict, seconds: float) -> None:
@@ -897,9 +924,13 @@ def cmd_evaluate(args):
     model, bench = _load_model(args.model, args)
     ds = _user_table(args)
     if ds is not None:
-        res = _evaluate_user(args, model, ds)
+        from jaxrepair import repair
+
+        repair.check_table_fits(model, ds, args.data)
+        res = {"data": str(args.data), **repair.evaluate_table(model, ds, sensitive=args.sensitive, rows=args.rows,
+                                                              seed=args.seed)}
         _result(res)
-        print(_dumps(res))
+        _print_evaluation(res)
         return
     if bench is None:
         if not args.entry:
@@ -907,39 +938,28 @@ def cmd_evaluate(args):
         bench = zoo.load(args.entry, data_dir=getattr(args, "data_dir", None))
     if args.property != "default" and args.property != bench.entry.kind:
         raise UsageError(f"{bench.name} is a {bench.entry.kind} benchmark; --property {args.property} does not apply")
-    res = zoo.evaluate(bench, model, seed=args.seed)
+    res = {"measured_on": f"{bench.name}'s test split", **zoo.evaluate(bench, model, seed=args.seed)}
     _result(res)
-    print(_dumps(res))
+    _print_evaluation(res)
 
 
-def _evaluate_user(args, model, ds) -> dict:
-    """Metrics of a model on every row of the user's table (accuracy, degeneracy, and with
-    ``--sensitive`` the individual-fairness violation with its bootstrap interval and group gaps)."""
-    import jax
+def _print_evaluation(res: dict) -> None:
+    """The metrics as a two-column table (``--json`` prints the whole record, groups included)."""
+    from jaxrepair.records import markdown_table
 
-    from jaxrepair import models, properties, repair
+    def show(v):
+        if isinstance(v, float):
+            return f"{v:.4f}"
+        if isinstance(v, dict) and "rate" in v and "ci95" in v:
+            return f"{v['rate']:.4f} (95% interval {v['ci95'][0]:.4f} to {v['ci95'][1]:.4f}, {v['num_rows']} rows)"
+        return str(v)
 
-    _check_fits(model, ds, args.data)
-    rows = _all_rows(ds)
-    x, y = rows["x"], rows["y"]
-    apply, params = models.functional(model)
-    pred = properties.predict(apply, params, x)
-    n_out = int(models.sites(model)[model.graph.output].shape[-1])
-    if y.max() >= n_out:
-        raise UsageError(f"{args.data}: labels go up to {int(y.max())}, the model has {n_out} outputs")
-    out = {"data": str(args.data), "rows": int(len(x)), "label": ds.label, "accuracy": float(np.mean(pred == y)),
-           **repair.degeneracy(model, {"x": x, "y": y})}
-    if args.sensitive:
-        name, col, values = _sensitive(args, ds)
-        prop = properties.IndividualFairness(col, tuple(values))
-        out["sensitive"] = {"column": name, "index": col, "values": values}
-        out["fairness_violation"] = properties.sampled_rate(prop, apply, params, x, key=jax.random.key(args.seed))
-        if set(np.unique(y)) <= {0, 1}:
-            g = properties.group_metrics(apply, params, {"x": x, "y": y}, col, values)
-            out["demographic_parity_difference"] = g["demographic_parity_difference"]
-            out["equalized_odds_difference"] = g["equalized_odds_difference"]
-            out["groups"] = {k: g[k] for k in ("values", "favorable", "by_group")}
-    return out
+    rows = [(k, show(v)) for k, v in res.items() if k != "groups" and (not isinstance(v, (dict, list)) or "rate" in v)]
+    rows += [(f"sensitive {k}", v) for k, v in res.get("sensitive", {}).items()]
+    for value, g in res.get("groups", {}).get("by_group", {}).items():
+        rows.append((f"group {value}", ", ".join(f"{k} {int(x) if k == 'count' else show(float(x))}" for k, x in g.items())))
+    print(markdown_table(["metric", "value"], rows))
+    print("(--json prints the record as JSON)")
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -990,7 +1010,20 @@ def _data_options(p) -> None:
     p.add_argument("--label", default="y", help="the label column (.csv) or array (.npz) of --data")
     p.add_argument("--sensitive", help="COL[:V1,V2,...]: the sensitive column of --data (name or index) and its values "
                    "(default: the values in the data)")
+    _table_options(p)
     _data_dir_option(p)
+
+
+def _table_options(p) -> None:
+    """How a --data table is read and split (jr.data.load_user_table's options)."""
+    p.add_argument("--missing", default="error", choices=["error", "drop"],
+                   help="a .csv cell that is blank, NA, NaN, null, None or ?: refuse the file (error), or drop its row")
+    p.add_argument("--categorical", type=_names,
+                   help="COL,COL,...: .csv columns to read as category codes although they hold numbers (a column "
+                        "that mixes numbers and text is refused otherwise)")
+    p.add_argument("--split-seed", type=SEED, default=0, help="seed of the table's 60/20/20 repair/select/test split")
+    p.add_argument("--save-split", metavar="FILE", help="write the split's row indices (0-based data rows) to this new "
+                   "JSON file")
 
 
 def _data_dir_option(p) -> None:
@@ -1086,6 +1119,7 @@ def build_parser() -> argparse.ArgumentParser:
     lz.add_argument("--data", help=".npz with x (and y, x_cf) arrays, or a .csv table with --label; default: the zoo "
                     "entry's split")
     lz.add_argument("--label", default="y", help="with a .csv --data: the label column (dropped from the features)")
+    _table_options(lz)
     lz.add_argument("--sensitive", help="COL[:V1,V2,...]: the fairness effect on this column of your data")
     lz.add_argument("--split", default="val", choices=["train", "val", "test"])
     lz.add_argument("--devices", type=POS, help="devices to shard the (unit, value) grid over (default: all)")
@@ -1106,6 +1140,7 @@ def build_parser() -> argparse.ArgumentParser:
     fe.add_argument("model")
     fe.add_argument("--data", help=".npz with an 'x' array, or a .csv table with --label; default: the zoo entry's split")
     fe.add_argument("--label", default="y", help="with a .csv --data: the label column (dropped from the features)")
+    _table_options(fe)
     fe.add_argument("--split", default="val", choices=["train", "val", "test"])
     fe.add_argument("--method", default="exact", choices=["exact", "taylor"])
     fe.add_argument("--output", type=_int_in(0), default=1, help="which output's ACE to rank by")
@@ -1227,8 +1262,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("model")
     ev.add_argument("--entry", help="zoo entry whose data/property to use (for model files)")
     _data_options(ev)
-    ev.add_argument("--property", default="default", choices=["default", "fairness", "backdoor", "safety"])
-    ev.add_argument("--seed", type=SEED, default=0)
+    ev.add_argument("--property", default="default", choices=["default", "fairness", "backdoor", "safety"],
+                    help="the property to measure; default: the zoo entry's (fairness with --sensitive)")
+    ev.add_argument("--rows", default="test", choices=["test", "all"],
+                    help="--data rows to score: the test split a repair reports on, or every row")
+    ev.add_argument("--seed", type=SEED, default=0, help="seed of the violation's bootstrap interval")
     ev.set_defaults(fn=cmd_evaluate)
 
     return p

@@ -74,8 +74,9 @@ def _check_settings(path, st: dict) -> None:
     b = st["bounds"]
     if b is not None:
         ok = (st["space"] == "factor" and isinstance(b, (list, tuple)) and len(b) == 2
-              and all(isinstance(v, (int, float)) for v in b) and b[0] < b[1]) or \
-             (st["space"] == "delta" and isinstance(b, (int, float)) and not isinstance(b, bool) and b > 0)
+              and all(isinstance(v, (int, float)) and np.isfinite(v) for v in b) and b[0] < b[1]) or \
+             (st["space"] == "delta" and isinstance(b, (int, float)) and not isinstance(b, bool) and np.isfinite(b)
+              and b > 0)
         if not ok:
             bad("bounds", "[LOW, HIGH] with LOW < HIGH for factors, a positive number (x layer std) for deltas")
     from jaxrepair import causal
@@ -168,6 +169,10 @@ def load_config(path) -> dict:
     empty = [k for k, v in lists.items() if not v]
     if empty:
         raise ValueError(f"{path}: grid key(s) {empty} are empty lists")
+    for k, v in lists.items():
+        twice = sorted({repr(x) for x in v if v.count(x) > 1})
+        if twice:
+            raise ValueError(f"{path}: grid key {k} lists {', '.join(twice)} more than once; each value once")
     _check_grid(path, {**lists, "k": [k for k in lists["k"] if k is not None],
                        "a": [a for a in lists["a"] if a is not None]})
     lists["k"] = [0 if k is None else k for k in lists["k"]]

@@ -34,11 +34,38 @@ def user_dir(tmp_path_factory):
     (d / "ragged.csv").write_text(header + "\n" + rows.split("\n")[0] + "\n1,2,3\n")
     (d / "narrow.csv").write_text("a,b,good\n" + "\n".join(f"{i},{i % 3},{i % 2}" for i in range(30)) + "\n")
     np.savez(d / "x_only.npz", x=x)
+    lines_ = (header + "\n" + rows).split("\n")
+    (d / "twice.csv").write_text(lines_[0].replace("sex", "age") + "\n" + "\n".join(lines_[1:]) + "\n")
+    for name, cell in {"blank": "", "na": "NA", "nan": "nan", "inf": "inf", "text": "abc"}.items():
+        body = [r.split(",") for r in lines_[1:]]
+        body[3][2] = cell  # line 5, column 2
+        (d / f"cell_{name}.csv").write_text(lines_[0] + "\n" + "\n".join(",".join(r) for r in body) + "\n")
+    nan_x = x.copy()
+    nan_x[7, 3] = np.nan
+    np.savez(d / "nan_x.npz", x=nan_x, y=y)
+    np.savez(d / "dup_columns.npz", x=x[:, :2], y=y, columns=np.array(["a", "a"]))
+    (d / "split.json").write_text("{}\n")
+    bad_model = jr.load(d / "german.npz")
+    params = bad_model.params()
+    leaf = next(k for k, v in params.items() if "kernel" in v)
+    params[leaf]["kernel"] = np.array(params[leaf]["kernel"]).copy()
+    params[leaf]["kernel"][0, 0] = np.inf
+    jr.save(jr.models.Network(bad_model.graph, params), d / "inf_model.npz")
+    vnn = "(declare-const X_0 Real)\n(declare-const Y_0 Real)\n"
+    (d / "nan.vnnlib").write_text(vnn + "(assert (<= X_0 nan))\n(assert (>= X_0 0.0))\n(assert (>= Y_0 0.0))\n")
+    (d / "huge.vnnlib").write_text(vnn + "(assert (<= X_0 1.0))\n(assert (>= X_0 0.0))\n(assert (>= Y_0 1e999))\n")
+    (d / "twice.vnnlib").write_text(vnn + "(declare-const X_0 Real)\n(assert (<= X_0 1.0))\n")
     text = jr.convert.nnet_text(jr.data.load_acasxu(1, 1))
     (d / "extra.nnet").write_text(text + "0.5\n")
     lines = text.splitlines()
     header_at = next(i for i, ln in enumerate(lines) if not ln.startswith("//"))
     (d / "header.nnet").write_text("\n".join(lines[:header_at] + [lines[header_at].rstrip(",") + ",7,"] + lines[header_at + 1:]) + "\n")
+    nan_w = list(lines)
+    nan_w[header_at + 7] = "nan," + ",".join(nan_w[header_at + 7].split(",")[1:])
+    (d / "nan_weight.nnet").write_text("\n".join(nan_w) + "\n")
+    zero_range = list(lines)
+    zero_range[header_at + 6] = "0.0," + ",".join(zero_range[header_at + 6].split(",")[1:])
+    (d / "zero_range.nnet").write_text("\n".join(zero_range) + "\n")
     short = list(lines)
     row = header_at + 7  # the first weight row of layer 1
     short[row] = ",".join(short[row].rstrip(",").split(",")[:-1]) + ","
@@ -50,6 +77,19 @@ def user_dir(tmp_path_factory):
         del f["model_weights/c2/c2/kernel"]
         f["model_weights/c2/c2/kernel"] = np.zeros((3, 3, 5, 6), np.float32)
     shutil.copy(FIX / "torch_mlp.onnx", d / "model.onnx")
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(str(FIX / "torch_mlp.onnx"))
+    init = m.graph.initializer[0]
+    arr = numpy_helper.to_array(init).copy()
+    arr.flat[0] = np.nan
+    init.CopyFrom(numpy_helper.from_array(arr, init.name))
+    onnx.save(m, str(d / "nan_init.onnx"))
+    shutil.copy(FIX / "keras_cnn.h5", d / "nan_kernel.h5")
+    with h5py.File(d / "nan_kernel.h5", "r+") as f:
+        k = f["model_weights/c2/c2/kernel"]
+        k[0, 0, 0, 0] = np.nan
     other = sqlite3.connect(d / "other.sqlite")
     other.execute("CREATE TABLE people (name TEXT)")
     other.commit()
@@ -65,6 +105,9 @@ def user_dir(tmp_path_factory):
         "prop.toml": "[grid]\nentry = ['german-sex']\nproperty = ['backdoor']\n",
         "gens.toml": "[grid]\nentry = ['german-sex']\n[settings]\ngenerations = 0\n",
         "unwritable.toml": "store = '/proc/jaxrepair/x.sqlite'\n[grid]\nentry = ['german-sex']\n",
+        "infbounds.toml": "[grid]\nentry = ['german-sex']\n[settings]\nbounds = [-inf, 1.0]\n",
+        "nana.toml": "[grid]\nentry = ['german-sex']\na = [nan]\n",
+        "twice.toml": "[grid]\nentry = ['german-sex', 'german-sex']\n",
     }.items():
         (d / name).write_text(body)
     return d
@@ -117,6 +160,26 @@ CASES = [
     (["evaluate", M, "--data", "{d}/ragged.csv", "--label", "good"], "line 3"),
     (["evaluate", M, "--data", "{d}/narrow.csv", "--label", "good"], "has 2 feature columns"),
     (["evaluate", M, "--data", "{d}/x_only.npz"], "no label array 'y'"),
+    # a table read wrongly without a word before: duplicate names, missing cells, mixed columns, inf
+    (["evaluate", M, "--data", "{d}/twice.csv", "--label", "good", "--sensitive", "age"],
+     "line 1: the column name 'age' appears twice (columns 8 and 12)"),
+    (["evaluate", M, "--data", "{d}/cell_blank.csv", "--label", "good"], "column 'credit_history' has 1 missing value(s) (line 5: '')"),
+    (["evaluate", M, "--data", "{d}/cell_na.csv", "--label", "good"], "(line 5: 'NA')"),
+    (["evaluate", M, "--data", "{d}/cell_nan.csv", "--label", "good"], "(line 5: 'nan')"),
+    (["evaluate", M, "--data", "{d}/cell_inf.csv", "--label", "good"], "column 'credit_history' holds an infinite value (line 5"),
+    (["evaluate", M, "--data", "{d}/cell_text.csv", "--label", "good"], "column 'credit_history' mixes numbers"),
+    (["evaluate", M, "--data", "{d}/cell_text.csv", "--label", "good", "--categorical", "nope"], "categorical column 'nope'"),
+    (["evaluate", M, "--data", "{d}/nan_x.npz"], "'x' holds 1 NaN/inf value(s) in 1 row(s), the first at row 7, column 3"),
+    (["evaluate", M, "--data", "{d}/dup_columns.npz"], "'columns' names 'a' more than once"),
+    (["evaluate", M, "--data", CSV, "--label", "good", "--save-split", "{d}/split.json"], "the file exists"),
+    (["evaluate", "{d}/inf_model.npz", "--entry", "german-sex"], "contains 1 NaN/inf value(s)"),
+    (["verify", "{d}/extra.nnet", "--vnnlib", "{d}/nan.vnnlib", *OUT], "nan.vnnlib, line 3: the constant 'nan' is not a finite"),
+    (["verify", "{d}/extra.nnet", "--vnnlib", "{d}/huge.vnnlib", *OUT], "line 5: the constant '1e999'"),
+    (["verify", "{d}/extra.nnet", "--vnnlib", "{d}/twice.vnnlib", *OUT], "X_0 is declared twice"),
+    (["convert", "{d}/nan_weight.nnet"], "the layer 1 weight line holds nan, not a finite number"),
+    (["convert", "{d}/zero_range.nnet"], "range 0 is 0.0; normalisation divides by it"),
+    (["convert", "{d}/nan_init.onnx"], "holds 1 NaN value(s)"),
+    (["convert", "{d}/nan_kernel.h5"], "contains 1 NaN/inf value(s)"),
     (["convert", "{d}/missing.onnx"], "does not exist"),
     (["convert", "{d}/extra.nnet"], "after the last layer"),
     (["convert", "{d}/header.nnet"], "value(s), expected 4"),
@@ -132,6 +195,9 @@ CASES = [
     (["sweep", "{d}/gens.toml"], "setting generations = 0"),
     (["sweep", "{d}/unwritable.toml"], "cannot open or create the sweep store"),
     (["sweep", "{d}/missing.toml"], "no such sweep config"),
+    (["sweep", "{d}/infbounds.toml"], "setting bounds"),
+    (["sweep", "{d}/nana.toml"], "a must be numbers in [0, 1]"),
+    (["sweep", "{d}/twice.toml"], "grid key entry lists 'german-sex' more than once"),
     (["report", "{d}/other.sqlite"], "not a jaxrepair sweep store"),
     (["report", "{d}/empty.txt"], "not a jaxrepair sweep store"),
     (["report", "{d}/missing.sqlite"], "no such sweep store"),
@@ -226,5 +292,34 @@ def test_json_flag_prints_only_the_record(user_dir, capsys):
     assert cli.main(["evaluate", str(user_dir / "german.npz"), "--data", str(user_dir / "german.csv"), "--label", "good",
                      "--sensitive", "sex", "--json"]) == 0
     rec = json.loads(capsys.readouterr().out)
-    assert rec["rows"] == 200 and rec["sensitive"]["column"] == "sex" and rec["degenerate"] is None
+    assert rec["rows"] == 40 and "test split: 40 of 200 rows" in rec["measured_on"]  # the rows a repair reports on
+    assert rec["sensitive"]["column"] == "sex" and rec["degenerate"] is None
     assert 0 <= rec["fairness_violation"]["ci95"][0] <= rec["fairness_violation"]["rate"] <= rec["fairness_violation"]["ci95"][1]
+    assert cli.main(["evaluate", str(user_dir / "german.npz"), "--data", str(user_dir / "german.csv"), "--label", "good",
+                     "--rows", "all", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["rows"] == 200
+
+
+def test_table_reading_options_and_the_saved_split(user_dir, tmp_path, capsys):
+    """--missing drop drops exactly the rows with a hole; --categorical reads a column as codes; the
+    saved split names the file rows of every split, and a new split seed moves them."""
+    ds = jr.data.load_user_table(user_dir / "cell_blank.csv", label="good", missing="drop")
+    assert ds.dropped == [5] and sum(len(s.y) for s in ds.splits.values()) == 199
+    full = jr.data.load_user_table(user_dir / "german.csv", label="good")
+    table = np.concatenate([s.x for s in full.splits.values()])[np.argsort(np.concatenate(list(full.rows.values())))]
+    for k, split in ds.splits.items():  # rows index the file's data rows (0-based), in the split's order
+        np.testing.assert_array_equal(split.x, table[ds.rows[k]])
+    assert 3 not in np.concatenate(list(ds.rows.values()))  # line 5 = data row 3
+    cat = jr.data.load_user_table(user_dir / "cell_text.csv", label="good", categorical=["credit_history"])
+    assert "credit_history" in cat.categories and "abc" in cat.categories["credit_history"]
+    assert jr.data.load_user_table(user_dir / "german.csv", label="good").categories == {}
+    other = jr.data.load_user_table(user_dir / "german.csv", label="good", split_seed=1)
+    assert other.rows["test"].tolist() != full.rows["test"].tolist()
+    save = tmp_path / "split.json"
+    assert cli.main(["evaluate", str(user_dir / "german.npz"), "--data", str(user_dir / "cell_text.csv"), "--label", "good",
+                     "--categorical", "credit_history", "--save-split", str(save), "--split-seed", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "read as categorical (integer codes): credit_history" in err and "split seed 1: train 120 / val 40 / test 40" in err
+    rec = json.loads(save.read_text())
+    assert rec["split_seed"] == 1 and rec["rows"]["test"] == other.rows["test"].tolist()
+    assert rec["categorical"] == ["credit_history"]

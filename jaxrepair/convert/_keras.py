@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxrepair.convert._onnx_import import ConversionError
-from jaxrepair.models import INPUT, Graph, Network, Node, check_shapes, site_shapes
+from jaxrepair.models import INPUT, Graph, Network, Node, check_finite, check_shapes, site_shapes
 
 LAYERS = (
     "InputLayer", "Dense", "Conv2D", "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D", "Flatten",
@@ -288,6 +288,7 @@ def from_keras(path: str | os.PathLike) -> Network:
     net = Network(graph, b.params, meta={"format": "keras", "source": where})
     try:
         check_shapes(graph, net.params(), f"{where}: ")
+        check_finite(b.params, f"{where}: the weights of layer ")
     except ValueError as e:
         raise ConversionError(str(e)) from None
     shapes = site_shapes(graph, net.params())

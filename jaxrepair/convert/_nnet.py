@@ -41,6 +41,9 @@ def parse_nnet(text: str, source: str) -> dict:
             raise ValueError(f"{source}, line {no}: malformed {what} line {line[:60]!r}") from None
         if count is not None and len(vals) != count:
             raise ValueError(f"{source}, line {no}: the {what} line has {len(vals)} value(s), expected {count}")
+        bad = [v for v in vals if not np.isfinite(v)]
+        if bad:
+            raise ValueError(f"{source}, line {no}: the {what} line holds {bad[0]}, not a finite number")
         return vals
 
     def ints(item, what, count=None):
@@ -58,6 +61,14 @@ def parse_nnet(text: str, source: str) -> dict:
                          f"({n_layers} layers, {n_in} inputs -> {n_out} outputs)")
     mins, maxs = nums(lines[3], "input minimums", n_in), nums(lines[4], "input maximums", n_in)
     means, ranges = nums(lines[5], "means", n_in + 1), nums(lines[6], "ranges", n_in + 1)
+    low = [i for i, (a, b) in enumerate(zip(mins, maxs)) if a > b]
+    if low:
+        raise ValueError(f"{source}, lines {lines[3][0]}-{lines[4][0]}: input {low[0]}'s minimum {mins[low[0]]} is above "
+                         f"its maximum {maxs[low[0]]}")
+    if any(r <= 0 for r in ranges):
+        i = next(i for i, r in enumerate(ranges) if r <= 0)
+        raise ValueError(f"{source}, line {lines[6][0]}: range {i} is {ranges[i]}; normalisation divides by it, so "
+                         f"every range must be positive")
     rows = lines[7:]
     layers, pos = [], 0
     for k in range(n_layers):

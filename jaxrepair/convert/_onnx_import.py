@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrepair.models import INPUT, Graph, Network, Node, run_op
+from jaxrepair.models import INPUT, Graph, Network, Node, check_finite, run_op
 
 MIN_OPSET, MAX_OPSET = 7, 23
 #: Below opset 10, only the operators whose definition at opsets 7–9 is the one opset 10 uses (no
@@ -135,6 +135,9 @@ class _Converter:
             )
         g = model.graph
         self.const: dict[str, np.ndarray] = {t.name: _tensor(t) for t in g.initializer}
+        for k, v in self.const.items():  # NaN is never a weight; ±inf is checked on the parameters at the end
+            if v.dtype.kind == "f" and np.isnan(v).any():
+                raise ConversionError(f"{where}: initialiser {k!r} holds {int(np.isnan(v).sum())} NaN value(s)")
         self.tensors: dict[str, tuple[str, str]] = {}  # onnx tensor → (jaxrepair node, layout)
         self.nodes: list[Node] = []
         self.params: dict[str, dict[str, np.ndarray]] = {}
@@ -361,6 +364,10 @@ class _Converter:
         used = _reachable(graph)
         graph = Graph(tuple(n for n in graph.nodes if n.name in used), self.input_shape, out)
         params = {k: v for k, v in self.params.items() if k in used}
+        try:
+            check_finite(params, f"{self.where}: the weights of node ")
+        except ValueError as e:
+            raise ConversionError(str(e)) from None
         meta = {
             "format": "onnx",
             "source": self.where,

@@ -90,7 +90,17 @@ def from_torch(module, example_input, *, opset: int = 17, dynamo: bool | None = 
 
 
 def load_state_dict(source) -> dict[str, np.ndarray]:
-    """A state dict as numpy arrays, from a mapping or a ``.pt``/``.pth``/``.safetensors``/``.npz`` file."""
+    """A state dict as numpy arrays, from a mapping or a ``.pt``/``.pth``/``.safetensors``/``.npz`` file;
+    every floating-point tensor must be finite (the error names the tensor)."""
+    out = _read_state_dict(source)
+    for k, v in out.items():
+        if v.dtype.kind == "f" and not np.all(np.isfinite(v)):
+            raise ConversionError(f"{source if not isinstance(source, Mapping) else 'the state dict'}: tensor {k!r} "
+                                  f"holds {int(np.size(v) - np.isfinite(v).sum())} NaN/inf value(s)")
+    return out
+
+
+def _read_state_dict(source) -> dict[str, np.ndarray]:
     if isinstance(source, Mapping):
         out = {}
         for k, v in source.items():
@@ -130,7 +140,7 @@ def load_state_dict(source) -> dict[str, np.ndarray]:
             obj = obj["state_dict"]
         if not isinstance(obj, Mapping):
             raise ConversionError(f"{path}: holds a {type(obj).__name__}, not a state dict")
-        return load_state_dict(obj)
+        return _read_state_dict(obj)
     raise ConversionError(f"{path}: unknown state-dict format {suffix!r} (use .pt, .pth, .safetensors or .npz)")
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxrepair.models import Graph, Network, Node
+from jaxrepair.models import Graph, Network, Node, check_finite
 
 CARE_FILE = "census_sex_ref.npz"
 _SETS = {"data": 10_000, "data_pso_di": 1_000, "data_pso": 1_000, "data_acc": 15_060}
@@ -52,6 +52,7 @@ def load_care_census(directory: str | os.PathLike) -> CareCensus:
         if not last:
             nodes.append(Node.make(f"layer{i + 1}", "relu", name))
             prev = f"layer{i + 1}"
+    check_finite(params, f"{path}: the weights of layer ")
     sets = {}
     for name, n in _SETS.items():
         x, y = z.get(f"{name}_x"), z.get(f"{name}_y")

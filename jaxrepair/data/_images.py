@@ -68,6 +68,16 @@ def load_npz(path, *, x_key: str = "x", y_key: str = "y") -> Split:
         if missing:
             raise ValueError(f"{path}: missing arrays {missing}; it has {z.files}")
         x, y = z[x_key], z[y_key]
+    if len(x) != len(y.reshape(-1)):
+        raise ValueError(f"{path}: {len(x)} images but {y.size} labels")
+    if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
+        raise ValueError(f"{path}: {x_key!r} holds {int(np.size(x) - np.isfinite(x).sum())} NaN/inf value(s), the "
+                         f"first in image {int(np.argwhere(~np.isfinite(x))[0][0])}")
+    yf = y.reshape(-1)
+    if y.dtype.kind not in "iub" and not (np.all(np.isfinite(yf)) and np.all(yf == np.round(yf)) and yf.min() >= 0):
+        raise ValueError(f"{path}: {y_key!r} must hold class indices 0, 1, ...; got values such as {np.unique(yf)[:5].tolist()}")
+    if y.dtype.kind == "i" and yf.min() < 0:
+        raise ValueError(f"{path}: {y_key!r} holds negative labels ({int(yf.min())}); labels are class indices 0, 1, ...")
     x = x.astype(np.float32) / (255.0 if x.dtype == np.uint8 else 1.0)
     return Split(x[..., None] if x.ndim == 3 else x, y.astype(np.int32).reshape(-1))
 

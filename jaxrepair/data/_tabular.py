@@ -39,6 +39,18 @@ class TabularDataset:
     sensitive: dict[str, int]  # attribute -> column index
     splits: dict[str, Split]
     label: str
+    rows: dict[str, np.ndarray] | None = None  # user tables: each split's row indices in the file (0-based data rows)
+    dropped: list[int] = dataclasses.field(default_factory=list)  # user tables: file lines dropped for a missing cell
+    split_seed: int = 0
+
+    def split_record(self) -> dict:
+        """Which rows of the file each split holds (a user table's; None for a bundled set), for the
+        run folder: ``{"split_seed", "fractions", "rows": {split: [row, ...]}, "dropped_lines"}``."""
+        if self.rows is None:
+            return None
+        return {"split_seed": self.split_seed, "fractions": {"train": 0.6, "val": 0.2, "test": 0.2},
+                "rows": {k: v.tolist() for k, v in self.rows.items()}, "dropped_lines": list(self.dropped),
+                "categorical": sorted(self.categories)}
 
     def sensitive_values(self, attribute: str) -> np.ndarray:
         """Every value the attribute takes in the data (its codes or buckets)."""

@@ -243,4 +243,5 @@ def load(path: str | os.PathLike) -> Network:
     except (ValueError, OSError, KeyError, json.JSONDecodeError) as e:
         raise ValueError(f"{path}: not a readable jaxrepair model file ({type(e).__name__}: {e})") from None
     graph = _json_to_graph(header["graph"], path)
+    check_finite(params, f"{path}: the weights of node ")
     return Network(graph, params, meta=header.get("meta"))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import os
 import re
 from pathlib import Path
@@ -89,8 +90,21 @@ class Vnnlib:
 _TOKEN = re.compile(r"\(|\)|[^\s()]+")
 
 
+def _check_numbers(text: str, where: str) -> None:
+    """Every numeric constant finite (``nan``, ``inf`` and ``1e999`` parse as floats but bound nothing)."""
+    for n, line in enumerate(text.splitlines(), 1):
+        for tok in _TOKEN.findall(line):
+            try:
+                v = float(tok)
+            except ValueError:
+                continue
+            if not np.isfinite(v):
+                raise ValueError(f"{where}, line {n}: the constant {tok!r} is not a finite number")
+
+
 def _sexprs(text: str, where: str) -> list:
     text = "\n".join(line.split(";", 1)[0] for line in text.splitlines())
+    _check_numbers(text, where)
     stack, out = [[]], None
     for tok in _TOKEN.findall(text):
         if tok == "(":
@@ -112,7 +126,9 @@ class _Lin:
     """A linear form ``c + Σ a_i·X_i + Σ b_j·Y_j``."""
 
     def __init__(self, const=0.0, xs=None, ys=None):
-        self.const, self.xs, self.ys = float(const), dict(xs or {}), dict(ys or {})
+        self.const = float(const)
+        self.xs = {k: v for k, v in (xs or {}).items() if v != 0.0}  # a zero coefficient bounds nothing
+        self.ys = {k: v for k, v in (ys or {}).items() if v != 0.0}
 
     def __add__(self, o):
         xs, ys = dict(self.xs), dict(self.ys)
@@ -154,7 +170,7 @@ def _linear(e, where: str, names: dict) -> _Lin:
         var = [p for p in parts if p.xs or p.ys]
         if len(var) > 1:
             raise ValueError(f"{where}: a product of variables is not linear: {_show(e)}")
-        c = float(np.prod([p.const for p in const])) if const else 1.0
+        c = math.prod(p.const for p in const)
         return var[0].scale(c) if var else _Lin(c)
     raise ValueError(f"{where}: unsupported term {_show(e)}")
 
@@ -176,6 +192,8 @@ def _dnf(e, where: str, names: dict) -> list[list]:
     if op in ("<=", "<", ">=", ">") and len(e) == 3:
         lhs, rhs = _linear(e[1], where, names), _linear(e[2], where, names)
         diff = lhs + rhs.scale(-1.0) if op in ("<=", "<") else rhs + lhs.scale(-1.0)
+        if not all(np.isfinite([diff.const, *diff.xs.values(), *diff.ys.values()])):
+            raise ValueError(f"{where}: {_show(e)[:80]} overflows to a non-finite number")
         return [[diff]]
     if op == "=" and len(e) == 3:
         lhs, rhs = _linear(e[1], where, names), _linear(e[2], where, names)
@@ -191,13 +209,19 @@ def from_vnnlib(path: str | os.PathLike, *, name: str | None = None) -> Vnnlib:
         raise FileNotFoundError(f"{path}: no such VNN-LIB file")
     where = str(path)
     names, asserts = {}, []
-    for e in _sexprs(path.read_text(), where):
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise ValueError(f"{where}: not a text file (VNN-LIB is UTF-8 text)") from None
+    for e in _sexprs(text, where):
         if not isinstance(e, list) or not e:
             raise ValueError(f"{where}: expected (declare-const ...) or (assert ...), got {_show(e)[:60]}")
         if e[0] == "declare-const":
             m = re.fullmatch(r"([XY])_(\d+)", e[1]) if len(e) == 3 else None
             if m is None or e[2] != "Real":
                 raise ValueError(f"{where}: declare-const must declare X_i or Y_j as Real, got {_show(e)}")
+            if e[1] in names:
+                raise ValueError(f"{where}: {e[1]} is declared twice")
             names[e[1]] = (m.group(1), int(m.group(2)))
         elif e[0] == "assert" and len(e) == 2:
             asserts.append(e[1])

@@ -36,6 +36,8 @@ from jaxrepair.repair._plan import (
 from jaxrepair.repair._repair import choose, finetune, localized_finetune, optimise_with_selection, pareto, prune, repair, weight_mask
 from jaxrepair.repair._result import RepairResult, repaired_model
 from jaxrepair.repair._report import plot_history, plot_pareto, write_pareto, write_result
+from jaxrepair.repair._table import ROWS as TABLE_ROWS
+from jaxrepair.repair._table import check_table_fits, evaluate_table, rows_note, table_sensitive, table_task
 from jaxrepair.repair._search import OBJECTIVES, STRATEGIES, Strategy, budget, get_strategy, non_dominated
 from jaxrepair.repair._front import hypervolume, non_dominated_mask
 from jaxrepair.repair._front import summarise as summarise_front
@@ -52,6 +54,7 @@ __all__ = [
     "localized_finetune", "metrics", "non_dominated", "optimise_with_selection", "pareto", "plan", "plot_history", "plot_pareto",
     "prepare", "preset_for", "problem_data", "prune", "random_selection", "repair", "repaired_model", "weight_mask", "write_pareto",
     "write_result", "OBJECTIVES", "NSGA", "hypervolume", "non_dominated_mask", "nsga", "reference_directions", "summarise_front",
+    "TABLE_ROWS", "check_table_fits", "evaluate_table", "rows_note", "table_sensitive", "table_task",
 ]
 
 
