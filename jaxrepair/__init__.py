@@ -1,5 +1,8 @@
 """jaxrepair — causality-driven neural-network repair in JAX.
 
+Importing it configures nothing in JAX; ``jr.compile_cache.enable()`` switches JAX's persistent
+compilation cache on (the ``jaxrepair`` command does so at its start).
+
 The public API in one screen::
 
     import jaxrepair as jr
@@ -10,13 +13,9 @@ The public API in one screen::
     loc.top(3)                                     # ranked neurons
 """
 
-from jaxrepair import compile_cache
-
-compile_cache.enable()
-
-from jaxrepair import causal, convert, data, distributed, feature, interventions, models, properties, records, repair, suite, verify, zoo  # noqa: E402
-from jaxrepair.interventions import Intervention  # noqa: E402
-from jaxrepair.models import Network, functional, load, save, sites  # noqa: E402
+from jaxrepair import causal, compile_cache, convert, data, distributed, feature, interventions, models, properties, records, repair, suite, verify, zoo
+from jaxrepair.interventions import Intervention
+from jaxrepair.models import Network, functional, load, save, sites
 
 __version__ = "0.1.0"
 

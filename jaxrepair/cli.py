@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -17,6 +18,8 @@ from pathlib import Path
 import numpy as np
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+#: ``verify --exit-code``: the verdict as the exit status, for scripts (without it a decided run exits 0).
+VERDICT_EXIT = {"safe": 0, "unsafe": 10, "unknown": 20}
 
 
 class UsageError(ValueError):
@@ -103,7 +106,10 @@ def _load_model(spec: str, args=None):
             return convert.load_any(path), None
         except convert.ConversionError as e:
             raise UsageError(f"{e}") from None
-    raise UsageError(f"{spec!r} is neither a zoo entry ({', '.join(sorted(zoo.ENTRIES))}) nor a model file")
+    from jaxrepair.records import did_you_mean
+
+    raise UsageError(f"{spec!r} is neither a zoo entry{did_you_mean(spec, zoo.ENTRIES)} ({', '.join(sorted(zoo.ENTRIES))}) "
+                     f"nor a model file")
 
 
 def _is_table(args) -> bool:
@@ -261,10 +267,11 @@ def cmd_localize(args):
     rec = {"command": "localize", "model": args.model, "effect": args.effect, "score": args.score,
            "seed": args.seed, "environment": records.environment(), "localization": loc.to_json(top_k=args.top)}
     records.write_json(out / "localize.json", rec)
-    _result(rec)
+    record = rec
     records.write_text(out / "localize.md", f"# ACE localisation of {args.model}\n\n{table}")
     records.plot_scores(loc, out / "scores.png", score=args.score)
     print(f"wrote {out}/localize.json, localize.md, scores.png")
+    return record
 
 
 def _localize_interchange(args, model, bench):
@@ -289,10 +296,11 @@ def _localize_interchange(args, model, bench):
     rec = {"command": "localize --method interchange", "model": args.model, "seed": args.seed,
            "environment": records.environment(), "localization": loc.to_json(top_k=args.top)}
     records.write_json(out / "localize.json", rec)
-    _result(rec)
+    record = rec
     records.write_text(out / "localize.md", f"# Interchange-intervention localisation of {args.model}\n\n{table}")
     records.plot_scores(loc, out / "scores.png", score="restored")
     print(f"wrote {out}/localize.json, localize.md, scores.png")
+    return record
 
 
 def _fairness_bench(args, what: str):
@@ -330,10 +338,11 @@ def cmd_features(args):
     rec = {"command": "features", "model": args.model, "seed": args.seed, "environment": records.environment(),
            "input_ace": res.to_json()}
     records.write_json(out / "features.json", rec)
-    _result(rec)
+    record = rec
     records.write_text(out / "features.md", f"# Input-feature ACE of {args.model} ({args.method})\n\n{table}")
     causal.plot_input_ace(res, out / "features.png", output=args.output)
     print(f"wrote {out}/features.json, features.md, features.png ({res.timings['ace']:.2f}s)")
+    return record
 
 
 def _fairness_setup(args, what: str):
@@ -366,11 +375,12 @@ def cmd_cf_fairness(args):
     scm = causal.fit_default(ds, equations=args.equations, key=jax.random.key(args.seed))
     res = causal.counterfactual_fairness(model, scm, ds.splits["test"].x, attr, values)
     print(_dumps(res))
-    _result(res)
+    record = res
     out = out.with_name(out.name.replace("cf-fairness", f"cf-fairness-{name}", 1))
     records.write_json(out / "cf-fairness.json", {"command": "cf-fairness", "model": args.model, "scm": scm.to_json(),
                                                   "environment": records.environment(), **res})
     print(f"wrote {out}/cf-fairness.json")
+    return record
 
 
 def cmd_feature_repair(args):
@@ -388,7 +398,7 @@ def cmd_feature_repair(args):
                                         seed=args.seed)
     out = out.with_name(out.name.replace("feature-repair", f"feature-repair-{name}", 1))
     files = repair.write_result(r, out, extra={"command": " ".join(sys.argv)})
-    _result({**r.to_json(), "files": files})
+    record = ({**r.to_json(), "files": files})
     print(r.table())
     extra = ""
     if "counterfactual_violation" in r.after:
@@ -398,6 +408,7 @@ def cmd_feature_repair(args):
     if r.after.get("degenerate"):
         print(f"WARNING: the repaired model is degenerate: {r.after['degenerate']}", file=sys.stderr)
     _print_wrote(out, files.values())
+    return record
 
 
 def _benchmark_record(args, name, res, table):
@@ -405,10 +416,11 @@ def _benchmark_record(args, name, res, table):
 
     out = records.new_run_dir(args.out, name)
     records.write_json(out / f"{name}.json", {"command": name, "environment": records.environment(), **res})
-    _result({"command": name, **res})
+    record = ({"command": name, **res})
     records.write_text(out / f"{name}.md", f"# {name}\n\n{table}")
     print(table)
     print(f"wrote {out}/{name}.json, {name}.md")
+    return record
 
 
 def cmd_irm(args):
@@ -417,7 +429,7 @@ def cmd_irm(args):
 
     res = feature.irm_benchmark(seeds=tuple(range(args.seeds)), penalty_weight=args.penalty, steps=args.steps, progress=True)
     rows = [(m, v["train_accuracy"], v["test_accuracy"]) for m, v in res["summary"].items()]
-    _benchmark_record(args, "irm", res, markdown_table(["method", "train accuracy (envs e=0.1, 0.2)", "test accuracy (e=0.9)"], rows))
+    return _benchmark_record(args, "irm", res, markdown_table(["method", "train accuracy (envs e=0.1, 0.2)", "test accuracy (e=0.9)"], rows))
 
 
 def cmd_tde(args):
@@ -426,7 +438,7 @@ def cmd_tde(args):
 
     res = feature.tde_benchmark(seeds=tuple(range(args.seeds)), ratio=args.ratio, progress=True)
     rows = [(m, v["overall"], v["head"], v["medium"], v["tail"]) for m, v in res["summary"].items()]
-    _benchmark_record(args, "tde", res, markdown_table(["method", "overall", "head", "medium", "tail"], rows))
+    return _benchmark_record(args, "tde", res, markdown_table(["method", "overall", "head", "medium", "tail"], rows))
 
 
 def _task_for(args, model, bench):
@@ -561,10 +573,10 @@ def cmd_repair(args):
         else:
             front = repair.pareto(model, task, a_values=args.pareto, seeds=seeds, localizer=args.localizer, **common)
         files = repair.write_pareto(front, out)
-        _result({**front, "files": files})
+        record = ({**front, "files": files})
         print(open(files["markdown"]).read())
         print(f"wrote {out}")
-        return
+        return record
     t = time.perf_counter()
     if method is not None:
         r = method(model, task, seed=args.seed, **opts)
@@ -578,23 +590,18 @@ def cmd_repair(args):
         r.model = models.attach(whole, r.model)
     files = repair.write_result(r, out, model_path=None if bench is not None and args.model == bench.name else args.model,
                                 extra={"command": " ".join(sys.argv)})
-    _result({**r.to_json(), "files": files})
+    record = ({**r.to_json(), "files": files})
     print()
     print(r.table())
     s = r.summary()
     _print_summary(task.name, s, time.perf_counter() - t)
     _print_budget_note(r, task)
     _print_wrote(out, files.values())
+    return record
 
 
-_RESULT: dict = {}
 #: ``--baseline NAME``: the registered method it runs (``finetune-masked``: ace-finetune with one k).
 _BASELINES = {"random": "random-pso", "prune": "prune", "finetune-all": "finetune-all", "finetune-masked": "ace-finetune"}
-
-
-def _result(record) -> None:
-    """The command's result record: printed as JSON (and nothing else on stdout) with ``--json``."""
-    _RESULT["record"] = record
 
 
 def _dumps(obj) -> str:
@@ -671,7 +678,7 @@ def cmd_convert(args):
     n_params = sum(int(np.size(v)) for p in net.params().values() for v in p.values())
     rec = {"input": str(src), "output": str(out), "to": args.to, "nodes": len(net.graph.nodes),
            "input_shape": list(net.input_shape), "output_shape": list(info[net.graph.output].shape), "parameters": n_params}
-    _result(rec)
+    record = rec
     print(f"{src} -> {out}: {len(net.graph.nodes)} nodes, input {net.input_shape}, output {info[net.graph.output].shape}, "
           f"{n_params} parameters")
     if args.verify and src.suffix.lower() == ".onnx":
@@ -686,6 +693,7 @@ def cmd_convert(args):
         print(f"verify: max |jaxrepair - onnx reference| on 8 random inputs = {err:.3g}")
         if err > 1e-4 * max(1.0, float(np.max(np.abs(ref)))):
             raise RuntimeError("the converted model disagrees with the ONNX reference evaluator")
+    return record
 
 
 def cmd_verify(args):
@@ -700,8 +708,8 @@ def cmd_verify(args):
         prop, what = properties.Safety(int(phi[3:])), args.property
     else:
         prop, what = properties.from_vnnlib(args.vnnlib), str(args.vnnlib)
-    out = records.new_run_dir(args.out, f"verify-{Path(args.model).stem}")
     model, _ = _load_model(args.model, args)
+    out = records.new_run_dir(args.out, f"verify-{Path(args.model).stem}")
     v = verify.verify(model, prop, timeout=args.timeout, seed=args.seed, progress=True)
     rec = {"command": "verify", "model": args.model, "property": what, "timeout_s": args.timeout,
            "environment": records.environment(), **v.to_json()}
@@ -711,11 +719,12 @@ def cmd_verify(args):
     table = markdown_table(["model", "property", "verdict", "seconds", "boxes"],
                            [(Path(args.model).name, what, v.verdict, round(v.seconds, 2), v.boxes)])
     records.write_text(out / "verify.md", f"# Verification\n\n{table}")
-    _result(rec)
+    record = rec
     print(table)
     if v.counterexample is not None:
         print(f"counterexample (flat input): {np.asarray(v.counterexample).tolist()}; output {np.asarray(v.output).tolist()}")
     print(f"wrote {out}/verify.json, verify.md")
+    return record
 
 
 def cmd_sweep(args):
@@ -723,7 +732,8 @@ def cmd_sweep(args):
 
     res = sweep.run(args.config)
     print(_dumps(res))
-    _result(res)
+    record = res
+    return record
 
 
 def cmd_suite(args):
@@ -746,9 +756,10 @@ def cmd_suite(args):
                         note=args.note or "")
         res = {**{k: v for k, v in res.items() if k != "report"}, "files": res["report"]["files"],
                "targets": res["report"]["board"]["targets"]}
-    _result(res)
+    record = res
     print(Path(res["files"]["markdown"] if "markdown" in res["files"] else res["files"]["md"]).read_text())
     print(f"wrote {', '.join(res['files'].values())}")
+    return record
 
 
 def cmd_methods(args):
@@ -757,19 +768,21 @@ def cmd_methods(args):
 
     names = repair.methods_for(args.kind) if args.kind else list(repair.METHODS)
     rows = [repair.METHODS[n].to_json() for n in names]
-    _result({"methods": rows})
+    record = ({"methods": rows})
     print(markdown_table(["method", "kinds", "level", "ranking", "random control", "what it does", "from"],
                          [(r["name"], ", ".join(r["kinds"]), r["level"], r["ranking"] or "–", r["control"] or "–",
                            r["summary"], r["paper"] or "jaxrepair") for r in rows]))
+    return record
 
 
 def cmd_report(args):
     from jaxrepair import sweep
 
     res = sweep.report(args.store, args.out)
-    _result(res)
+    record = res
     print(res["table"])
     print(f"wrote {', '.join(res['files'].values())}")
+    return record
 
 
 def cmd_demo(args):
@@ -799,7 +812,7 @@ def cmd_demo(args):
         files["best"] = repair.write_result(best, out / "best", extra={"command": "demo", "role": "best causal method",
                                                               "chosen_on_select": chosen})
     rows = {"care preset": care, **{f"best: {name}": r for name, r in ours.items() if r is best}}
-    _result({"care": care.to_json(), "best": best.to_json() if best is not None else None, "chosen_on_select": chosen,
+    record = ({"care": care.to_json(), "best": best.to_json() if best is not None else None, "chosen_on_select": chosen,
              "files": files})
     print("\nCandidates on the select split (the test split is not looked at to choose):")
     for c in chosen:
@@ -812,6 +825,7 @@ def cmd_demo(args):
     if best is None:
         print("no causal method stayed within the 1-point accuracy budget on the select split", file=sys.stderr)
     print(f"total {time.perf_counter() - t0:.1f}s; wrote {out}")
+    return record
 
 
 def _side_by_side(rows: dict) -> str:
@@ -875,20 +889,21 @@ def cmd_bench(args):
         from jaxrepair.bench import _repair
 
         results = _repair.run(entries=args.entries)
-    _result({"benchmark": args.what, "environment": records.environment(), "results": results})
+    record = ({"benchmark": args.what, "environment": records.environment(), "results": results})
+    return record
 
 
 def cmd_zoo(args):
     from jaxrepair import zoo
 
     if args.action == "list":
-        _result({"entries": [{"name": n, "kind": e.kind, **e.config(), "cached": (zoo.cache_dir() / f"{n}.npz").exists()}
+        record = ({"entries": [{"name": n, "kind": e.kind, **e.config(), "cached": (zoo.cache_dir() / f"{n}.npz").exists()}
                              for n, e in zoo.ENTRIES.items()]})
         for name, e in zoo.ENTRIES.items():
             cached = (zoo.cache_dir() / f"{name}.npz").exists()
             what = zoo.KINDS[e.kind].describe(e)
             print(f"{name:18s} {e.kind:9s} data={e.dataset:13s} {what:22s} {'(cached)' if cached else ''}")
-        return
+        return record
     unknown = [n for n in args.names if n not in zoo.ENTRIES]
     if unknown:
         raise UsageError(f"unknown zoo entries {unknown}; known: {sorted(zoo.ENTRIES)}")
@@ -915,7 +930,8 @@ def cmd_zoo(args):
         m = {k: v for k, v in b.metrics.items() if k != "counterexamples"}
         built.append({"name": name, **m, "build_time_s": round(b.model.meta["zoo"]["build_time_s"], 2)})
         print(_dumps(built[-1]))
-    _result({"built": built, "skipped": skipped})
+    record = ({"built": built, "skipped": skipped})
+    return record
 
 
 def cmd_evaluate(args):
@@ -929,9 +945,9 @@ def cmd_evaluate(args):
         repair.check_table_fits(model, ds, args.data)
         res = {"data": str(args.data), **repair.evaluate_table(model, ds, sensitive=args.sensitive, rows=args.rows,
                                                               seed=args.seed)}
-        _result(res)
+        record = res
         _print_evaluation(res)
-        return
+        return record
     if bench is None:
         if not args.entry:
             raise UsageError("a model file needs --entry ZOO_NAME to know its data and property")
@@ -939,8 +955,9 @@ def cmd_evaluate(args):
     if args.property != "default" and args.property != bench.entry.kind:
         raise UsageError(f"{bench.name} is a {bench.entry.kind} benchmark; --property {args.property} does not apply")
     res = {"measured_on": f"{bench.name}'s test split", **zoo.evaluate(bench, model, seed=args.seed)}
-    _result(res)
+    record = res
     _print_evaluation(res)
+    return record
 
 
 def _print_evaluation(res: dict) -> None:
@@ -960,6 +977,34 @@ def _print_evaluation(res: dict) -> None:
         rows.append((f"group {value}", ", ".join(f"{k} {int(x) if k == 'count' else show(float(x))}" for k, x in g.items())))
     print(markdown_table(["metric", "value"], rows))
     print("(--json prints the record as JSON)")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with "did you mean" for a mistyped command, choice or option (exit code 2, as argparse)."""
+
+    def error(self, message):
+        import difflib
+
+        m = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if m:
+            choices = re.findall(r"'?([\w.:-]+)'?", m.group(2))
+            close = difflib.get_close_matches(m.group(1), choices, n=1, cutoff=0.6)
+            if close:
+                message += f"; did you mean {close[0]!r}?"
+        m = re.match(r"unrecognized arguments: (.*)", message)
+        if m:
+            known = [o for a in self._actions for o in a.option_strings]
+            for sub in self._subparsers._group_actions if self._subparsers else []:
+                known += [o for p in sub.choices.values() for a in p._actions for o in a.option_strings]
+            hints = []
+            for word in m.group(1).split():
+                flag = word.split("=", 1)[0]
+                close = difflib.get_close_matches(flag, known, n=1, cutoff=0.7) if flag.startswith("--") else []
+                if close:
+                    hints.append(f"{flag} -> {close[0]}")
+            if hints:
+                message += f" (did you mean: {', '.join(hints)}?)"
+        super().error(message)
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -1031,55 +1076,67 @@ def _data_dir_option(p) -> None:
                    "default $JAXREPAIR_DATA); only the image zoo entries read it")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from jaxrepair import __version__
+def _preset_default(field: str) -> str:
+    """``default: the preset's (fairness X, backdoor Y, ...)`` for a preset field, read from jr.repair.PRESETS."""
+    from jaxrepair import repair
 
-    p = argparse.ArgumentParser(prog="jaxrepair", description="Causality-driven neural-network repair in JAX",
-                                formatter_class=_Formatter,
-                                epilog="exit codes: 0 ok, 1 the work failed, 2 bad input (nothing was run), 130 interrupted")
-    p.add_argument("--version", action="version", version=f"jaxrepair {__version__}")
-    p.add_argument("--coordinator", help="multi-process runs: coordinator HOST:PORT (or JAXREPAIR_COORDINATOR)")
-    p.add_argument("--num-processes", type=POS, help="multi-process runs: process count (or JAXREPAIR_NUM_PROCESSES)")
-    p.add_argument("--process-id", type=_int_in(0), help="multi-process runs: this process's id (or JAXREPAIR_PROCESS_ID)")
-    p.add_argument("--init-timeout", type=POS, default=60,
-                   help="multi-process runs: seconds to wait for the other processes before giving up")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    _add = sub.add_parser
+    def show(v):
+        if v is None:
+            return "none"
+        if isinstance(v, tuple):
+            return " ".join(f"{x:g}" for x in v)
+        return f"{v:g}" if isinstance(v, float) else str(v)
 
-    def add_parser(*a, **kw):  # defaults shown everywhere, --json on every command
-        sp = _add(*a, formatter_class=_Formatter, **kw)
-        sp.add_argument("--json", action="store_true", help="print the result record as JSON on stdout (and "
-                        "nothing else there; progress goes to stderr)")
-        return sp
+    return "default: the preset's (" + ", ".join(f"{n} {show(getattr(pr, field))}" for n, pr in repair.PRESETS.items()) + ")"
 
-    sub.add_parser = add_parser
 
+def _strategy_default(field: str) -> str:
+    """``default: the strategy's (pso 100, ...)`` from jr.repair.STRATEGIES."""
+    from jaxrepair import repair
+
+    vals: dict = {}
+    for n, st in repair.STRATEGIES.items():
+        vals.setdefault(getattr(st, field), []).append(n)
+    return "default: the strategy's (" + "; ".join(f"{'/'.join(ns)} {v}" for v, ns in vals.items()) + ")"
+
+
+def _parser_demo(sub) -> None:
     d = sub.add_parser("demo", help="the end-to-end demo: build census-sex, localise, repair, before/after")
     d.add_argument("--out", default="jaxrepair-out")
     d.add_argument("--repair-samples", type=POS, default=5000)
     d.set_defaults(fn=cmd_demo)
 
+
+def _parser_repair(sub) -> None:
     rp = sub.add_parser("repair", help="localise with ACE and repair with an evosax strategy (or a baseline)")
     rp.add_argument("model", help="zoo entry name or model file: .npz, .onnx, .keras/.h5, .nnet (with --entry for its data and property)")
     rp.add_argument("--entry", help="zoo entry whose data and property to use (for model files)")
     _data_options(rp)
-    rp.add_argument("--property", default="default", choices=["default", "fairness", "backdoor", "safety"])
+    rp.add_argument("--property", default="default", choices=["default", "fairness", "backdoor", "safety"],
+                    help="the property to repair; default: the zoo entry's (fairness with --data and --sensitive)")
     rp.add_argument("--preset", help="fairness | backdoor | safety | custom | care (default: the task's kind); "
                     "every option below overrides its value")
     rp.add_argument("--strategy", help="care (pyswarms PSO as CARE) | pso (evosax) | cma_es | de | snes | open_es | "
-                                       "nsga2 | nsga3 (multi-objective, pymoo's operators)")
+                                       "nsga2 | nsga3 (multi-objective, pymoo's operators); " + _preset_default("strategy"))
     rp.add_argument("--objectives", type=_names,
                     help="what nsga2/nsga3 minimise, comma-separated: violation, accuracy_loss, drawdown (safety), "
                          "changed (default violation,accuracy_loss)")
-    rp.add_argument("--space", choices=["factor", "delta"])
-    rp.add_argument("--k", type=POS, help="neurons to repair (preset: fairness 10, backdoor 5, safety 25, care 13)")
-    rp.add_argument("--a", type=_float_in(0.0, 1.0), help="weight of 1-accuracy in (1-a)*violation + a*(1-accuracy)")
-    rp.add_argument("--bounds", type=float, nargs="+", help="factor LOW HIGH, or delta bound (x layer std)")
+    rp.add_argument("--space", choices=["factor", "delta"], help="search scaling factors of the neurons' outputs, or "
+                    "deltas added to their incoming weights; " + _preset_default("space"))
+    rp.add_argument("--k", type=POS, help="neurons to repair; " + _preset_default("k"))
+    rp.add_argument("--a", type=_float_in(0.0, 1.0), help="weight of 1-accuracy in (1-a)*violation + a*(1-accuracy); "
+                    + _preset_default("a"))
+    rp.add_argument("--bounds", type=float, nargs="+", help="factor LOW HIGH, or delta bound (x layer std); "
+                    + _preset_default("bounds"))
     rp.add_argument("--max-drop", type=_max_drop, help="accuracy budget as a fraction (0.01 = 1 point) or 'none': "
-                    "penalised in the search, enforced when the result is chosen on the select split")
-    rp.add_argument("--generations", type=_int_in(1, 100_000))
-    rp.add_argument("--population", type=_int_in(4, 100_000))
-    rp.add_argument("--score", choices=["interventional_change", "care_mean", "care_spread"])
+                    "penalised in the search, enforced when the result is chosen on the select split; "
+                    + _preset_default("max_drop"))
+    rp.add_argument("--generations", type=_int_in(1, 100_000), help="generations of the search (it stops earlier "
+                    "once the select fitness stalls); " + _strategy_default("generations"))
+    rp.add_argument("--population", type=_int_in(4, 100_000), help="candidates per generation; "
+                    + _strategy_default("population_size"))
+    rp.add_argument("--score", choices=["interventional_change", "care_mean", "care_spread"],
+                    help="how ACE ranks the neurons; " + _preset_default("score"))
     rp.add_argument("--baseline", choices=["random", "prune", "finetune-all", "finetune-masked"],
                     help="run a baseline instead of ACE selection + search (the registry's random-pso, prune, "
                     "finetune-all, ace-finetune with one k)")
@@ -1098,12 +1155,16 @@ def build_parser() -> argparse.ArgumentParser:
                     help="--certify: steps of training on the CROWN bounds of the boxes a round leaves open (0: none)")
     rp.add_argument("--after", metavar="SITE", help="repair only the layers after SITE (e.g. flatten): every batch is "
                     "mapped through the layers before it once (jr.repair.lower); the whole repaired network is written")
-    rp.add_argument("--pareto-seeds", type=_int_in(1, 1000), default=1)
-    rp.add_argument("--repair-samples", type=POS, default=5000)
-    rp.add_argument("--seed", type=SEED, default=0)
+    rp.add_argument("--pareto-seeds", type=_int_in(1, 1000), default=1, help="--pareto: seeds 0..N-1, one front each "
+                    "(hypervolume with an interval over them)")
+    rp.add_argument("--repair-samples", type=POS, default=5000, help="train rows the search sees (a zoo entry's; the "
+                    "whole repair split of --data)")
+    rp.add_argument("--seed", type=SEED, default=0, help="seed of the search (and of the repair rows' sample)")
     rp.add_argument("--out", default="jaxrepair-out")
     rp.set_defaults(fn=cmd_repair)
 
+
+def _parser_convert(sub) -> None:
     cv = sub.add_parser("convert", help="convert ONNX/Keras/.nnet/state-dict models to jaxrepair (.npz), ONNX or .nnet")
     cv.add_argument("model", help=".onnx, .keras, .h5, .nnet[.xz], .npz, or a state dict (.pt/.pth/.safetensors/.npz) with --spec")
     cv.add_argument("--to", default="jaxrepair", choices=["jaxrepair", "onnx", "nnet"])
@@ -1114,6 +1175,8 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--seed", type=SEED, default=0)
     cv.set_defaults(fn=cmd_convert)
 
+
+def _parser_localize(sub) -> None:
     lz = sub.add_parser("localize", help="ACE fault localisation")
     lz.add_argument("model", help="zoo entry name or model .npz")
     lz.add_argument("--data", help=".npz with x (and y, x_cf) arrays, or a .csv table with --label; default: the zoo "
@@ -1136,8 +1199,10 @@ def build_parser() -> argparse.ArgumentParser:
     lz.add_argument("--out", default="jaxrepair-out")
     lz.set_defaults(fn=cmd_localize)
 
+
+def _parser_features(sub) -> None:
     fe = sub.add_parser("features", help="input-feature ACE (Chattopadhyay et al.): exact or second-order")
-    fe.add_argument("model")
+    fe.add_argument("model", help="zoo entry name or model file (.npz, .onnx, ...) with a flat input")
     fe.add_argument("--data", help=".npz with an 'x' array, or a .csv table with --label; default: the zoo entry's split")
     fe.add_argument("--label", default="y", help="with a .csv --data: the label column (dropped from the features)")
     _table_options(fe)
@@ -1151,6 +1216,8 @@ def build_parser() -> argparse.ArgumentParser:
     fe.add_argument("--out", default="jaxrepair-out")
     fe.set_defaults(fn=cmd_features)
 
+
+def _parser_cf_fairness(sub) -> None:
     cf = sub.add_parser("cf-fairness", help="counterfactual fairness under the dataset's default SCM, next to the flip metric")
     cf.add_argument("model", help="a fairness zoo entry, or a model file with --data, --label and --sensitive")
     _data_options(cf)
@@ -1159,6 +1226,8 @@ def build_parser() -> argparse.ArgumentParser:
     cf.add_argument("--out", default="jaxrepair-out")
     cf.set_defaults(fn=cmd_cf_fairness)
 
+
+def _parser_feature_repair(sub) -> None:
     fr = sub.add_parser("feature-repair", help="counterfactual logit pairing / augmentation fine-tuning of a fairness zoo entry")
     fr.add_argument("model", help="a fairness zoo entry, or a model file with --data, --label and --sensitive")
     _data_options(fr)
@@ -1173,6 +1242,8 @@ def build_parser() -> argparse.ArgumentParser:
     fr.add_argument("--out", default="jaxrepair-out")
     fr.set_defaults(fn=cmd_feature_repair)
 
+
+def _parser_irm(sub) -> None:
     ir = sub.add_parser("irm", help="ERM vs IRMv1 on coloured digits (colour reversed at test time)")
     ir.add_argument("--seeds", type=_int_in(1, 100), default=3)
     ir.add_argument("--penalty", type=_float_in(0.0), default=1e4)
@@ -1180,27 +1251,37 @@ def build_parser() -> argparse.ArgumentParser:
     ir.add_argument("--out", default="jaxrepair-out")
     ir.set_defaults(fn=cmd_irm)
 
+
+def _parser_tde(sub) -> None:
     td = sub.add_parser("tde", help="plain vs de-confounded training + TDE on long-tailed digits")
     td.add_argument("--seeds", type=_int_in(1, 100), default=3)
     td.add_argument("--ratio", type=_float_in(1.0), default=50.0)
     td.add_argument("--out", default="jaxrepair-out")
     td.set_defaults(fn=cmd_tde)
 
+
+def _parser_verify(sub) -> None:
     vf = sub.add_parser("verify", help="prove a property safe (certificate) or find a counterexample: bounds + branch "
                         "and bound + falsifier")
     vf.add_argument("model", help="a model file (.onnx, .nnet, .npz) or a zoo entry")
     vf.add_argument("--vnnlib", help="a VNN-LIB property file")
     vf.add_argument("--property", help="a built-in property: acasxu:phi1 ... acasxu:phi10")
     vf.add_argument("--timeout", type=_float_in(0.0, open_low=True), default=60.0, help="seconds")
+    vf.add_argument("--exit-code", action="store_true", help="exit with the verdict: " + ", ".join(
+        f"{c} {v}" for v, c in VERDICT_EXIT.items()) + " (without it: 0 whatever the verdict, 2 bad input)")
     vf.add_argument("--seed", type=SEED, default=0)
     vf.add_argument("--out", default="jaxrepair-out")
     vf.set_defaults(fn=cmd_verify)
 
+
+def _parser_sweep(sub) -> None:
     sw = sub.add_parser("sweep", help="run a grid of repairs from a TOML/YAML file into a resumable SQLite store",
                         description=_SWEEP_HELP)
-    sw.add_argument("config")
+    sw.add_argument("config", help="the sweep's TOML or YAML file (see above)")
     sw.set_defaults(fn=cmd_sweep)
 
+
+def _parser_suite(sub) -> None:
     su = sub.add_parser("suite", help="a benchmark family end to end, resumable: fairness, backdoor, spurious, safety "
                         "(entries x registered methods x seeds, with intervals, paired tests and causal vs random), or "
                         "acasxu (VeRe's 36 ACAS Xu tasks, certified repair)")
@@ -1222,18 +1303,25 @@ def build_parser() -> argparse.ArgumentParser:
     su.add_argument("--timeout", type=_float_in(0.0, open_low=True), default=120.0, help="acasxu: seconds per task")
     su.set_defaults(fn=cmd_suite)
 
+
+def _parser_methods(sub) -> None:
     me = sub.add_parser("methods", help="the registered repair methods (jr.repair.METHODS): kinds, ranking, control")
     me.add_argument("--kind", choices=["fairness", "backdoor", "safety", "spurious", "custom"],
                     help="only the methods for this task kind")
     me.set_defaults(fn=cmd_methods)
 
+
+def _parser_report(sub) -> None:
     rep = sub.add_parser("report", help="markdown table and plots of a sweep store")
-    rep.add_argument("store")
+    rep.add_argument("store", help="a sweep store (.sqlite) written by `jaxrepair sweep`")
     rep.add_argument("--out", help="output directory (default: next to the store)")
     rep.set_defaults(fn=cmd_report)
 
+
+def _parser_bench(sub) -> None:
     bn = sub.add_parser("bench", help="benchmarks: ace (localisation), repair (population fitness), scale (devices), "
-                        "cold (CARE's census task end to end from a cold process)")
+                        "cold (CARE's census task end to end from a cold process), onnx (onnx's node tests through the "
+                        "importer), verify (VNN-COMP instances)")
     bn.add_argument("what", choices=["ace", "repair", "scale", "cold", "onnx", "verify"])
     bn.add_argument("--vnncomp-dir", help="verify: VNN-COMP 2021's acasxu folder (nets, vnnlib, instances, results)")
     bn.add_argument("--timeout", type=_float_in(0.0, open_low=True), help="verify: seconds per instance "
@@ -1252,14 +1340,18 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--models", nargs="*", choices=["census-mlp", "wide-mlp"])
     bn.set_defaults(fn=cmd_bench)
 
+
+def _parser_zoo(sub) -> None:
     z = sub.add_parser("zoo", help="list or build zoo entries")
     z.add_argument("action", choices=["list", "build"])
-    z.add_argument("names", nargs="*")
+    z.add_argument("names", nargs="*", help="build: the entries to build (default: all)")
     _data_dir_option(z)
     z.set_defaults(fn=cmd_zoo)
 
+
+def _parser_evaluate(sub) -> None:
     ev = sub.add_parser("evaluate", help="metrics of a model on its property")
-    ev.add_argument("model")
+    ev.add_argument("model", help="zoo entry name or model file: .npz, .onnx, .keras/.h5, .nnet (with --entry, or --data)")
     ev.add_argument("--entry", help="zoo entry whose data/property to use (for model files)")
     _data_options(ev)
     ev.add_argument("--property", default="default", choices=["default", "fairness", "backdoor", "safety"],
@@ -1269,16 +1361,49 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=SEED, default=0, help="seed of the violation's bootstrap interval")
     ev.set_defaults(fn=cmd_evaluate)
 
+
+COMMAND_PARSERS = (_parser_demo, _parser_repair, _parser_convert, _parser_localize, _parser_features, _parser_cf_fairness, _parser_feature_repair, _parser_irm, _parser_tde, _parser_verify, _parser_sweep, _parser_suite, _parser_methods, _parser_report, _parser_bench, _parser_zoo, _parser_evaluate)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from jaxrepair import __version__
+
+    p = _Parser(prog="jaxrepair", description="Causality-driven neural-network repair in JAX",
+                                formatter_class=_Formatter,
+                                epilog="exit codes: 0 ok, 1 the work failed, 2 bad input (nothing was run), 130 interrupted; "
+                       "`verify --exit-code`: 0 safe, 10 unsafe, 20 unknown")
+    p.add_argument("--version", action="version", version=f"jaxrepair {__version__}")
+    p.add_argument("--coordinator", help="multi-process runs: coordinator HOST:PORT (or JAXREPAIR_COORDINATOR)")
+    p.add_argument("--num-processes", type=POS, help="multi-process runs: process count (or JAXREPAIR_NUM_PROCESSES)")
+    p.add_argument("--process-id", type=_int_in(0), help="multi-process runs: this process's id (or JAXREPAIR_PROCESS_ID)")
+    p.add_argument("--init-timeout", type=POS, default=60,
+                   help="multi-process runs: seconds to wait for the other processes before giving up")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+    _add = sub.add_parser
+
+    def add_parser(*a, **kw):  # defaults shown everywhere, --json on every command
+        sp = _add(*a, formatter_class=_Formatter, **kw)
+        sp.add_argument("--json", action="store_true", help="print the result record as JSON on stdout (and "
+                        "nothing else there; progress goes to stderr)")
+        return sp
+
+    sub.add_parser = add_parser
+
+    for add in COMMAND_PARSERS:
+        add(sub)
     return p
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)  # argparse reports bad options itself, with exit code 2
-    _RESULT.clear()
-    stdout = sys.stdout
+    stdout, style = sys.stdout, os.environ.get("JAXREPAIR_PROGRESS")
     if args.json:
         sys.stdout = sys.stderr  # human-readable output goes to stderr; stdout gets the JSON record only
+        os.environ["JAXREPAIR_PROGRESS"] = style or "plain"  # progress as plain lines, not a redrawn bar
     try:
+        from jaxrepair import compile_cache
+
+        compile_cache.enable()  # the command's programs are read back by the next run (JAXREPAIR_NO_COMPILE_CACHE=1: off)
         if args.cmd in RUN_DIR_COMMANDS:
             from jaxrepair import records
 
@@ -1287,7 +1412,7 @@ def main(argv=None):
             from jaxrepair import distributed
 
             distributed.initialize(args.coordinator, args.num_processes, args.process_id, timeout=args.init_timeout)
-        args.fn(args)
+        record = args.fn(args)  # the command's result record: the JSON that --json prints
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -1303,8 +1428,12 @@ def main(argv=None):
         return EXIT_BAD_INPUT if bad_input else EXIT_FAILED
     finally:
         sys.stdout = stdout
+        if style is None:
+            os.environ.pop("JAXREPAIR_PROGRESS", None)
     if args.json:
-        print(_dumps(_RESULT.get("record", {})))
+        print(_dumps(record if record is not None else {}))
+    if getattr(args, "exit_code", False):
+        return VERDICT_EXIT[record["verdict"]]
     return EXIT_OK
 
 

@@ -1,4 +1,6 @@
-"""JAX's persistent compilation cache, on by default in jaxrepair's user cache directory.
+"""JAX's persistent compilation cache in jaxrepair's user cache directory: switched on by the
+``jaxrepair`` command at its start and by :func:`enable` in a script (importing jaxrepair changes
+no JAX setting).
 
 Compiling the localisation and search programs costs seconds; the persistent cache turns that into
 a file read in every later process (``jaxrepair bench cold`` measures both). The cache lives in

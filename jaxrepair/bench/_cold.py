@@ -101,7 +101,8 @@ def _child(care_dir: str | None, seed: int, t_start: float | None = None) -> dic
 
 
 def _spawn(care_dir, seed, env) -> dict:
-    code = ("import time; t = time.perf_counter(); import json, jaxrepair; from jaxrepair.bench import _cold; "
+    code = ("import time; t = time.perf_counter(); import json, jaxrepair; jaxrepair.compile_cache.enable(); "
+            "from jaxrepair.bench import _cold; "
             f"print(json.dumps(_cold._child({care_dir!r}, {seed}, t)))")
     p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     if p.returncode != 0:

@@ -10,7 +10,6 @@ Each step is one compiled function called from Python (conv gradients inside a `
 from __future__ import annotations
 
 import functools
-import sys
 from typing import Callable
 
 import jax
@@ -20,6 +19,7 @@ import optax
 
 from jaxrepair.feature._irm import _irm_penalty
 from jaxrepair.models import Network, merge, split
+from jaxrepair.records import Progress
 
 
 def _fit(model: Network, loss, sample, *, steps: int, learning_rate: float, key, progress: bool, what: str,
@@ -46,18 +46,19 @@ def _fit(model: Network, loss, sample, *, steps: int, learning_rate: float, key,
 
     params = jax.tree.map(jnp.array, params)  # donated below: never the caller's arrays
     state = opt.init(params)
-    every = max(1, steps // 5)
+    bar = Progress(what, total=steps, enabled=progress)
     best, best_score = model, float(select(model)) if select is not None else -np.inf
     for i in range(steps):
         key, k = jax.random.split(key)
         params, state, value = step(params, state, sample(i), k)
-        if progress and (i + 1) % every == 0:
-            print(f"  [{what}] step {i + 1}/{steps} loss {float(value):.4f}", file=sys.stderr, flush=True)
+        if bar.mode != "off":
+            bar.update(i + 1, f"steps, loss {float(value):.4f}")
         if select is not None and ((i + 1) % eval_every == 0 or i + 1 == steps):
             current = model.with_params(merge(jax.tree.map(jnp.copy, params), stats))  # params are donated next step
             score = float(select(current))
             if score > best_score:
                 best, best_score = current, score
+    bar.close()
     return best if select is not None else model.with_params(merge(params, stats))
 
 

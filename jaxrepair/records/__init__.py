@@ -15,6 +15,8 @@ import jax
 import numpy as np
 
 from jaxrepair.models import write_atomic
+from jaxrepair.records._progress import Progress
+from jaxrepair.records._progress import style as progress_style
 
 
 def _dist_version(name: str) -> str:
@@ -24,6 +26,14 @@ def _dist_version(name: str) -> str:
         return version(name)
     except PackageNotFoundError:
         return "?"
+
+
+def did_you_mean(name, choices) -> str:
+    """``"; did you mean 'x'?"`` for the closest of ``choices`` to a mistyped ``name``, else ``""``."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def environment() -> dict:

@@ -30,6 +30,7 @@ from jaxrepair.repair._presets import preset_for
 from jaxrepair.repair._problem import candidate_sites
 from jaxrepair.repair._result import RepairResult
 from jaxrepair.repair._task import Task
+from jaxrepair.records import did_you_mean
 
 #: Every task kind a method may name.
 KINDS = ("fairness", "backdoor", "safety", "spurious", "custom")
@@ -149,7 +150,7 @@ def register(method: Method, *, replace: bool = False) -> Method:
 def get_method(name: str) -> Method:
     """The registered method ``name``; a clear error listing the names otherwise."""
     if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; registered: {', '.join(sorted(METHODS))}")
+        raise ValueError(f"unknown method {name!r}{did_you_mean(name, METHODS)} (registered: {', '.join(sorted(METHODS))})")
     return METHODS[name]
 
 

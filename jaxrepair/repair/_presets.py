@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from jaxrepair.records import did_you_mean
+
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
@@ -66,5 +68,5 @@ def preset_for(kind: str, name: str | None = None) -> Preset:
     """The preset called ``name``, or the one for a task of ``kind``."""
     key = name or kind
     if key not in PRESETS:
-        raise ValueError(f"unknown preset {key!r}; choose one of {sorted(PRESETS)}")
+        raise ValueError(f"unknown preset {key!r}{did_you_mean(key, PRESETS)} (choose one of {sorted(PRESETS)})")
     return PRESETS[key]

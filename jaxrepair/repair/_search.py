@@ -19,18 +19,19 @@ the key, ``a`` and ``max_drop`` — :func:`program` vmaps over runs.
 from __future__ import annotations
 
 import dataclasses
-import sys
-import time
 from collections import Counter
 from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax import lax
 
 from jaxrepair import models
+from jaxrepair.records import Progress, did_you_mean
 from jaxrepair.repair import _nsga
+from jaxrepair.repair._front import non_dominated_mask
 
 #: Traces of the search program; tests assert that it stays put.
 TRACE_COUNT: Counter = Counter()
@@ -95,7 +96,7 @@ def get_strategy(strategy: "str | Strategy", **overrides) -> Strategy:
     elif strategy in STRATEGIES:
         s = STRATEGIES[strategy]
     else:
-        raise ValueError(f"unknown strategy {strategy!r}; choose one of {sorted(STRATEGIES)}")
+        raise ValueError(f"unknown strategy {strategy!r}{did_you_mean(strategy, STRATEGIES)} (choose one of {sorted(STRATEGIES)})")
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if "settings" in overrides and isinstance(overrides["settings"], dict):
         overrides["settings"] = tuple(sorted(overrides["settings"].items()))
@@ -170,17 +171,14 @@ def _algorithm(s: Strategy, num_dims: int):
     return algo, p.replace(**settings), population_based
 
 
-_PROGRESS = {"t0": 0.0, "every": 10}
+_PROGRESS = {"bar": None}  # the running program's progress display (host side of a debug callback)
 
 
 def _print_progress(gen, best, sel, total):
-    gen, total = int(jnp.max(gen)), int(total)
-    if gen % _PROGRESS["every"] and gen != total:
-        return
-    el = time.perf_counter() - _PROGRESS["t0"]
-    eta = el / max(gen, 1) * (total - gen)
-    print(f"[search] generation {gen}/{total} best fitness {float(jnp.min(best)):.4f}"
-          f" select {float(jnp.min(sel)):.4f} elapsed {el:.1f}s ETA {eta:.1f}s", file=sys.stderr, flush=True)
+    bar = _PROGRESS["bar"]
+    if bar is not None:
+        bar.update(int(jnp.max(gen)), f"generations, best fitness {float(jnp.min(best)):.4f} select "
+                                      f"{float(jnp.min(sel)):.4f}")
 
 
 #: Fitness added per unit of accuracy lost beyond the budget (100 → 1.0 per point over): larger than
@@ -478,22 +476,22 @@ def population_mesh(devices=None):
 
 def run_program(spec: Spec, args: Args, runs: Run, *, progress=False, mesh=None) -> dict:
     """Places the inputs on ``mesh``, runs the compiled program, gathers the output."""
-    _PROGRESS["t0"] = time.perf_counter()
-    if mesh is not None:
-        from jaxrepair import distributed
+    _PROGRESS["bar"] = Progress("search", total=spec.strategy.generations, enabled=progress) if progress else None
+    try:
+        if mesh is not None:
+            from jaxrepair import distributed
 
-        args, runs = (distributed.put_tree(jax.device_get(t), mesh) for t in (args, runs))
-        out = program(spec, args, runs, progress=progress, mesh=mesh)
-        return jax.device_get(jax.tree.map(distributed.gather, out))
-    return jax.device_get(program(spec, args, runs, progress=progress, mesh=None))
+            args, runs = (distributed.put_tree(jax.device_get(t), mesh) for t in (args, runs))
+            out = program(spec, args, runs, progress=progress, mesh=mesh)
+            return jax.device_get(jax.tree.map(distributed.gather, out))
+        return jax.device_get(program(spec, args, runs, progress=progress, mesh=None))
+    finally:
+        if _PROGRESS["bar"] is not None:
+            _PROGRESS["bar"].close()
+        _PROGRESS["bar"] = None
 
 
 def non_dominated(accuracy, violation) -> list[int]:
     """Indices of the points no other point beats (accuracy ≥ and violation ≤, one strictly)."""
-    pts = list(zip(accuracy, violation))
-    keep = []
-    for i, (ai, vi) in enumerate(pts):
-        dominated = any((aj >= ai and vj <= vi) and (aj > ai or vj < vi) for j, (aj, vj) in enumerate(pts) if j != i)
-        if not dominated:
-            keep.append(i)
-    return keep
+    F = np.stack([-np.asarray(accuracy, np.float64), np.asarray(violation, np.float64)], axis=1).reshape(-1, 2)
+    return np.flatnonzero(non_dominated_mask(F)).tolist()

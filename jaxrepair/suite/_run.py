@@ -28,6 +28,7 @@ from typing import Callable
 
 import numpy as np
 
+from jaxrepair.records import Progress
 from jaxrepair.suite._acasxu import machine
 
 #: Bumped when a cell's meaning changes: a store written by another version is refused.
@@ -284,6 +285,7 @@ def run(family: str, out_dir=".", *, methods=None, seeds: int = 5, entries=None,
     try:
         mine = store.claim(list(hashes.values()))
         todo = [c for c in configs if hashes[c] in mine]
+        bar = Progress(f"suite {family}", total=len(todo), enabled=progress)
         if progress:
             print(f"[suite {family}] {len(configs)} cells ({len(chosen)} entries x {len(names)} methods x {n_seeds} seeds), "
                   f"{len(configs) - len(todo)} stored or claimed by another run, {len(todo)} to run", file=sys.stderr,
@@ -331,13 +333,14 @@ def run(family: str, out_dir=".", *, methods=None, seeds: int = 5, entries=None,
                                 "timings": {"seconds": wall, "prepare_s": prep_s, **r.timings}, "versions": versions,
                                 "created": time.time()}])
                     ran += 1
-                    if progress:
-                        red = summ["violation_reduction"]
-                        print(f"[suite {family}] {ran}/{len(todo)} {entry} {c[1]} seed {s}: violation "
-                              f"{summ['violation_before']:.4f} -> {summ['violation_after']:.4f} "
-                              f"({'n/a' if red is None else f'{100 * red:.1f}%'}), accuracy "
-                              f"{-summ['accuracy_drop_points']:+.2f} pts{' DEGENERATE' if summ['degenerate'] else ''}, "
-                              f"{wall:.1f} s", file=sys.stderr, flush=True)
+                    red = summ["violation_reduction"]
+                    bar.note(f"{ran}/{len(todo)} {entry} {c[1]} seed {s}: violation "
+                             f"{summ['violation_before']:.4f} -> {summ['violation_after']:.4f} "
+                             f"({'n/a' if red is None else f'{100 * red:.1f}%'}), accuracy "
+                             f"{-summ['accuracy_drop_points']:+.2f} pts{' DEGENERATE' if summ['degenerate'] else ''}, "
+                             f"{wall:.1f} s")
+                    bar.update(ran, "cells")
+        bar.close()
     finally:
         store.release()
         store.close()

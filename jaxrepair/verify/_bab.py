@@ -24,7 +24,6 @@ residual adds, leaky ReLU, max pooling — by CROWN and α-CROWN over the graph 
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 from typing import NamedTuple
 
@@ -34,6 +33,7 @@ import numpy as np
 
 from jaxrepair.models import Graph, run, site_shapes
 from jaxrepair.properties import clause_margin
+from jaxrepair.records import Progress
 from jaxrepair.verify._bounds import Chain, affine_chain, alpha_crown, crown, crown_pre, forward
 from jaxrepair.verify._graph import check_graph, graph_alpha_crown, graph_crown, graph_crown_pre
 
@@ -259,6 +259,17 @@ def verify(model, prop, *, timeout: float = 60.0, seed: int = 0, progress: bool 
     boxes, counterexamples' included; what a repair that trains on bounds needs); never ``unsafe``
     unless a box too small to split is violated at its centre. ``max_boxes``: stop (``unknown``) once
     that many boxes are bounded, as at the time limit but independent of the machine's speed."""
+    bar = Progress("verify", enabled=progress)
+    v = None
+    try:
+        v = _decide(model, prop, timeout=timeout, seed=seed, falsifier_only=falsifier_only, alpha_steps=alpha_steps,
+                    split=split, falsifier=falsifier, max_boxes=max_boxes, bar=bar)
+        return v
+    finally:
+        bar.close(f"boxes bounded: {v.verdict} in {v.seconds:.1f}s" if v is not None else "boxes bounded: stopped")
+
+
+def _decide(model, prop, *, timeout, seed, falsifier_only, alpha_steps, split, falsifier, max_boxes, bar) -> Verdict:
     if split not in ("width", "gain", "alternate"):
         raise ValueError(f"split must be 'width', 'gain' or 'alternate', not {split!r}")
     if max_boxes is not None and (isinstance(max_boxes, bool) or not isinstance(max_boxes, int) or max_boxes < 1):
@@ -374,9 +385,7 @@ def verify(model, prop, *, timeout: float = 60.0, seed: int = 0, progress: bool 
             left_hi, right_lo = hi[i].copy(), lo[i].copy()
             left_hi[dim], right_lo[dim] = mid, mid
             queue += [(lo[i], left_hi, depth[i] + 1), (right_lo, hi[i], depth[i] + 1)]
-        if progress:
-            print(f"[verify] {bounded} boxes bounded, {len(certificate)} closed, {len(queue)} open, "
-                  f"{time.perf_counter() - t0:.1f}s", file=sys.stderr, flush=True)
+        bar.update(bounded, f"boxes bounded, {len(certificate)} closed, {len(queue)} open")
     if undecided:  # a box too small to split stayed open: never call that safe
         return Verdict("unknown", time.perf_counter() - t0, bounded, falsifier_hits=hits)
     return Verdict("safe", time.perf_counter() - t0, bounded, certificate=certificate, falsifier_hits=hits)

@@ -21,6 +21,7 @@ import numpy as np
 from jaxrepair import models, properties
 from jaxrepair.data import load_tabular
 from jaxrepair.zoo._train import train_classifier
+from jaxrepair.records import did_you_mean
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,7 +158,7 @@ def cache_dir() -> Path:
 
 def entry(name: str):
     if name not in ENTRIES:
-        raise ValueError(f"unknown zoo entry {name!r}; available: {sorted(ENTRIES)}")
+        raise ValueError(f"unknown zoo entry {name!r}{did_you_mean(name, ENTRIES)} (available: {sorted(ENTRIES)})")
     return ENTRIES[name]
 
 

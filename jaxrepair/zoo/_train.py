@@ -8,7 +8,6 @@ statistics and input normalisation are not trained.
 from __future__ import annotations
 
 import functools
-import sys
 from typing import Callable
 
 import jax
@@ -17,6 +16,7 @@ import numpy as np
 import optax
 
 from jaxrepair.models import Network, merge, split
+from jaxrepair.records import Progress
 
 
 def cross_entropy(apply, params, x, y, w=None):
@@ -67,12 +67,13 @@ def train_classifier(
         return optax.apply_updates(p, upd), s, value
 
     params = jax.tree.map(jnp.array, params)  # donated below: never the caller's arrays
+    bar = Progress("train", total=epochs, enabled=progress)
     for e in range(epochs):
         key, k = jax.random.split(key)
         total = 0.0
         for idx in order(k):
             params, state, value = step(params, state, idx)
             total += value
-        if progress:
-            print(f"  epoch {e + 1}/{epochs} loss {float(total) / steps:.4f}", file=sys.stderr, flush=True)
+        bar.update(e + 1, f"epochs, loss {float(total) / steps:.4f}")
+    bar.close()
     return model.with_params(merge(params, stats))
