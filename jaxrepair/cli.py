@@ -541,12 +541,50 @@ def _method_options(method, args, task) -> dict:
     return opts
 
 
+def _chosen_methods(args):
+    """``--choose A,B``: the registered methods to run, each for the task's kind; the flags that set one
+    method's search refused (each runs with its own settings)."""
+    from jaxrepair import repair
+
+    methods = [repair.get_method(n) for n in args.choose]
+    fixed = {"--method": args.method, "--baseline": args.baseline, "--preset": args.preset, "--strategy": args.strategy,
+             "--pareto": args.pareto, "--certify": args.certify or None, "--k": args.k, "--a": args.a,
+             "--generations": args.generations, "--population": args.population}
+    bad = [flag for flag, v in fixed.items() if v is not None]
+    if bad:
+        raise UsageError(f"--choose runs each method with its own settings; {', '.join(bad)} cannot be combined with it")
+    return methods
+
+
+def _repair_chosen(args, model, task, methods):
+    """The demo's mode: every method run, the one chosen on the select split (lowest violation within
+    the budget, not degenerate) written; the test split is not looked at to choose."""
+    from jaxrepair import repair
+
+    budget = 0.01 if args.max_drop in (None, NO_BUDGET) else args.max_drop
+    results = [m(model, task, seed=args.seed) for m in methods]
+    best, rows = repair.choose(model, task, results, max_drop=budget)
+    pts = f"{100 * budget:g} point{'' if budget == 0.01 else 's'}"
+    print(f"\nCandidates on the select split (chosen within {pts}; the test split is not looked at):")
+    for m, row in zip(methods, rows):
+        print(f"  {m.name:24s} violation {row['select_violation']:.4f}, accuracy {row['select_accuracy']:.4f}"
+              f"{'' if row['within_budget'] else '  (over the budget or degenerate)'}")
+    if best is None:
+        raise RuntimeError(f"no method of {[m.name for m in methods]} stayed within {pts} of "
+                           f"accuracy on the select split; nothing was written as a repair")
+    return best, rows
+
+
 def cmd_repair(args):
     from jaxrepair import records, repair
 
-    method = _registered(args)
+    chosen = _chosen_methods(args) if args.choose else None
+    method = _registered(args) if chosen is None else None
     model, bench = _load_model(args.model, args)
     task, bench, table = _task_for(args, model, bench)
+    wrong = [m.name for m in chosen or () if task.kind not in m.kinds]
+    if wrong:
+        raise UsageError(f"--choose: {wrong} do not repair {task.kind} tasks (`jaxrepair methods --kind {task.kind}`)")
     whole = model
     if args.after:  # repair only the layers after this site (jr.repair.lower); the whole network is written
         model, task = repair.lower(whole, task, args.after)
@@ -578,7 +616,10 @@ def cmd_repair(args):
         print(f"wrote {out}")
         return record
     t = time.perf_counter()
-    if method is not None:
+    candidates = None
+    if chosen is not None:
+        r, candidates = _repair_chosen(args, model, task, chosen)
+    elif method is not None:
         r = method(model, task, seed=args.seed, **opts)
     else:
         r = repair.repair(model, task, a=args.a, seed=args.seed, localizer=args.localizer, devices=args.devices,
@@ -590,11 +631,12 @@ def cmd_repair(args):
         r.model = models.attach(whole, r.model)
     files = repair.write_result(r, out, model_path=None if bench is not None and args.model == bench.name else args.model,
                                 extra={"command": " ".join(sys.argv)})
-    record = ({**r.to_json(), "files": files})
+    record = {**r.to_json(), "files": files, **({"chosen_on_select": candidates} if candidates else {})}
     print()
     print(r.table())
     s = r.summary()
     _print_summary(task.name, s, time.perf_counter() - t)
+    record["locality"] = _print_locality(model, r)
     _print_budget_note(r, task)
     _print_wrote(out, files.values())
     return record
@@ -618,6 +660,17 @@ def _print_wrote(out: Path, files) -> None:
     for f in files:
         if Path(f).resolve().parent != Path(out).resolve():
             print(f"wrote {f} (beside the input model, not in the run folder)")
+
+
+def _print_locality(model, r) -> dict:
+    """``localised: 10 of 124 hidden units (8%)``, called what it is once more than half are in play."""
+    from jaxrepair import repair
+
+    loc = repair.locality(model, r)
+    what = "localised" if loc["local"] else "NOT local"
+    print(f"{what}: the repair changes {loc['units_changed']} of {loc['hidden_units']} hidden units "
+          f"({100 * loc['share']:.0f}%)" + ("" if loc["local"] else "; more than half the network's units"))
+    return loc
 
 
 def _print_budget_note(r, task) -> None:
@@ -822,6 +875,7 @@ def cmd_demo(args):
     print(_side_by_side(rows))
     for name, r in rows.items():
         _print_summary(f"census-sex, {name}", r.summary(), sum(r.timings.values()))
+        _print_locality(bench.model, r)
     if best is None:
         print("no causal method stayed within the 1-point accuracy budget on the select split", file=sys.stderr)
     print(f"total {time.perf_counter() - t0:.1f}s; wrote {out}")
@@ -1143,6 +1197,9 @@ def _parser_repair(sub) -> None:
     rp.add_argument("--method", help="run a registered method (jr.repair.METHODS; `jaxrepair methods` lists them) "
                     "instead of the preset's search; --k, --a, --generations, --population, --max-drop pass on where "
                     "it takes them")
+    rp.add_argument("--choose", type=_names, metavar="METHOD,METHOD",
+                    help="run these registered methods and keep the one chosen on the select split (lowest violation "
+                    "within --max-drop, default 1 point; what the demo does, e.g. ace-pso,ace-finetune)")
     rp.add_argument("--devices", type=POS, help="devices to shard localisation and the population over (default: all)")
     rp.add_argument("--localizer", choices=["ace", "interchange"],
                     help="rank neurons by ACE or by interchange interventions on counterfactual pairs")

@@ -130,3 +130,32 @@ def test_progress_bar_redraws_one_line_and_off_is_silent(monkeypatch):
     q.update(1)
     q.close()
     assert err.getvalue().strip("\x00") == ""
+
+
+def test_repair_choose_runs_the_demos_mode_and_reports_locality(capsys, tmp_path):
+    """--choose keeps the method chosen on the select split (never the test split) and says how many
+    hidden units the repair changes."""
+    code, out, _ = _run(["repair", "german-sex", "--choose", "ace-pso,prune", "--json",
+                         "--out", str(tmp_path)], capsys)
+    assert code == 0
+    rec = json.loads(out)
+    rows = rec["chosen_on_select"]
+    assert [r["method"] for r in rows] == ["ace-pso", "prune"]
+    ok = [r for r in rows if r["within_budget"]]
+    assert rec["method"] == min(ok, key=lambda r: r["select_violation"])["method"]
+    loc = rec["locality"]
+    assert loc["hidden_units"] == 48 and loc["units_changed"] == len(rec["selected"]) and loc["local"]
+
+
+def test_locality_calls_a_whole_network_repair_not_local():
+    bench = jr.zoo.load("german-sex")
+    r = jr.repair.RepairResult("t", "finetune-all", bench.model, [], {}, {}, {}, {}, {}, {})
+    assert jr.repair.locality(bench.model, r) == {"units_changed": 48, "hidden_units": 48, "share": 1.0, "local": False}
+
+
+def test_choose_refuses_one_methods_settings(capsys, tmp_path):
+    code, _, err = _run(["repair", "german-sex", "--choose", "ace-pso,prune", "--k", "3", "--out", str(tmp_path / "o")],
+                        capsys)
+    assert code == cli.EXIT_BAD_INPUT and "--k cannot be combined" in err and not (tmp_path / "o").exists()
+    code, _, err = _run(["repair", "german-sex", "--choose", "ace-pso,nope", "--out", str(tmp_path / "o")], capsys)
+    assert code == cli.EXIT_BAD_INPUT and "unknown method 'nope'" in err

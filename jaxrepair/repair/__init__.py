@@ -34,7 +34,7 @@ from jaxrepair.repair._plan import (
     random_selection,
 )
 from jaxrepair.repair._repair import choose, finetune, localized_finetune, optimise_with_selection, pareto, prune, repair, weight_mask
-from jaxrepair.repair._result import RepairResult, repaired_model
+from jaxrepair.repair._result import RepairResult, locality, repaired_model
 from jaxrepair.repair._report import plot_history, plot_pareto, write_pareto, write_result
 from jaxrepair.repair._table import ROWS as TABLE_ROWS
 from jaxrepair.repair._table import check_table_fits, evaluate_table, rows_note, table_sensitive, table_task
@@ -54,7 +54,7 @@ __all__ = [
     "localized_finetune", "metrics", "non_dominated", "optimise_with_selection", "pareto", "plan", "plot_history", "plot_pareto",
     "prepare", "preset_for", "problem_data", "prune", "random_selection", "repair", "repaired_model", "weight_mask", "write_pareto",
     "write_result", "OBJECTIVES", "NSGA", "hypervolume", "non_dominated_mask", "nsga", "reference_directions", "summarise_front",
-    "TABLE_ROWS", "check_table_fits", "evaluate_table", "rows_note", "table_sensitive", "table_task",
+    "locality", "TABLE_ROWS", "check_table_fits", "evaluate_table", "rows_note", "table_sensitive", "table_task",
 ]
 
 

@@ -10,6 +10,19 @@ import numpy as np
 from jaxrepair import models
 
 
+def locality(model, result) -> dict:
+    """How local a repair is: the neurons it was given to change (``result.selected``: their incoming
+    and outgoing weights, or their outputs' factors; all units for a method that selects none and
+    trains every weight) out of the hidden units of ``model``
+    (its post-activation sites). ``{"units_changed", "hidden_units", "share", "local"}``, where
+    ``local`` is False once more than half the hidden units are in play."""
+    info = models.sites(model)
+    hidden = sum(int(np.prod(info[s].shape)) for s in models.hidden_sites(model))
+    changed = len(result.selected) if result.selected else hidden  # no selection: every weight trains
+    share = changed / hidden if hidden else 0.0
+    return {"units_changed": changed, "hidden_units": hidden, "share": share, "local": share <= 0.5}
+
+
 @dataclasses.dataclass
 class RepairResult:
     """A repaired model and the record of how it was obtained."""
