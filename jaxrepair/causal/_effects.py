@@ -132,4 +132,18 @@ def is_structured(effect) -> bool:
 
 
 def describe(effect) -> str:
-    return repr(effect) if dataclasses.is_dataclass(effect) else getattr(effect, "__name__", repr(effect))
+    """An effect in words for messages and plot titles: ``Fairness: columns (8,), values ((0.0, 1.0),)``
+    becomes ``Fairness (columns 8; values 0, 1)``; a function by its name."""
+    if not dataclasses.is_dataclass(effect):
+        return getattr(effect, "__name__", repr(effect))
+
+    def show(v):
+        if isinstance(v, (tuple, list)):
+            return ", ".join(show(x) for x in v)
+        if isinstance(v, float):
+            return f"{v:g}"
+        return str(v)
+
+    parts = [f"{f.name} {show(getattr(effect, f.name))}" for f in dataclasses.fields(effect)
+             if getattr(effect, f.name) is not None]
+    return f"{type(effect).__name__} ({'; '.join(parts)})" if parts else type(effect).__name__

@@ -168,6 +168,8 @@ def plot_scores(localization, path, *, score: str = "interventional_change", top
     import textwrap
 
     effect = getattr(localization, "effect", "")
-    title = f"Top {len(ranked)} units by {score.replace('_', ' ')}" + (f"\neffect: {effect}" if effect else "")
-    ax.set_title("\n".join(textwrap.wrap(title, 110, replace_whitespace=False)) if len(title) > 110 else title, fontsize=8)
+    total = sum(len(v.units) for v in localization.sites.values())
+    title = (f"Top {len(ranked)} of {total} units ({len(sites)} site{'s' if len(sites) > 1 else ''}) ranked by "
+             f"{score.replace('_', ' ')}" + (f"\neffect: {effect}" if effect else ""))
+    ax.set_title("\n".join(w for line in title.split("\n") for w in textwrap.wrap(line, 110)), fontsize=8)
     return save_figure(fig, path)

@@ -227,9 +227,16 @@ def _localised_finetune(ranking: str):
         return random_selection(model, sites, None, jax.random.key(seed + 7))
 
     def run(model, task, *, seed, localization=None, sites=None, **options):
+        from jaxrepair.repair._plan import localize_interchange
         from jaxrepair.repair._repair import localized_finetune
 
-        return localized_finetune(model, task, order(model, task, seed, localization, sites), **options)
+        if ranking != "random" and localization is None:  # kept on the result: its ranking is written and drawn
+            localization = localize(model, task) if ranking == "ace" else localize_interchange(
+                model, task, sites=list(sites) if sites is not None else candidate_sites(model))
+        r = localized_finetune(model, task, order(model, task, seed, localization, sites), **options)
+        if ranking != "random":
+            r.localization = localization
+        return r
 
     def front(model, task, *, a_values, seeds, localization=None, progress=False, sites=None, **options):
         from jaxrepair.repair._repair import finetune_front

@@ -9,39 +9,65 @@ import numpy as np
 from jaxrepair import convert, models, records
 
 
+def _plain_log_ticks(ax) -> None:
+    """Log-axis ticks as plain numbers (0.15, not 1.5×10⁻¹)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    fmt = FuncFormatter(lambda v, _: f"{v:.3g}")
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(fmt)
+    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+
+
 def plot_history(result, path) -> Path | None:
-    """Fitness per generation: best so far (repair split) and the selected solution (select split)
-    on top, the generation mean below (log scale: budget penalties dwarf the rest); the early stop
-    is marked and generations are whole numbers."""
+    """The search's progress: for a population search, fitness per generation — best so far (repair
+    split) and the solution chosen so far (select split) on top, the generation's mean fitness with
+    the budget penalties below (log scale: one candidate over the budget dwarfs the rest) — drawn up
+    to the generation it stopped at; for fine-tuning, the training loss and the select fitness per
+    evaluation."""
     plt = records.pyplot()
     h = result.search.get("history") or {}
-    if plt is None or "best" not in h:
+    if plt is None or not ("best" in h or ("loss" in h and "select" in h)):
         return None
     from matplotlib.ticker import MaxNLocator
 
+    if "best" not in h:  # fine-tuning: loss and select fitness per evaluation
+        loss, select = np.asarray(h["loss"], float), np.asarray(h["select"], float)
+        steps = int(result.config.get("steps", len(loss)))
+        x = np.linspace(steps / len(loss), steps, len(loss))
+        fig, (top, bottom) = plt.subplots(2, 1, figsize=(6.5, 5), sharex=True, gridspec_kw={"height_ratios": [1, 1]})
+        top.plot(x, select, marker=".", label="select-split fitness, budget penalty included (the best is kept)")
+        top.set_ylabel("fitness (select split)")
+        top.legend(fontsize=7)
+        bottom.plot(x, loss, color="C1")
+        bottom.set_ylabel("training loss\n(repair split)")
+        bottom.set_xlabel("step")
+        top.set_title(f"{result.task}: {result.method} — fine-tuning", fontsize=9)
+        return records.save_figure(fig, path)
     best, select, mean = (np.asarray(h[k], float) for k in ("best", "select", "mean"))
-    g = np.arange(1, len(best) + 1)
     ran = int(result.search.get("generations_run", len(best)))
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6.5, 5), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
-    top.plot(g[:ran], best[:ran], label="best so far (repair split)")
-    top.plot(g[:ran], select[:ran], ls="--", label="chosen so far (select split)")
+    limit = len(best)
+    g = np.arange(1, ran + 1)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6.5, 5.2), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
+    top.plot(g, best[:ran], label="best so far (repair split)")
+    top.plot(g, select[:ran], ls="--", label="chosen so far (select split)")
     top.axhline(result.search.get("identity_select_fitness", np.nan), color="0.5", lw=0.8, ls=":",
                 label="unrepaired model (select split)")
     top.set_ylabel("fitness")
-    bottom.plot(g[:ran], np.where(mean[:ran] > 0, mean[:ran], np.nan), color="C1", alpha=0.8)
+    stop = f"stopped early at generation {ran} of {limit} (no gain)" if ran < limit else f"all {limit} generations"
+    top.legend(fontsize=7, title=stop, title_fontsize=7)
+    m = mean[:ran]
+    bottom.plot(g, np.where(m > 0, m, np.nan), color="C1", alpha=0.8)
     bottom.set_yscale("log")
-    bottom.set_ylabel("generation mean\n(repair split, log)")
+    if np.any(m > 0):
+        _plain_log_ticks(bottom)
+    bottom.set_ylabel("population mean\n(penalties included)", fontsize=8)
     bottom.set_xlabel("generation")
     bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
-    for ax in (top, bottom):
-        ax.set_xlim(0.5, len(best) + 0.5)  # the whole budget, so an early stop shows where it stopped
-        if ran < len(best):
-            ax.axvline(ran, color="k", lw=0.8, ls="-.")
-    if ran < len(best):
-        top.text(ran, top.get_ylim()[1], f" early stop after generation {ran} of {len(best)}", va="top", ha="left",
-                 fontsize=7)
-    top.legend(fontsize=7)
+    bottom.set_xlim(0.5, ran + 0.5)
     top.set_title(f"{result.task}: {result.method} — fitness (1−a)·violation + a·(1−accuracy)", fontsize=9)
+    fig.text(0.01, 0.005, "lower is better; the mean includes each over-budget candidate's penalty, so it sits "
+             "far above the best", fontsize=6.5, color="0.35")
     return records.save_figure(fig, path)
 
 
