@@ -783,7 +783,7 @@ def cmd_verify(args):
 def cmd_sweep(args):
     from jaxrepair import sweep
 
-    res = sweep.run(args.config)
+    res = sweep.run(args.config, ray=args.ray is not None, ray_address=args.ray or None)
     print(_dumps(res))
     record = res
     return record
@@ -1335,6 +1335,10 @@ def _parser_sweep(sub) -> None:
     sw = sub.add_parser("sweep", help="run a grid of repairs from a TOML/YAML file into a resumable SQLite store",
                         description=_SWEEP_HELP)
     sw.add_argument("config", help="the sweep's TOML or YAML file (see above)")
+    sw.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                    help="run each (entry, property, strategy) group as a Ray task: on the cluster at ADDRESS "
+                    "(host:port, or 'auto'), or without one on a local Ray instance using this machine's cores; "
+                    "needs pip install 'jaxrepair[ray]'")
     sw.set_defaults(fn=cmd_sweep)
 
 

@@ -32,7 +32,6 @@ import hashlib
 import itertools
 import json
 import sqlite3
-import sys
 import time
 from pathlib import Path
 
@@ -333,12 +332,73 @@ def _group_key(cell):
     return (cell["entry"], cell["property"], cell["strategy"])
 
 
-def run(config_path, *, progress: bool = True) -> dict:
-    """Runs every cell of the config that the store does not hold yet; returns a summary."""
-    from jaxrepair import distributed, records, repair, zoo
+def run_group(group: tuple, members: list[dict], st: dict, versions: dict, *, localization=None):
+    """One (entry, property, strategy) group: the pipeline of jr.repair (jr.repair.plan) with k_max
+    slots for the group's largest k, every cell's search in one call of one compiled program.
+    Returns ``(records, localization)``; the records are the store's rows (nothing is written here)."""
+    from jaxrepair import repair, zoo
+
+    entry, prop, strat_name = group
+    t0 = time.perf_counter()
+    bench = zoo.load(entry)
+    if prop not in ("default", bench.entry.kind):
+        raise ValueError(f"{entry} is a {bench.entry.kind} benchmark; property {prop!r} does not apply")
+    task = repair.from_zoo(bench, repair_samples=st["repair_samples"], seed=0)
+    preset = repair.preset_for(task.kind)
+    ks = [int(c["k"]) or preset.k for c in members]
+    a_vals = [float(c["a"]) if float(c["a"]) >= 0 else preset.a for c in members]
+    devices = None if not st["devices"] else int(st["devices"])
+    pl = repair.plan(bench.model, task, k=min(ks), k_max=max(ks), score=st["score"], space=st["space"],
+                     bounds=tuple(st["bounds"]) if isinstance(st["bounds"], list) else st["bounds"],
+                     strategy=strat_name, generations=st["generations"], population_size=st["population"],
+                     max_drop=repair.FROM_PRESET if st["max_drop"] == "preset" else st["max_drop"],
+                     localization=localization, devices=devices)
+    t_loc = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    out = pl.search(seeds=[int(c["seed"]) for c in members], a=a_vals, selections=[pl.ranking[:k] for k in ks])
+    t_search = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    before = task.report(bench.model)
+    recs = []
+    for i, c in enumerate(members):
+        r = pl.result(out, i, seed=int(c["seed"]), a=a_vals[i], chosen=pl.ranking[: ks[i]], before=before)
+        s = r.summary()
+        metrics = {k_: s[k_] for k_ in ("violation_before", "violation_after", "accuracy_before", "accuracy_after")}
+        metrics.update(select_fitness=r.search["select_fitness"], generations_run=int(r.search["generations_run"]),
+                       selected=[(n.site, n.unit) for n in r.selected])
+        if "drawdown" in s:
+            metrics["drawdown"] = s["drawdown"]
+        metrics["degenerate"] = s["degenerate"]
+        recs.append({"hash": cell_hash(c, st), "config": {**c, "a_used": a_vals[i], "k_used": ks[i], **st},
+                     "metrics": metrics, "versions": versions, "created": time.time(),
+                     "timings": {"localize_s": t_loc / len(members), "search_s": t_search / len(members),
+                                 "group_localize_s": t_loc, "group_search_s": t_search}})
+    t_rep = time.perf_counter() - t2
+    for r in recs:
+        r["timings"]["report_s"] = t_rep / len(members)
+    return recs, pl.localization
+
+
+def _group_line(gi, n, group, members, recs) -> str:
+    entry, _, strat_name = group
+    ks = sorted({r["config"]["k_used"] for r in recs})
+    t_search = recs[0]["timings"]["group_search_s"] if recs else 0.0
+    return (f"group {gi}/{n} {entry} {strat_name} k={ks}: {len(members)} cells in one program "
+            f"(search {t_search:.1f}s), stored")
+
+
+def run(config_path, *, progress: bool = True, ray_address: str | None = None, ray: bool = False) -> dict:
+    """Runs every cell of the config that the store does not hold yet; returns a summary.
+    ``ray=True``: each group is a Ray task (:func:`_ray_groups`), on the cluster at ``ray_address``
+    (None: a local one on this machine's cores); only this process writes the store."""
+    from jaxrepair import distributed, records
 
     cfg = load_config(config_path)
     st = cfg["settings"]
+    if ray or ray_address:
+        _ray_module()  # a missing extra is reported before the store is touched
+        if jax.process_count() > 1:
+            raise ValueError("a Ray sweep is driven by one process; do not combine --ray with --num-processes")
     store = Store(cfg["store"]) if distributed.is_main() else None
     hashes = [cell_hash(c, st) for c in cells(cfg)]
     # cells finished, or claimed by another sweep on this store, are skipped
@@ -357,58 +417,22 @@ def run(config_path, *, progress: bool = True) -> dict:
     for c in todo:
         groups.setdefault(_group_key(c), []).append(c)
     versions = records.environment()["versions"]
-    devices = None if not st["devices"] else int(st["devices"])
     t_all = time.perf_counter()
-    if progress:
-        print(f"[sweep] {len(cells(cfg))} cells, {len(done)} already stored or claimed by another sweep, {len(todo)} to run in {len(groups)} "
-              f"compiled group(s)", file=sys.stderr, flush=True)
+    bar = records.Progress("sweep", total=len(groups), enabled=progress)
+    bar.note(f"{len(cells(cfg))} cells, {len(done)} already stored or claimed by another sweep, {len(todo)} to run in "
+             f"{len(groups)} compiled group(s)" + (" as Ray tasks" if ray or ray_address else ""))
     try:
-        locs = {}
-        for gi, ((entry, prop, strat_name), members) in enumerate(groups.items()):
-            t0 = time.perf_counter()
-            bench = zoo.load(entry)
-            if prop not in ("default", bench.entry.kind):
-                raise ValueError(f"{entry} is a {bench.entry.kind} benchmark; property {prop!r} does not apply")
-            task = repair.from_zoo(bench, repair_samples=st["repair_samples"], seed=0)
-            preset = repair.preset_for(task.kind)
-            ks = [int(c["k"]) or preset.k for c in members]
-            a_vals = [float(c["a"]) if float(c["a"]) >= 0 else preset.a for c in members]
-            # the pipeline of jr.repair (jr.repair.plan), with k_max slots for the group's largest k
-            pl = repair.plan(bench.model, task, k=min(ks), k_max=max(ks), score=st["score"], space=st["space"],
-                             bounds=tuple(st["bounds"]) if isinstance(st["bounds"], list) else st["bounds"],
-                             strategy=strat_name, generations=st["generations"], population_size=st["population"],
-                             max_drop=repair.FROM_PRESET if st["max_drop"] == "preset" else st["max_drop"],
-                             localization=locs.get((entry, prop)), devices=devices)
-            locs[(entry, prop)] = pl.localization
-            t_loc = time.perf_counter() - t0
-            t1 = time.perf_counter()
-            out = pl.search(seeds=[int(c["seed"]) for c in members], a=a_vals,
-                            selections=[pl.ranking[:k] for k in ks])
-            t_search = time.perf_counter() - t1
-            t2 = time.perf_counter()
-            before = task.report(bench.model)
-            recs = []
-            for i, c in enumerate(members):
-                r = pl.result(out, i, seed=int(c["seed"]), a=a_vals[i], chosen=pl.ranking[: ks[i]], before=before)
-                s = r.summary()
-                metrics = {k_: s[k_] for k_ in ("violation_before", "violation_after", "accuracy_before", "accuracy_after")}
-                metrics.update(select_fitness=r.search["select_fitness"], generations_run=int(r.search["generations_run"]),
-                               selected=[(n.site, n.unit) for n in r.selected])
-                if "drawdown" in s:
-                    metrics["drawdown"] = s["drawdown"]
-                metrics["degenerate"] = s["degenerate"]
-                recs.append({"hash": cell_hash(c, st), "config": {**c, "a_used": a_vals[i], "k_used": ks[i], **st},
-                             "metrics": metrics, "versions": versions, "created": time.time(),
-                             "timings": {"localize_s": t_loc / len(members), "search_s": t_search / len(members),
-                                         "group_localize_s": t_loc, "group_search_s": t_search}})
-            t_rep = time.perf_counter() - t2
-            for r in recs:
-                r["timings"]["report_s"] = t_rep / len(members)
-            if store is not None:
-                store.add(recs)
-            if progress:
-                print(f"[sweep] group {gi + 1}/{len(groups)} {entry} {strat_name} k={sorted(set(ks))}: {len(members)} cells in one program "
-                      f"(search {t_search:.1f}s), stored", file=sys.stderr, flush=True)
+        if ray or ray_address:
+            _ray_groups(groups, st, versions, store, bar, address=ray_address)
+        else:
+            locs = {}
+            for gi, (group, members) in enumerate(groups.items()):
+                recs, locs[group[:2]] = run_group(group, members, st, versions, localization=locs.get(group[:2]))
+                if store is not None:
+                    store.add(recs)
+                bar.note(_group_line(gi + 1, len(groups), group, members, recs))
+                bar.update(gi + 1, "groups")
+        bar.close()
     finally:
         if store is not None:
             store.release()  # claims of cells not run (a failure or Ctrl-C) go back
@@ -417,6 +441,85 @@ def run(config_path, *, progress: bool = True) -> dict:
         store.close()
     return {"store": str(cfg["store"]), "ran": len(todo), "skipped": len(done), "stored": n,
             "wall_s": time.perf_counter() - t_all}
+
+
+# ----------------------------------------------------------------------------------- Ray
+
+#: How often Ray reruns a group whose worker died (a lost process, not an error the group raised).
+RAY_RETRIES = 3
+
+
+def _ray_module():
+    try:
+        import ray
+    except ImportError:
+        raise ImportError("sweeps on Ray need the 'ray' package: pip install 'jaxrepair[ray]'") from None
+    return ray
+
+
+def _ray_worker_group(group, members, st, versions):
+    """A group on a Ray worker: the compile cache on (workers share compiled programs through it),
+    then :func:`run_group`. ``JAXREPAIR_SWEEP_DIE_ONCE=FILE`` (tests): the first worker to find no
+    FILE creates it and kills its own process, as a lost machine would."""
+    import os
+    import signal
+
+    marker = os.environ.get("JAXREPAIR_SWEEP_DIE_ONCE")
+    if marker:
+        try:
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            pass
+        else:
+            os.close(fd)
+            os.kill(os.getpid(), signal.SIGKILL)
+    from jaxrepair import compile_cache
+
+    compile_cache.enable()
+    recs, _ = run_group(group, members, st, versions)
+    return recs
+
+
+def _ray_groups(groups: dict, st: dict, versions: dict, store, bar, *, address=None) -> None:
+    """Every group as a Ray task (one CPU each, or ``settings.devices`` GPUs where the cluster has
+    GPUs), rerun up to :data:`RAY_RETRIES` times when its worker dies; each group's records are
+    written here, by the driver, as they arrive (one writer; a cell's hash is its key, so a rerun
+    cannot store it twice). A stopped sweep resumes from the store like a local one."""
+    ray = _ray_module()
+    started = not ray.is_initialized()
+    if started:
+        import os
+
+        env = {k: os.environ[k] for k in ("JAXREPAIR_SWEEP_DIE_ONCE", "JAXREPAIR_CACHE", "JAXREPAIR_NO_COMPILE_CACHE",
+                                          "JAXREPAIR_COMPILE_CACHE_DIR", "JAX_PLATFORMS") if k in os.environ}
+        kw = dict(address=address, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
+        if address is None:
+            kw.update(address="local", num_cpus=os.cpu_count())
+        ray.init(**kw)
+    try:
+        gpus = ray.cluster_resources().get("GPU", 0)
+        want = {"num_cpus": 1, "num_gpus": (int(st["devices"]) or 1) if gpus else 0}
+        task = ray.remote(max_retries=RAY_RETRIES, retry_exceptions=False, **want)(_ray_worker_group)
+        pending = {task.remote(g, m, st, versions): (g, m) for g, m in groups.items()}
+        finished = 0
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            g, m = pending.pop(ready[0])
+            try:
+                recs = ray.get(ready[0])
+            except ray.exceptions.RayTaskError as e:  # the group itself failed: the same error as locally
+                raise e.as_instanceof_cause() from None
+            except ray.exceptions.WorkerCrashedError:
+                raise RuntimeError(f"group {g} lost its worker {RAY_RETRIES + 1} times; the cells it holds are "
+                                   f"not stored (rerun the sweep to retry them)") from None
+            if store is not None:
+                store.add(recs)
+            finished += 1
+            bar.note(_group_line(finished, len(groups), g, m, recs))
+            bar.update(finished, "groups")
+    finally:
+        if started:
+            ray.shutdown()
 
 
 # ----------------------------------------------------------------------------------- reporting

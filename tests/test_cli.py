@@ -159,3 +159,12 @@ def test_choose_refuses_one_methods_settings(capsys, tmp_path):
     assert code == cli.EXIT_BAD_INPUT and "--k cannot be combined" in err and not (tmp_path / "o").exists()
     code, _, err = _run(["repair", "german-sex", "--choose", "ace-pso,nope", "--out", str(tmp_path / "o")], capsys)
     assert code == cli.EXIT_BAD_INPUT and "unknown method 'nope'" in err
+
+
+def test_sweep_on_ray_without_the_extra_is_a_clear_error(capsys, tmp_path, monkeypatch):
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(f"store = '{tmp_path / 's.sqlite'}'\n[grid]\nentry = ['german-sex']\n")
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if `pip install "jaxrepair[ray]"` had not been run
+    code, _, err = _run(["sweep", str(cfg), "--ray"], capsys)
+    assert code == cli.EXIT_BAD_INPUT and "pip install 'jaxrepair[ray]'" in err
+    assert not (tmp_path / "s.sqlite").exists()  # refused before the store is touched
