@@ -42,7 +42,7 @@ def test_registry_holds_every_method_with_its_record():
 
 def test_refusals_name_the_problem(german):
     bench, task = german
-    with pytest.raises(ValueError, match="unknown method 'nope'; registered: .*ace-finetune"):
+    with pytest.raises(ValueError, match=r"unknown method 'nope' \(registered: .*ace-finetune"):
         jr.repair.get_method("nope")
     with pytest.raises(ValueError, match="'certified' applies to safety, custom tasks, not 'german-sex' \\(fairness\\)"):
         jr.repair.METHODS["certified"](bench.model, task)

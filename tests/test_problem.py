@@ -135,7 +135,7 @@ def test_care_preset_sites_effect_swarm_and_fitness():
     assert r.config["strategy"]["name"] == "care" and r.config["a"] == 0.3 and r.config["init"] == "identity"
     # the loc ranks by the mean ACE of the class-0 logit difference (CARE's score)
     loc = r.localization
-    assert loc.effect.startswith("Fairness(") and "target=0" in loc.effect and "output='logit'" in loc.effect
+    assert loc.effect.startswith("Fairness (") and "target 0" in loc.effect and "output logit" in loc.effect
     assert [(n.site, n.unit) for n in r.selected] == [(n.site, n.unit) for n in loc.top(3, "care_mean")]
     # fitness: (1-a)·violation on the property set + a·(1-accuracy) on the separate accuracy set
     v = float(task.objective.prop.rate(jr.functional(model)[0], model.params(), {"x": jax.numpy.asarray(splits["repair"]["x"])}))

@@ -154,7 +154,8 @@ def plot_scores(localization, path, *, score: str = "interventional_change", top
     plt = pyplot()
     if plt is None:
         return None
-    ranked = localization.ranking(score)[:top]
+    every = localization.ranking(score)
+    ranked = every[:top]
     sites = list(localization.sites)
     colors = plt.get_cmap("tab10")
     fig, ax = plt.subplots(figsize=(max(6, 0.3 * len(ranked) + 2), 4))
@@ -168,7 +169,7 @@ def plot_scores(localization, path, *, score: str = "interventional_change", top
     import textwrap
 
     effect = getattr(localization, "effect", "")
-    total = sum(len(v.units) for v in localization.sites.values())
+    total = len(every)
     title = (f"Top {len(ranked)} of {total} units ({len(sites)} site{'s' if len(sites) > 1 else ''}) ranked by "
              f"{score.replace('_', ' ')}" + (f"\neffect: {effect}" if effect else ""))
     ax.set_title("\n".join(w for line in title.split("\n") for w in textwrap.wrap(line, 110)), fontsize=8)
