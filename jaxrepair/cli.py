@@ -806,6 +806,7 @@ def cmd_suite(args):
             options.setdefault(method, {})[name] = value
         res = suite.run(args.name, args.out, methods=args.methods, seeds=args.seeds, entries=args.entries,
                         data_dir=args.data_dir, repair_samples=args.repair_samples, options=options or None,
+                        ray=args.ray is not None, ray_address=args.ray or None,
                         note=args.note or "")
         res = {**{k: v for k, v in res.items() if k != "report"}, "files": res["report"]["files"],
                "targets": res["report"]["board"]["targets"]}
@@ -1358,6 +1359,9 @@ def _parser_suite(sub) -> None:
     su.add_argument("--option", action="append", type=_method_option, metavar="METHOD:NAME=VALUE",
                     help="a method's option for this run, e.g. ace-finetune:preserve=1.0 (repeatable; part of each "
                     "cell's identity; `jaxrepair methods` lists the options)")
+    su.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                    help="run each (entry, seed) as a Ray task (its methods share the localisation): on the cluster "
+                    "at ADDRESS, or without one on a local Ray instance; only this process writes the store")
     su.add_argument("--report-only", action="store_true", help="rewrite the leaderboard from the store; run nothing")
     su.add_argument("--note", help="a paragraph for the report: how the run was made (machine load, ...)")
     su.add_argument("--tasks", nargs="+", help="acasxu: only these tasks, e.g. N2,1-phi2 N1,9-phi7 (default: all 36)")

@@ -396,7 +396,7 @@ def run(config_path, *, progress: bool = True, ray_address: str | None = None, r
     cfg = load_config(config_path)
     st = cfg["settings"]
     if ray or ray_address:
-        _ray_module()  # a missing extra is reported before the store is touched
+        ray_module()  # a missing extra is reported before the store is touched
         if jax.process_count() > 1:
             raise ValueError("a Ray sweep is driven by one process; do not combine --ray with --num-processes")
     store = Store(cfg["store"]) if distributed.is_main() else None
@@ -449,7 +449,7 @@ def run(config_path, *, progress: bool = True, ray_address: str | None = None, r
 RAY_RETRIES = 3
 
 
-def _ray_module():
+def ray_module():
     try:
         import ray
     except ImportError:
@@ -457,10 +457,10 @@ def _ray_module():
     return ray
 
 
-def _ray_worker_group(group, members, st, versions):
-    """A group on a Ray worker: the compile cache on (workers share compiled programs through it),
-    then :func:`run_group`. ``JAXREPAIR_SWEEP_DIE_ONCE=FILE`` (tests): the first worker to find no
-    FILE creates it and kills its own process, as a lost machine would."""
+def ray_worker_setup() -> None:
+    """What a Ray task does first on its worker: the compile cache on (workers share compiled
+    programs through it). ``JAXREPAIR_SWEEP_DIE_ONCE=FILE`` (tests): the first task to find no FILE
+    creates it and kills its own worker process, as a lost machine would."""
     import os
     import signal
 
@@ -476,50 +476,71 @@ def _ray_worker_group(group, members, st, versions):
     from jaxrepair import compile_cache
 
     compile_cache.enable()
+
+
+def _ray_worker_group(group, members, st, versions):
+    """A group on a Ray worker: :func:`ray_worker_setup`, then :func:`run_group`."""
+    ray_worker_setup()
     recs, _ = run_group(group, members, st, versions)
     return recs
 
 
-def _ray_groups(groups: dict, st: dict, versions: dict, store, bar, *, address=None) -> None:
-    """Every group as a Ray task (one CPU each, or ``settings.devices`` GPUs where the cluster has
-    GPUs), rerun up to :data:`RAY_RETRIES` times when its worker dies; each group's records are
-    written here, by the driver, as they arrive (one writer; a cell's hash is its key, so a rerun
-    cannot store it twice). A stopped sweep resumes from the store like a local one."""
-    ray = _ray_module()
+#: Variables a Ray worker gets from the driver's environment (caches, platforms, the test hook).
+RAY_ENV = ("JAXREPAIR_SWEEP_DIE_ONCE", "JAXREPAIR_CACHE", "JAXREPAIR_NO_COMPILE_CACHE", "JAXREPAIR_COMPILE_CACHE_DIR",
+           "JAX_PLATFORMS")
+
+
+def ray_map(fn, calls: list, on_result, *, address=None, gpus: int = 0, env_keys=()) -> None:
+    """``fn(*args)`` for every ``args`` of ``calls`` as a Ray task; ``on_result(args, value)`` in this
+    process as each one finishes (the one writer). A task whose worker dies is rerun up to
+    :data:`RAY_RETRIES` times; an error the task raises is raised here as it would be locally.
+    Starts a local Ray instance on this machine's cores unless Ray is running or ``address`` names
+    a cluster; ``gpus``: GPUs per task where the cluster has them."""
+    import os
+
+    ray = ray_module()
     started = not ray.is_initialized()
     if started:
-        import os
-
-        env = {k: os.environ[k] for k in ("JAXREPAIR_SWEEP_DIE_ONCE", "JAXREPAIR_CACHE", "JAXREPAIR_NO_COMPILE_CACHE",
-                                          "JAXREPAIR_COMPILE_CACHE_DIR", "JAX_PLATFORMS") if k in os.environ}
+        env = {k: os.environ[k] for k in (*RAY_ENV, *env_keys) if k in os.environ}
         kw = dict(address=address, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
         if address is None:
             kw.update(address="local", num_cpus=os.cpu_count())
         ray.init(**kw)
     try:
-        gpus = ray.cluster_resources().get("GPU", 0)
-        want = {"num_cpus": 1, "num_gpus": (int(st["devices"]) or 1) if gpus else 0}
-        task = ray.remote(max_retries=RAY_RETRIES, retry_exceptions=False, **want)(_ray_worker_group)
-        pending = {task.remote(g, m, st, versions): (g, m) for g, m in groups.items()}
-        finished = 0
+        want = {"num_cpus": 1, "num_gpus": (gpus or 1) if ray.cluster_resources().get("GPU", 0) else 0}
+        task = ray.remote(max_retries=RAY_RETRIES, retry_exceptions=False, **want)(fn)
+        pending = {task.remote(*args): args for args in calls}
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
-            g, m = pending.pop(ready[0])
+            args = pending.pop(ready[0])
             try:
-                recs = ray.get(ready[0])
-            except ray.exceptions.RayTaskError as e:  # the group itself failed: the same error as locally
+                value = ray.get(ready[0])
+            except ray.exceptions.RayTaskError as e:  # the task itself failed: the same error as locally
                 raise e.as_instanceof_cause() from None
             except ray.exceptions.WorkerCrashedError:
-                raise RuntimeError(f"group {g} lost its worker {RAY_RETRIES + 1} times; the cells it holds are "
-                                   f"not stored (rerun the sweep to retry them)") from None
-            if store is not None:
-                store.add(recs)
-            finished += 1
-            bar.note(_group_line(finished, len(groups), g, m, recs))
-            bar.update(finished, "groups")
+                raise RuntimeError(f"a task lost its worker {RAY_RETRIES + 1} times; what it holds is not stored "
+                                   f"(rerun to retry it)") from None
+            on_result(args, value)
     finally:
         if started:
             ray.shutdown()
+
+
+def _ray_groups(groups: dict, st: dict, versions: dict, store, bar, *, address=None) -> None:
+    """Every group as a Ray task (:func:`ray_map`); each group's records are written here, by the
+    driver, as they arrive (one writer; a cell's hash is its key, so a rerun cannot store it twice).
+    A stopped sweep resumes from the store like a local one."""
+    done = []
+
+    def arrived(args, recs):
+        if store is not None:
+            store.add(recs)
+        done.append(args[0])
+        bar.note(_group_line(len(done), len(groups), args[0], args[1], recs))
+        bar.update(len(done), "groups")
+
+    ray_map(_ray_worker_group, [(g, m, st, versions) for g, m in groups.items()], arrived, address=address,
+            gpus=int(st["devices"]))
 
 
 # ----------------------------------------------------------------------------------- reporting

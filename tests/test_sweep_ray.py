@@ -83,3 +83,18 @@ def test_a_stopped_ray_sweep_resumes_without_redoing_groups(tmp_path, local, clu
     assert res["skipped"] == 3 and res["ran"] == 9 and res["stored"] == 12
     got = _cells(tmp_path / "resume.sqlite")
     assert sum(1 for c, _ in got.values() if c == {"from": "earlier run"}) == 3  # not redone, not overwritten
+
+
+def test_the_suite_on_ray_gives_the_local_records(tmp_path, cluster):
+    """Each (entry, seed) of the suite as a Ray task: the same cells and numbers as the local run."""
+    import jaxrepair as jr
+
+    kw = dict(methods=["prune", "ace-finetune"], seeds=2, entries=["german-sex"], repair_samples=300,
+              options={"ace-finetune": {"steps": 20, "k_values": [5]}}, progress=False, report=False)
+    jr.suite.run("fairness", tmp_path / "local", **kw)
+    res = jr.suite.run("fairness", tmp_path / "ray", ray=True, **kw)
+    assert res["ran"] == 4
+    local, ray_ = (_cells(tmp_path / d / "suite_fairness.sqlite") for d in ("local", "ray"))
+    assert local.keys() == ray_.keys() and len(local) == 4
+    for h, (cfg, m) in local.items():
+        assert ray_[h][0] == cfg and ray_[h][1] == m, cfg["method"]

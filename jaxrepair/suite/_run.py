@@ -243,7 +243,8 @@ def check_run(family: str, *, methods=None, seeds=5, entries=None, data_dir=None
 
 
 def run(family: str, out_dir=".", *, methods=None, seeds: int = 5, entries=None, data_dir=None, options=None,
-        repair_samples: int | None = None, progress: bool = True, report: bool = True, note: str = "") -> dict:
+        repair_samples: int | None = None, progress: bool = True, report: bool = True, note: str = "",
+        ray: bool = False, ray_address: str | None = None) -> dict:
     """Runs (or resumes) the ``family`` suite into ``out_dir``: ``suite_{family}.sqlite`` (the cells),
     and — with ``report`` — ``suite_{family}.{json,md,png}`` (:func:`jaxrepair.suite.report`).
 
@@ -256,13 +257,19 @@ def run(family: str, out_dir=".", *, methods=None, seeds: int = 5, entries=None,
       repair_samples: rows of the train split the repair sees (default: the family's, 5000; backdoor:
         1000 clean images and their triggered copies, as ``experiments/backdoor_images.py``).
       note: a paragraph for the report (how the run was made).
+      ray, ray_address: each (entry, seed) is a Ray task (its methods share the localisation), on the
+        cluster at ``ray_address`` (None: a local Ray instance); only this process writes the store.
     """
-    from jaxrepair import records, repair, zoo
+    from jaxrepair import records, zoo
     from jaxrepair.sweep import Store
 
     fam, chosen, names, n_seeds = check_run(family, methods=methods, seeds=seeds, entries=entries, data_dir=data_dir,
                                             options=options, repair_samples=repair_samples)
     options = options or {}
+    if ray or ray_address:
+        from jaxrepair.sweep import ray_module
+
+        ray_module()  # a missing extra is reported before the store is touched
     repair_samples = fam.repair_samples if repair_samples is None else int(repair_samples)
     out = records.check_output_dir(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -290,56 +297,36 @@ def run(family: str, out_dir=".", *, methods=None, seeds: int = 5, entries=None,
             print(f"[suite {family}] {len(configs)} cells ({len(chosen)} entries x {len(names)} methods x {n_seeds} seeds), "
                   f"{len(configs) - len(todo)} stored or claimed by another run, {len(todo)} to run", file=sys.stderr,
                   flush=True)
-        for entry in chosen:
-            mine_e = [c for c in todo if c[0] == entry]
-            if not mine_e:
-                continue
-            bench = zoo.load(entry, progress=progress, data_dir=data_dir)
-            small = len(bench.splits["test"]["y"]) < SMALL_TEST if bench.splits else False
-            for s in sorted({c[2] for c in mine_e}):
-                b_s = resplit(bench, s) if small else bench
-                task = repair.from_zoo(b_s, repair_samples=repair_samples, seed=s)
-                base = outcomes(task, bench.model)
-                before = task.report(bench.model)
-                shared = {}  # per (entry, seed): the head past the cut and the ACE localisation, computed once
-                for c in [c for c in mine_e if c[2] == s]:
-                    m = repair.get_method(c[1])
-                    model, on, prep_s = bench.model, task, 0.0
-                    if fam.cut and m.level == "neuron":  # the head after the cut: the whole network's figures
-                        if "low" not in shared:
-                            t = time.perf_counter()
-                            shared["low"] = repair.lower(bench.model, task, fam.cut)
-                            shared["low_s"] = time.perf_counter() - t
-                        (model, on), prep_s = shared["low"], shared["low_s"]
-                    loc = ("loc", m.level)  # the ACE of the network this method is given
-                    if m.ranking == "ace":
-                        if loc not in shared:
-                            t = time.perf_counter()
-                            shared[loc] = (repair.localize(model, on), time.perf_counter() - t)
-                        prep_s += shared[loc][1]
-                    t = time.perf_counter()
-                    r = m(model, on, seed=s, localization=m.shared_localization(ace=shared.get(loc, (None,))[0]),
-                          **options.get(c[1], {}))
-                    wall = time.perf_counter() - t + prep_s
-                    after = outcomes(on, r.model)
-                    summ = r.summary()
-                    metrics = {**summ, "before": _plain(before), "after": _plain(r.after), "selected": len(r.selected),
-                               "resplit": small, "test_rows": len(base["c"]),
-                               **({"proven": bool(r.certificate["proven"]), "verdict": r.certificate["verdict"]}
-                                  if r.certificate else {}),
-                               "outcomes": {"v0": _pack(base["v"]), "v1": _pack(after["v"]), "w": _pack(base["w"]),
-                                            "c0": _pack(base["c"]), "c1": _pack(after["c"])}}
-                    store.add([{"hash": hashes[c], "config": {**configs[c], "machine": cpu}, "metrics": metrics,
-                                "timings": {"seconds": wall, "prepare_s": prep_s, **r.timings}, "versions": versions,
-                                "created": time.time()}])
-                    ran += 1
-                    red = summ["violation_reduction"]
-                    bar.note(f"{ran}/{len(todo)} {entry} {c[1]} seed {s}: violation "
-                             f"{summ['violation_before']:.4f} -> {summ['violation_after']:.4f} "
-                             f"({'n/a' if red is None else f'{100 * red:.1f}%'}), accuracy "
-                             f"{-summ['accuracy_drop_points']:+.2f} pts{' DEGENERATE' if summ['degenerate'] else ''}, "
-                             f"{wall:.1f} s")
-                    bar.update(ran, "cells")
+        groups: dict = {}  # (entry, seed) -> its cells: one task, sharing the head and the localisation
+        for c in todo:
+            groups.setdefault((c[0], c[2]), []).append(c)
+        common = dict(family=family, configs=configs, hashes=hashes, options=options, repair_samples=repair_samples,
+                      data_dir=data_dir, versions=versions, cpu=cpu)
+
+        def stored(recs):
+            nonlocal ran
+            for c, rec, summ in recs:
+                store.add([rec])
+                ran += 1
+                red = summ["violation_reduction"]
+                bar.note(f"{ran}/{len(todo)} {c[0]} {c[1]} seed {c[2]}: violation "
+                         f"{summ['violation_before']:.4f} -> {summ['violation_after']:.4f} "
+                         f"({'n/a' if red is None else f'{100 * red:.1f}%'}), accuracy "
+                         f"{-summ['accuracy_drop_points']:+.2f} pts{' DEGENERATE' if summ['degenerate'] else ''}, "
+                         f"{rec['timings']['seconds']:.1f} s")
+                bar.update(ran, "cells")
+
+        if ray or ray_address:
+            from jaxrepair.sweep import ray_map
+
+            ray_map(_ray_entry_seed, [(k, cs, common) for k, cs in groups.items()], lambda args, recs: stored(recs),
+                    address=ray_address, env_keys=("JAXREPAIR_DATA",))
+        else:
+            benches = {}
+            for (entry, s), cs in groups.items():
+                if entry not in benches:
+                    benches = {entry: zoo.load(entry, progress=progress, data_dir=data_dir)}  # one entry held at a time
+                stored(run_entry_seed(entry, s, cs, bench=benches[entry], **common))
         bar.close()
     finally:
         store.release()
@@ -352,6 +339,61 @@ def run(family: str, out_dir=".", *, methods=None, seeds: int = 5, entries=None,
         result["report"] = write_report(out / f"suite_{family}.sqlite", out_dir=out,
                                         wanted=set(hashes.values()), note=note)
     return result
+
+
+def run_entry_seed(entry: str, s: int, cells: list, *, family: str, configs: dict, hashes: dict, options: dict,
+                   repair_samples: int, data_dir, versions: dict, cpu: str, bench=None):
+    """The cells of one (entry, seed): the head past the cut and the ACE localisation computed once
+    and shared by its methods. Yields ``(cell, record, summary)`` as each cell ends (the caller
+    writes it, so a failure keeps the cells before it)."""
+    from jaxrepair import repair, zoo
+
+    fam = families()[family]
+    bench = bench if bench is not None else zoo.load(entry, progress=False, data_dir=data_dir)
+    small = len(bench.splits["test"]["y"]) < SMALL_TEST if bench.splits else False
+    b_s = resplit(bench, s) if small else bench
+    task = repair.from_zoo(b_s, repair_samples=repair_samples, seed=s)
+    base = outcomes(task, bench.model)
+    before = task.report(bench.model)
+    shared = {}  # the head past the cut and the ACE localisation, computed once
+    for c in cells:
+        m = repair.get_method(c[1])
+        model, on, prep_s = bench.model, task, 0.0
+        if fam.cut and m.level == "neuron":  # the head after the cut: the whole network's figures
+            if "low" not in shared:
+                t = time.perf_counter()
+                shared["low"] = repair.lower(bench.model, task, fam.cut)
+                shared["low_s"] = time.perf_counter() - t
+            (model, on), prep_s = shared["low"], shared["low_s"]
+        loc = ("loc", m.level)  # the ACE of the network this method is given
+        if m.ranking == "ace":
+            if loc not in shared:
+                t = time.perf_counter()
+                shared[loc] = (repair.localize(model, on), time.perf_counter() - t)
+            prep_s += shared[loc][1]
+        t = time.perf_counter()
+        r = m(model, on, seed=s, localization=m.shared_localization(ace=shared.get(loc, (None,))[0]),
+              **options.get(c[1], {}))
+        wall = time.perf_counter() - t + prep_s
+        after = outcomes(on, r.model)
+        summ = r.summary()
+        metrics = {**summ, "before": _plain(before), "after": _plain(r.after), "selected": len(r.selected),
+                   "resplit": small, "test_rows": len(base["c"]),
+                   **({"proven": bool(r.certificate["proven"]), "verdict": r.certificate["verdict"]}
+                      if r.certificate else {}),
+                   "outcomes": {"v0": _pack(base["v"]), "v1": _pack(after["v"]), "w": _pack(base["w"]),
+                                "c0": _pack(base["c"]), "c1": _pack(after["c"])}}
+        yield (c, {"hash": hashes[c], "config": {**configs[c], "machine": cpu}, "metrics": metrics,
+                   "timings": {"seconds": wall, "prepare_s": prep_s, **r.timings}, "versions": versions,
+                   "created": time.time()}, summ)
+
+
+def _ray_entry_seed(key, cells, common):
+    """One (entry, seed) on a Ray worker (:func:`jaxrepair.sweep.ray_worker_setup` first)."""
+    from jaxrepair.sweep import ray_worker_setup
+
+    ray_worker_setup()
+    return list(run_entry_seed(key[0], key[1], cells, **common))
 
 
 def _plain(d: dict) -> dict:
