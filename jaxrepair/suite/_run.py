@@ -21,7 +21,6 @@ import base64
 import dataclasses
 import hashlib
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -293,10 +292,9 @@ def run(family: str, out_dir=".", *, methods=None, seeds: int = 5, entries=None,
         mine = store.claim(list(hashes.values()))
         todo = [c for c in configs if hashes[c] in mine]
         bar = Progress(f"suite {family}", total=len(todo), enabled=progress)
-        if progress:
-            print(f"[suite {family}] {len(configs)} cells ({len(chosen)} entries x {len(names)} methods x {n_seeds} seeds), "
-                  f"{len(configs) - len(todo)} stored or claimed by another run, {len(todo)} to run", file=sys.stderr,
-                  flush=True)
+        bar.note(f"{len(configs)} cells ({len(chosen)} entries x {len(names)} methods x {n_seeds} seeds), "
+                 f"{len(configs) - len(todo)} stored or claimed by another run, {len(todo)} to run"
+                 + (" as Ray tasks" if ray or ray_address else ""))
         groups: dict = {}  # (entry, seed) -> its cells: one task, sharing the head and the localisation
         for c in todo:
             groups.setdefault((c[0], c[2]), []).append(c)
