@@ -561,7 +561,7 @@ def _repair_chosen(args, model, task, methods):
     the budget, not degenerate) written; the test split is not looked at to choose."""
     from jaxrepair import repair
 
-    budget = 0.01 if args.max_drop in (None, NO_BUDGET) else args.max_drop
+    budget = 0.01 if args.max_drop is None else 1.0 if args.max_drop == NO_BUDGET else args.max_drop
     results = [m(model, task, seed=args.seed) for m in methods]
     best, rows = repair.choose(model, task, results, max_drop=budget)
     pts = f"{100 * budget:g} point{'' if budget == 0.01 else 's'}"
