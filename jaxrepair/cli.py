@@ -178,22 +178,25 @@ def _user_table(args):
     return ds
 
 
+def _sensitive_spec(args) -> str:
+    """``--sensitive``, which fairness on the user's own table needs."""
+    if not args.sensitive:
+        raise UsageError("fairness on your own data needs --sensitive COL[:V1,V2,...] (a column name or index)")
+    return args.sensitive
+
+
 def _sensitive(args, ds) -> tuple[str, int, list[float]]:
     """``(name, column, values)`` of ``--sensitive COL[:V1,V2]`` in the user's table."""
     from jaxrepair import repair
 
-    if not args.sensitive:
-        raise UsageError("fairness on your own data needs --sensitive COL[:V1,V2,...] (a column name or index)")
-    return repair.table_sensitive(ds, args.sensitive)
+    return repair.table_sensitive(ds, _sensitive_spec(args))
 
 
 def _user_task(args, model, ds):
     """A fairness repair task on the user's table: repair / select / test = its train / val / test split."""
     from jaxrepair import repair
 
-    repair.check_table_fits(model, ds, args.data)
-    _sensitive(args, ds)
-    return repair.table_task(model, ds, args.sensitive)
+    return repair.table_task(model, ds, _sensitive_spec(args), where=args.data)
 
 
 def _parse_effect(spec: str, bench):
@@ -267,11 +270,10 @@ def cmd_localize(args):
     rec = {"command": "localize", "model": args.model, "effect": args.effect, "score": args.score,
            "seed": args.seed, "environment": records.environment(), "localization": loc.to_json(top_k=args.top)}
     records.write_json(out / "localize.json", rec)
-    record = rec
     records.write_text(out / "localize.md", f"# ACE localisation of {args.model}\n\n{table}")
     records.plot_scores(loc, out / "scores.png", score=args.score)
     print(f"wrote {out}/localize.json, localize.md, scores.png")
-    return record
+    return rec
 
 
 def _localize_interchange(args, model, bench):
@@ -296,11 +298,10 @@ def _localize_interchange(args, model, bench):
     rec = {"command": "localize --method interchange", "model": args.model, "seed": args.seed,
            "environment": records.environment(), "localization": loc.to_json(top_k=args.top)}
     records.write_json(out / "localize.json", rec)
-    record = rec
     records.write_text(out / "localize.md", f"# Interchange-intervention localisation of {args.model}\n\n{table}")
     records.plot_scores(loc, out / "scores.png", score="restored")
     print(f"wrote {out}/localize.json, localize.md, scores.png")
-    return record
+    return rec
 
 
 def _fairness_bench(args, what: str):
@@ -338,11 +339,10 @@ def cmd_features(args):
     rec = {"command": "features", "model": args.model, "seed": args.seed, "environment": records.environment(),
            "input_ace": res.to_json()}
     records.write_json(out / "features.json", rec)
-    record = rec
     records.write_text(out / "features.md", f"# Input-feature ACE of {args.model} ({args.method})\n\n{table}")
     causal.plot_input_ace(res, out / "features.png", output=args.output)
     print(f"wrote {out}/features.json, features.md, features.png ({res.timings['ace']:.2f}s)")
-    return record
+    return rec
 
 
 def _fairness_setup(args, what: str):
@@ -375,12 +375,11 @@ def cmd_cf_fairness(args):
     scm = causal.fit_default(ds, equations=args.equations, key=jax.random.key(args.seed))
     res = causal.counterfactual_fairness(model, scm, ds.splits["test"].x, attr, values)
     print(_dumps(res))
-    record = res
     out = out.with_name(out.name.replace("cf-fairness", f"cf-fairness-{name}", 1))
     records.write_json(out / "cf-fairness.json", {"command": "cf-fairness", "model": args.model, "scm": scm.to_json(),
                                                   "environment": records.environment(), **res})
     print(f"wrote {out}/cf-fairness.json")
-    return record
+    return res
 
 
 def cmd_feature_repair(args):
@@ -398,7 +397,7 @@ def cmd_feature_repair(args):
                                         seed=args.seed)
     out = out.with_name(out.name.replace("feature-repair", f"feature-repair-{name}", 1))
     files = repair.write_result(r, out, extra={"command": " ".join(sys.argv)})
-    record = ({**r.to_json(), "files": files})
+    record = {**r.to_json(), "files": files}
     print(r.table())
     extra = ""
     if "counterfactual_violation" in r.after:
@@ -416,7 +415,7 @@ def _benchmark_record(args, name, res, table):
 
     out = records.new_run_dir(args.out, name)
     records.write_json(out / f"{name}.json", {"command": name, "environment": records.environment(), **res})
-    record = ({"command": name, **res})
+    record = {"command": name, **res}
     records.write_text(out / f"{name}.md", f"# {name}\n\n{table}")
     print(table)
     print(f"wrote {out}/{name}.json, {name}.md")
@@ -611,7 +610,7 @@ def cmd_repair(args):
         else:
             front = repair.pareto(model, task, a_values=args.pareto, seeds=seeds, localizer=args.localizer, **common)
         files = repair.write_pareto(front, out)
-        record = ({**front, "files": files})
+        record = {**front, "files": files}
         print(open(files["markdown"]).read())
         print(f"wrote {out}")
         return record
@@ -731,7 +730,6 @@ def cmd_convert(args):
     n_params = sum(int(np.size(v)) for p in net.params().values() for v in p.values())
     rec = {"input": str(src), "output": str(out), "to": args.to, "nodes": len(net.graph.nodes),
            "input_shape": list(net.input_shape), "output_shape": list(info[net.graph.output].shape), "parameters": n_params}
-    record = rec
     print(f"{src} -> {out}: {len(net.graph.nodes)} nodes, input {net.input_shape}, output {info[net.graph.output].shape}, "
           f"{n_params} parameters")
     if args.verify and src.suffix.lower() == ".onnx":
@@ -746,7 +744,7 @@ def cmd_convert(args):
         print(f"verify: max |jaxrepair - onnx reference| on 8 random inputs = {err:.3g}")
         if err > 1e-4 * max(1.0, float(np.max(np.abs(ref)))):
             raise RuntimeError("the converted model disagrees with the ONNX reference evaluator")
-    return record
+    return rec
 
 
 def cmd_verify(args):
@@ -772,12 +770,11 @@ def cmd_verify(args):
     table = markdown_table(["model", "property", "verdict", "seconds", "boxes"],
                            [(Path(args.model).name, what, v.verdict, round(v.seconds, 2), v.boxes)])
     records.write_text(out / "verify.md", f"# Verification\n\n{table}")
-    record = rec
     print(table)
     if v.counterexample is not None:
         print(f"counterexample (flat input): {np.asarray(v.counterexample).tolist()}; output {np.asarray(v.output).tolist()}")
     print(f"wrote {out}/verify.json, verify.md")
-    return record
+    return rec
 
 
 def cmd_sweep(args):
@@ -785,8 +782,7 @@ def cmd_sweep(args):
 
     res = sweep.run(args.config, ray=args.ray is not None, ray_address=args.ray or None)
     print(_dumps(res))
-    record = res
-    return record
+    return res
 
 
 def cmd_suite(args):
@@ -810,10 +806,9 @@ def cmd_suite(args):
                         note=args.note or "")
         res = {**{k: v for k, v in res.items() if k != "report"}, "files": res["report"]["files"],
                "targets": res["report"]["board"]["targets"]}
-    record = res
     print(Path(res["files"]["markdown"] if "markdown" in res["files"] else res["files"]["md"]).read_text())
     print(f"wrote {', '.join(res['files'].values())}")
-    return record
+    return res
 
 
 def cmd_methods(args):
@@ -822,7 +817,7 @@ def cmd_methods(args):
 
     names = repair.methods_for(args.kind) if args.kind else list(repair.METHODS)
     rows = [repair.METHODS[n].to_json() for n in names]
-    record = ({"methods": rows})
+    record = {"methods": rows}
     print(markdown_table(["method", "kinds", "level", "ranking", "random control", "what it does", "from"],
                          [(r["name"], ", ".join(r["kinds"]), r["level"], r["ranking"] or "–", r["control"] or "–",
                            r["summary"], r["paper"] or "jaxrepair") for r in rows]))
@@ -833,10 +828,9 @@ def cmd_report(args):
     from jaxrepair import sweep
 
     res = sweep.report(args.store, args.out)
-    record = res
     print(res["table"])
     print(f"wrote {', '.join(res['files'].values())}")
-    return record
+    return res
 
 
 def cmd_demo(args):
@@ -866,8 +860,8 @@ def cmd_demo(args):
         files["best"] = repair.write_result(best, out / "best", extra={"command": "demo", "role": "best causal method",
                                                               "chosen_on_select": chosen})
     rows = {"care preset": care, **{f"best: {name}": r for name, r in ours.items() if r is best}}
-    record = ({"care": care.to_json(), "best": best.to_json() if best is not None else None, "chosen_on_select": chosen,
-             "files": files})
+    record = {"care": care.to_json(), "best": best.to_json() if best is not None else None, "chosen_on_select": chosen,
+              "files": files}
     print("\nCandidates on the select split (the test split is not looked at to choose):")
     for c in chosen:
         print(f"  {c['label']:28s} violation {c['select_violation']:.4f}, accuracy {c['select_accuracy']:.4f}"
@@ -944,16 +938,15 @@ def cmd_bench(args):
         from jaxrepair.bench import _repair
 
         results = _repair.run(entries=args.entries)
-    record = ({"benchmark": args.what, "environment": records.environment(), "results": results})
-    return record
+    return {"benchmark": args.what, "environment": records.environment(), "results": results}
 
 
 def cmd_zoo(args):
     from jaxrepair import zoo
 
     if args.action == "list":
-        record = ({"entries": [{"name": n, "kind": e.kind, **e.config(), "cached": (zoo.cache_dir() / f"{n}.npz").exists()}
-                             for n, e in zoo.ENTRIES.items()]})
+        record = {"entries": [{"name": n, "kind": e.kind, **e.config(), "cached": (zoo.cache_dir() / f"{n}.npz").exists()}
+                              for n, e in zoo.ENTRIES.items()]}
         for name, e in zoo.ENTRIES.items():
             cached = (zoo.cache_dir() / f"{name}.npz").exists()
             what = zoo.KINDS[e.kind].describe(e)
@@ -985,8 +978,7 @@ def cmd_zoo(args):
         m = {k: v for k, v in b.metrics.items() if k != "counterexamples"}
         built.append({"name": name, **m, "build_time_s": round(b.model.meta["zoo"]["build_time_s"], 2)})
         print(_dumps(built[-1]))
-    record = ({"built": built, "skipped": skipped})
-    return record
+    return {"built": built, "skipped": skipped}
 
 
 def cmd_evaluate(args):
@@ -997,12 +989,10 @@ def cmd_evaluate(args):
     if ds is not None:
         from jaxrepair import repair
 
-        repair.check_table_fits(model, ds, args.data)
         res = {"data": str(args.data), **repair.evaluate_table(model, ds, sensitive=args.sensitive, rows=args.rows,
-                                                              seed=args.seed)}
-        record = res
+                                                              seed=args.seed, where=args.data)}
         _print_evaluation(res)
-        return record
+        return res
     if bench is None:
         if not args.entry:
             raise UsageError("a model file needs --entry ZOO_NAME to know its data and property")
@@ -1010,9 +1000,8 @@ def cmd_evaluate(args):
     if args.property != "default" and args.property != bench.entry.kind:
         raise UsageError(f"{bench.name} is a {bench.entry.kind} benchmark; --property {args.property} does not apply")
     res = {"measured_on": f"{bench.name}'s test split", **zoo.evaluate(bench, model, seed=args.seed)}
-    record = res
     _print_evaluation(res)
-    return record
+    return res
 
 
 def _print_evaluation(res: dict) -> None:
@@ -1040,12 +1029,11 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message):
         import difflib
 
+        from jaxrepair.records import did_you_mean
+
         m = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
         if m:
-            choices = re.findall(r"'?([\w.:-]+)'?", m.group(2))
-            close = difflib.get_close_matches(m.group(1), choices, n=1, cutoff=0.6)
-            if close:
-                message += f"; did you mean {close[0]!r}?"
+            message += did_you_mean(m.group(1), re.findall(r"'?([\w.:-]+)'?", m.group(2)))
         m = re.match(r"unrecognized arguments: (.*)", message)
         if m:
             known = [o for a in self._actions for o in a.option_strings]

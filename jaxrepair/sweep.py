@@ -395,7 +395,8 @@ def run(config_path, *, progress: bool = True, ray_address: str | None = None, r
 
     cfg = load_config(config_path)
     st = cfg["settings"]
-    if ray or ray_address:
+    ray = ray or bool(ray_address)  # an address means a Ray run
+    if ray:
         ray_module()  # a missing extra is reported before the store is touched
         if jax.process_count() > 1:
             raise ValueError("a Ray sweep is driven by one process; do not combine --ray with --num-processes")
@@ -420,9 +421,9 @@ def run(config_path, *, progress: bool = True, ray_address: str | None = None, r
     t_all = time.perf_counter()
     bar = records.Progress("sweep", total=len(groups), enabled=progress)
     bar.note(f"{len(cells(cfg))} cells, {len(done)} already stored or claimed by another sweep, {len(todo)} to run in "
-             f"{len(groups)} compiled group(s)" + (" as Ray tasks" if ray or ray_address else ""))
+             f"{len(groups)} compiled group(s)" + (" as Ray tasks" if ray else ""))
     try:
-        if ray or ray_address:
+        if ray:
             _ray_groups(groups, st, versions, store, bar, address=ray_address)
         else:
             locs = {}

@@ -13,7 +13,7 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrepair.data._tabular import Split
+from jaxrepair.data._tabular import Split, check_class_indices
 
 
 def load_digits() -> dict[str, Split]:
@@ -73,11 +73,7 @@ def load_npz(path, *, x_key: str = "x", y_key: str = "y") -> Split:
     if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
         raise ValueError(f"{path}: {x_key!r} holds {int(np.size(x) - np.isfinite(x).sum())} NaN/inf value(s), the "
                          f"first in image {int(np.argwhere(~np.isfinite(x))[0][0])}")
-    yf = y.reshape(-1)
-    if y.dtype.kind not in "iub" and not (np.all(np.isfinite(yf)) and np.all(yf == np.round(yf)) and yf.min() >= 0):
-        raise ValueError(f"{path}: {y_key!r} must hold class indices 0, 1, ...; got values such as {np.unique(yf)[:5].tolist()}")
-    if y.dtype.kind == "i" and yf.min() < 0:
-        raise ValueError(f"{path}: {y_key!r} holds negative labels ({int(yf.min())}); labels are class indices 0, 1, ...")
+    check_class_indices(y, f"{path}: {y_key!r}")
     x = x.astype(np.float32) / (255.0 if x.dtype == np.uint8 else 1.0)
     return Split(x[..., None] if x.ndim == 3 else x, y.astype(np.int32).reshape(-1))
 

@@ -76,6 +76,15 @@ class TabularDataset:
         return "\n".join(lines)
 
 
+def check_class_indices(y, what: str) -> np.ndarray:
+    """``y`` as float64 after checking it holds class indices 0, 1, ... (finite, whole, not negative);
+    ``what`` names the labels in the error (``"FILE: the label 'y'"``)."""
+    yf = np.asarray(y, np.float64).reshape(-1)
+    if yf.size and (not np.all(np.isfinite(yf)) or np.any(yf != np.round(yf)) or yf.min() < 0):
+        raise ValueError(f"{what} must hold class indices 0, 1, ...; got values such as {np.unique(yf)[:5].tolist()}")
+    return yf
+
+
 def _read(name: str) -> str:
     path = resources.files("jaxrepair.data") / "bundled" / f"{name}.xz"
     with lzma.open(io.BytesIO(path.read_bytes())) as f:

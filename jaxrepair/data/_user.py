@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxrepair.data._tabular import Split, TabularDataset
+from jaxrepair.data._tabular import Split, TabularDataset, check_class_indices
 
 
 def _column(spec: str, columns: list[str], what: str) -> int:
@@ -199,10 +199,7 @@ def load_user_table(path: str | os.PathLike, *, label: str = "y", sensitive: str
         raise ValueError(f"{path}: data files are .csv (header row) or .npz (x and a label array), not {suffix!r}")
     if len(x) < 5:
         raise ValueError(f"{path}: {len(x)} rows; at least 5 are needed to split into train/val/test")
-    yf = np.asarray(y, np.float64)
-    if not np.all(np.isfinite(yf)) or np.any(yf != np.round(yf)) or yf.min() < 0:
-        raise ValueError(f"{path}: the label {label_name!r} must hold class indices 0, 1, ...; got values such as "
-                         f"{np.unique(yf)[:5].tolist()}")
+    yf = check_class_indices(y, f"{path}: the label {label_name!r}")
     sens = {}
     if sensitive is not None:
         col, _ = parse_sensitive(sensitive)

@@ -16,7 +16,6 @@ import numpy as np
 
 from jaxrepair.models import write_atomic
 from jaxrepair.records._progress import Progress
-from jaxrepair.records._progress import style as progress_style
 
 
 def _dist_version(name: str) -> str:

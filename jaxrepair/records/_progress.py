@@ -87,8 +87,8 @@ class Progress:
             return
         if self.mode == "bar":
             sys.stderr.write("\r\033[K")
+            self.last_shown = -float("inf")  # the bar is redrawn under the note at the next update
         print(f"[{self.label}] {text}", file=sys.stderr, flush=True)
-        self.last_shown = -float("inf") if self.mode == "bar" else self.last_shown
 
     def close(self, text: str = "") -> None:
         """The final line: always shown (unless off), whatever the throttle skipped."""

@@ -214,27 +214,29 @@ def _finetune_all_front(model, task, *, a_values, seeds, localization=None, prog
 
 def _localised_finetune(ranking: str):
     """``(run, front)`` of localised fine-tuning on the ``ranking`` (``ace``, ``interchange``, ``random``)."""
-    def order(model, task, seed, localization, sites):
+    def located(model, task, localization, sites):
+        """The localisation the ranking reads (None for random), computed once when not given."""
+        if ranking == "random" or localization is not None:
+            return localization
         from jaxrepair.repair._plan import localize_interchange
 
+        return localize(model, task) if ranking == "ace" else localize_interchange(
+            model, task, sites=list(sites) if sites is not None else candidate_sites(model))
+
+    def order(model, seed, localization, sites):
+        """The units in the order fine-tuning takes its top-k from (``localization`` from :func:`located`)."""
         sites = list(sites) if sites is not None else candidate_sites(model)
-        if ranking == "ace":
-            return [n for n in _ace_ranking(model, task, localization) if n.site in sites]
-        if ranking == "interchange":
-            return [n for n in (localization or localize_interchange(model, task, sites=sites)).ranking("restored")
-                    if n.site in sites]
-        # every candidate unit in a random order: its top-k is k random units for every k
-        return random_selection(model, sites, None, jax.random.key(seed + 7))
+        if ranking == "random":  # every candidate unit in a random order: its top-k is k random units for every k
+            return random_selection(model, sites, None, jax.random.key(seed + 7))
+        ranked = localization.ranking("restored") if ranking == "interchange" else localization.ranking()
+        return [n for n in ranked if n.site in sites]
 
     def run(model, task, *, seed, localization=None, sites=None, **options):
-        from jaxrepair.repair._plan import localize_interchange
         from jaxrepair.repair._repair import localized_finetune
 
-        if ranking != "random" and localization is None:  # kept on the result: its ranking is written and drawn
-            localization = localize(model, task) if ranking == "ace" else localize_interchange(
-                model, task, sites=list(sites) if sites is not None else candidate_sites(model))
-        r = localized_finetune(model, task, order(model, task, seed, localization, sites), **options)
-        if ranking != "random":
+        localization = located(model, task, localization, sites)  # kept on the result: its ranking is written and drawn
+        r = localized_finetune(model, task, order(model, seed, localization, sites), **options)
+        if localization is not None:
             r.localization = localization
         return r
 
@@ -242,12 +244,8 @@ def _localised_finetune(ranking: str):
         from jaxrepair.repair._repair import finetune_front
 
         options.pop("a", None)  # a front spans the a values
-        if ranking != "random" and localization is None:  # one localisation for every seed
-            from jaxrepair.repair._plan import localize_interchange
-
-            localization = localize(model, task) if ranking == "ace" else localize_interchange(
-                model, task, sites=list(sites) if sites is not None else candidate_sites(model))
-        orders = [order(model, task, int(s), localization, sites) for s in seeds]
+        localization = located(model, task, localization, sites)  # one localisation for every seed
+        orders = [order(model, int(s), localization, sites) for s in seeds]
         return finetune_front(model, task, orders, a_values=a_values, seeds=seeds, **options)
 
     return run, front

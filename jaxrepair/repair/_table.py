@@ -54,10 +54,10 @@ def rows_note(ds, rows: str = "test") -> str:
     return f"the test split: {n['test']} of {total} rows (split seed {ds.split_seed}; 60/20/20 repair/select/test)"
 
 
-def table_task(model, ds, sensitive: str | None, *, name: str | None = None) -> Task:
+def table_task(model, ds, sensitive: str | None, *, name: str | None = None, where: str = "the data") -> Task:
     """A fairness repair task on the table: individual fairness of ``sensitive`` (``COL[:V1,V2]``);
-    repair / select / test = its train / val / test split."""
-    check_table_fits(model, ds)
+    repair / select / test = its train / val / test split. ``where`` names the table in errors."""
+    check_table_fits(model, ds, where)
     attr, col, values = table_sensitive(ds, sensitive)
     splits = {role: {"x": ds.splits[k].x, "y": ds.splits[k].y} for role, k in
               (("repair", "train"), ("select", "val"), ("test", "test"))}
@@ -65,13 +65,14 @@ def table_task(model, ds, sensitive: str | None, *, name: str | None = None) -> 
                        effect=causal.Fairness.make(col, values), kind="fairness")
 
 
-def evaluate_table(model, ds, *, sensitive: str | None = None, rows: str = "test", seed: int = 0) -> dict:
+def evaluate_table(model, ds, *, sensitive: str | None = None, rows: str = "test", seed: int = 0,
+                   where: str = "the data") -> dict:
     """Metrics of ``model`` on the table: accuracy and degeneracy, and with ``sensitive`` the
     individual-fairness violation (a bootstrap interval) and the group gaps. ``rows``: ``"test"``
-    (the test split a repair reports on; the default) or ``"all"``."""
+    (the test split a repair reports on; the default) or ``"all"``; ``where`` names the table in errors."""
     if rows not in ROWS:
         raise ValueError(f"rows must be one of {ROWS}, not {rows!r}")
-    check_table_fits(model, ds)
+    check_table_fits(model, ds, where)
     parts = ["test"] if rows == "test" else list(ds.splits)
     x = np.concatenate([ds.splits[k].x for k in parts])
     y = np.concatenate([ds.splits[k].y for k in parts])

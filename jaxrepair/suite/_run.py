@@ -265,7 +265,8 @@ def run(family: str, out_dir=".", *, methods=None, seeds: int = 5, entries=None,
     fam, chosen, names, n_seeds = check_run(family, methods=methods, seeds=seeds, entries=entries, data_dir=data_dir,
                                             options=options, repair_samples=repair_samples)
     options = options or {}
-    if ray or ray_address:
+    ray = ray or bool(ray_address)  # an address means a Ray run
+    if ray:
         from jaxrepair.sweep import ray_module
 
         ray_module()  # a missing extra is reported before the store is touched
@@ -294,7 +295,7 @@ def run(family: str, out_dir=".", *, methods=None, seeds: int = 5, entries=None,
         bar = Progress(f"suite {family}", total=len(todo), enabled=progress)
         bar.note(f"{len(configs)} cells ({len(chosen)} entries x {len(names)} methods x {n_seeds} seeds), "
                  f"{len(configs) - len(todo)} stored or claimed by another run, {len(todo)} to run"
-                 + (" as Ray tasks" if ray or ray_address else ""))
+                 + (" as Ray tasks" if ray else ""))
         groups: dict = {}  # (entry, seed) -> its cells: one task, sharing the head and the localisation
         for c in todo:
             groups.setdefault((c[0], c[2]), []).append(c)
@@ -314,7 +315,7 @@ def run(family: str, out_dir=".", *, methods=None, seeds: int = 5, entries=None,
                          f"{rec['timings']['seconds']:.1f} s")
                 bar.update(ran, "cells")
 
-        if ray or ray_address:
+        if ray:
             from jaxrepair.sweep import ray_map
 
             ray_map(_ray_entry_seed, [(k, cs, common) for k, cs in groups.items()], lambda args, recs: stored(recs),
