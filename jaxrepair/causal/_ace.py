@@ -182,17 +182,44 @@ class SitePlan(NamedTuple):
     chunk_size: int
 
 
-def _program_body(params, batches, weights, units, *, graph, sites, effect, num_values, data_axis=None):
-    """Every site's whole localisation in one program. ``batches`` leaves are ``[chunks, batch, ...]``;
-    ``units[i]`` are the units of ``sites[i]``. Each sample chunk is evaluated once (all sites kept)
-    and shared by every site. Inside ``shard_map`` with ``data_axis`` set, the data chunks are this
-    device's share: ranges and sums are combined across that axis with collectives."""
-    TRACE_COUNT["program"] += 1
-    structured = _effects.is_structured(effect)
-    shapes = {k: v.shape[1:] for k, v in jax.eval_shape(
-        lambda p, x: run(graph, p, x, all_sites=True), params, batches["x"][0, :1]).items()}
+def _mask_for(sp: SitePlan, shape, j) -> jax.Array:
+    """The boolean mask of unit (or channel) ``j`` of a site of per-example ``shape``."""
+    if sp.per_channel:
+        return (jnp.arange(shape[-1]) == j).reshape((1,) * (len(shape) - 1) + (-1,))
+    return (jnp.arange(math.prod(shape)) == j).reshape(shape)
 
-    # Pass 1: observed range of every unit of every site on the data.
+
+def do_effect(graph: Graph, params, effect, sp: SitePlan, shape, env, b, j, a) -> jax.Array:
+    """``effect`` per example of batch ``b`` under ``do(h_j = a)`` at site ``sp`` ([rows]). ``env`` is
+    the un-intervened evaluation of ``effect.inputs(b)`` (all sites) for a structured effect, else
+    None; only what lies downstream of the site is re-evaluated, and a rank-1 site skips its
+    consumer's matmul. ``a`` is a scalar (or broadcasts against the site's rows)."""
+    if env is None:
+        iv = {sp.site: Intervention(_mask_for(sp, shape, j), jnp.zeros(()), a)}
+        return effect(lambda xx: run(graph, params, xx, iv), b)
+    if sp.plan is not None:
+        chain, dense = sp.plan
+        m = env[sp.site].shape[0]
+        new, old = a, env[sp.site].reshape(m, -1)[:, j]
+        for node in chain:
+            new = ELEMENTWISE[node.op](new, node.attr)
+            old = env[node.name].reshape(m, -1)[:, j]
+        row = params[dense]["kernel"][j]  # [out]
+        out = resume(graph, params, env, overrides={dense: env[dense] + (new - old)[:, None] * row})
+    else:
+        out = resume(graph, params, env, {sp.site: Intervention(_mask_for(sp, shape, j), jnp.zeros(()), a)})
+    return effect.reduce(out, b)
+
+
+def site_shapes(graph: Graph, params, x_row) -> dict:
+    """Per-example shape of every site, from one example (abstract evaluation, nothing runs)."""
+    return {k: v.shape[1:] for k, v in jax.eval_shape(lambda p, x: run(graph, p, x, all_sites=True), params, x_row).items()}
+
+
+def site_ranges(graph: Graph, params, batches, weights, sites: Sequence[SitePlan], shapes) -> tuple:
+    """Pass 1: observed ``(min, max)`` of every unit of every site over the rows of weight > 0
+    (``batches`` leaves ``[chunks, batch, ...]``), one scan over the chunks."""
+
     def range_step(carry, inp):
         b, w = inp
         env = run(graph, params, b["x"], all_sites=True)
@@ -210,7 +237,19 @@ def _program_body(params, batches, weights, units, *, graph, sites, effect, num_
         return shape[-1] if sp.per_channel else math.prod(shape)
 
     init = tuple((jnp.full(width(sp), jnp.inf), jnp.full(width(sp), -jnp.inf)) for sp in sites)
-    ranges, _ = lax.scan(range_step, init, (batches, weights))
+    return lax.scan(range_step, init, (batches, weights))[0]
+
+
+def _program_body(params, batches, weights, units, *, graph, sites, effect, num_values, data_axis=None):
+    """Every site's whole localisation in one program. ``batches`` leaves are ``[chunks, batch, ...]``;
+    ``units[i]`` are the units of ``sites[i]``. Each sample chunk is evaluated once (all sites kept)
+    and shared by every site. Inside ``shard_map`` with ``data_axis`` set, the data chunks are this
+    device's share: ranges and sums are combined across that axis with collectives."""
+    TRACE_COUNT["program"] += 1
+    structured = _effects.is_structured(effect)
+    shapes = site_shapes(graph, params, batches["x"][0, :1])
+
+    ranges = site_ranges(graph, params, batches, weights, sites, shapes)
     grid = jnp.linspace(0.0, 1.0, num_values)
     per_site = []
     for sp, (lo, hi), u in zip(sites, ranges, units):
@@ -220,39 +259,14 @@ def _program_body(params, batches, weights, units, *, graph, sites, effect, num_
         alphas = lo[:, None] + (hi - lo)[:, None] * grid[None, :]  # [U, V]
         per_site.append((lo, hi, alphas, jnp.repeat(u, num_values), alphas.reshape(-1)))  # pairs [U·V]
 
-    def mask_for(sp, j):
-        shape = shapes[sp.site]
-        if sp.per_channel:
-            return (jnp.arange(shape[-1]) == j).reshape((1,) * (len(shape) - 1) + (-1,))
-        return (jnp.arange(math.prod(shape)) == j).reshape(shape)
-
     # Pass 2: E[effect | do(h_j = α)] for every pair of every site, summed over sample chunks.
     def ace_step(carry, inp):
         b, w = inp
-        if structured:
-            xs = effect.inputs(b)
-            env = run(graph, params, xs, all_sites=True)
-            base = effect.reduce(env[graph.output], b)
+        env = run(graph, params, effect.inputs(b), all_sites=True) if structured else None
+        base = effect.reduce(env[graph.output], b) if structured else effect(lambda xx: run(graph, params, xx), b)
 
-            def one(sp, j, a):
-                if sp.plan is not None:
-                    chain, dense = sp.plan
-                    m = env[sp.site].shape[0]
-                    new, old = a, env[sp.site].reshape(m, -1)[:, j]
-                    for node in chain:
-                        new = ELEMENTWISE[node.op](new, node.attr)
-                        old = env[node.name].reshape(m, -1)[:, j]
-                    row = params[dense]["kernel"][j]  # [out]
-                    out = resume(graph, params, env, overrides={dense: env[dense] + (new - old)[:, None] * row})
-                else:
-                    out = resume(graph, params, env, {sp.site: Intervention(mask_for(sp, j), jnp.zeros(()), a)})
-                return jnp.sum(w * effect.reduce(out, b))
-        else:
-            base = effect(lambda xx: run(graph, params, xx), b)
-
-            def one(sp, j, a):
-                iv = {sp.site: Intervention(mask_for(sp, j), jnp.zeros(()), a)}
-                return jnp.sum(w * effect(lambda xx: run(graph, params, xx, iv), b))
+        def one(sp, j, a):
+            return jnp.sum(w * do_effect(graph, params, effect, sp, shapes[sp.site], env, b, j, a))
 
         sums = tuple(c + lax.map(lambda ja, sp=sp: one(sp, *ja), (flat_j, flat_a), batch_size=sp.chunk_size)
                      for sp, c, (_, _, _, flat_j, flat_a) in zip(sites, carry[0], per_site))
@@ -347,6 +361,60 @@ def _check_effect(graph, params, effect, chunk: dict) -> None:
         )
 
 
+class Prepared(NamedTuple):
+    """A checked localisation request: the model's graph and params, the sites and their units
+    (``unit_sets[site] = (units, per_channel)``), rank-1 plans, and the data in padded chunks."""
+
+    graph: Graph
+    params: object
+    info: dict
+    sites: list
+    unit_sets: dict
+    plans: dict
+    batch: dict  # leaves [rows, ...]
+    chunks: dict  # leaves [chunks, batch_size, ...]
+    weights: jax.Array  # [chunks, batch_size], 0 on padding
+    rows: int
+    batch_size: int
+
+
+def prepare(model, data, effect, *, params=None, sites=None, units=None, num_values: int = 16, per_channel=None,
+            batch_size=None) -> Prepared:
+    """Checks a localisation request (model, data, effect, sites, units) before any work starts."""
+    apply, params = _resolve_model(model, params)
+    graph = apply.graph
+    batch = _as_batch(data)
+    info = list_sites(graph, params)
+    sites = list(sites) if sites is not None else hidden_sites(graph, params)
+    unknown = [s for s in sites if s not in info]
+    if unknown:
+        raise ValueError(f"unknown site(s) {unknown}; the model's sites are {list(info)}")
+    if num_values < 2:
+        raise ValueError(f"num_values must be at least 2, got {num_values}")
+    x = batch["x"]
+    if tuple(x.shape[1:]) != tuple(graph.input_shape):
+        raise ValueError(f"data x has per-example shape {tuple(x.shape[1:])}, the model expects {graph.input_shape}")
+    check_finite(batch, "data")
+    check_finite(params, "params")
+    n = int(x.shape[0])
+    batch_size = int(min(n, batch_size or 1024))
+    chunks, weights = _chunked(batch, batch_size)
+    _check_effect(graph, params, effect, jax.tree.map(lambda a: a[0], chunks))
+
+    plans, unit_sets = {}, {}
+    for s in sites:
+        shape = info[s].shape
+        pc = (len(shape) == 3) if per_channel is None else per_channel
+        n_units = shape[-1] if pc else math.prod(shape)
+        u = np.arange(n_units) if units is None or s not in units else np.asarray(units[s], np.int64)
+        if u.size == 0 or u.min() < 0 or u.max() >= n_units:
+            raise IndexError(f"site {s!r} has {n_units} units; requested unit indices {u.tolist()} are out of range")
+        unit_sets[s] = (u, pc)
+        plans[s] = _rank1_plan(graph, s, pc, shape)
+
+    return Prepared(graph, params, info, sites, unit_sets, plans, batch, chunks, weights, n, batch_size)
+
+
 def ace(
     model: Network | Apply,
     data,
@@ -386,37 +454,10 @@ def ace(
     Returns:
       A :class:`Localization`.
     """
-    apply, params = _resolve_model(model, params)
-    graph = apply.graph
-    batch = _as_batch(data)
-    info = list_sites(graph, params)
-    sites = list(sites) if sites is not None else hidden_sites(graph, params)
-    unknown = [s for s in sites if s not in info]
-    if unknown:
-        raise ValueError(f"unknown site(s) {unknown}; the model's sites are {list(info)}")
-    if num_values < 2:
-        raise ValueError(f"num_values must be at least 2, got {num_values}")
-    x = batch["x"]
-    if tuple(x.shape[1:]) != tuple(graph.input_shape):
-        raise ValueError(f"data x has per-example shape {tuple(x.shape[1:])}, the model expects {graph.input_shape}")
-    check_finite(batch, "data")
-    check_finite(params, "params")
-    n = int(x.shape[0])
-    batch_size = int(min(n, batch_size or 1024))
-    chunks, weights = _chunked(batch, batch_size)
-    _check_effect(graph, params, effect, jax.tree.map(lambda a: a[0], chunks))
-
-    plans, unit_sets = {}, {}
-    for s in sites:
-        shape = info[s].shape
-        pc = (len(shape) == 3) if per_channel is None else per_channel
-        n_units = shape[-1] if pc else math.prod(shape)
-        u = np.arange(n_units) if units is None or s not in units else np.asarray(units[s], np.int64)
-        if u.size == 0 or u.min() < 0 or u.max() >= n_units:
-            raise IndexError(f"site {s!r} has {n_units} units; requested unit indices {u.tolist()} are out of range")
-        unit_sets[s] = (u, pc)
-        plans[s] = _rank1_plan(graph, s, pc, shape)
-
+    prep = prepare(model, data, effect, params=params, sites=sites, units=units, num_values=num_values,
+                   per_channel=per_channel, batch_size=batch_size)
+    graph, params, info, sites, unit_sets, plans = prep.graph, prep.params, prep.info, prep.sites, prep.unit_sets, prep.plans
+    chunks, weights, n, batch_size = prep.chunks, prep.weights, prep.rows, prep.batch_size
     groups = int(jax.eval_shape(effect.inputs, jax.tree.map(lambda a: a[0], chunks)).shape[0]) if _effects.is_structured(effect) else batch_size
     from jaxrepair import distributed
 
