@@ -1,6 +1,8 @@
 """Adaptive exact ACE (``jr.causal.adaptive_ace``) against exact ACE (itself checked against the
 loop reference in test_ace.py) and its intervals against sampling without replacement."""
 
+import json
+
 import jax
 import numpy as np
 import pytest
@@ -142,3 +144,19 @@ def test_bad_requests_are_refused_before_work(nets, kw, match):
         ad.top(3)
     with pytest.raises(ValueError, match="no 'care_mean' ranking"):
         ad.ranking("care_mean")
+
+
+def test_repair_draws_its_neurons_from_an_adaptive_ranking(nets, tmp_path):
+    """``jr.repair(..., localization=adaptive)``: the search repairs the race's exact top k, and the
+    report writes its ranking and plot by the race's own score."""
+    x = _fair_data(200)
+    y = (x[:, 0] > 0).astype(np.int32)
+    splits = {n: {"x": x, "y": y} for n in ("repair", "select", "test")}
+    prop = jr.properties.IndividualFairness(2, (0.0, 1.0))
+    task = jr.repair.custom_task("planted", prop, splits, effect=FAIR)
+    ad = jr.causal.adaptive_ace(nets["mlp"], x, FAIR, k=4, num_values=8, first=64, block=64)
+    result = jr.repair(nets["mlp"], task, localization=ad, k=4, generations=3, population_size=8)
+    assert [tuple(n[:2]) for n in result.selected] == [tuple(n[:2]) for n in ad.top()]
+    files = jr.repair.write_result(result, tmp_path)
+    record = json.loads((tmp_path / "localization.json").read_text())
+    assert record["score"] == "interventional_change" and record["k"] == 4 and "scores_plot" in files

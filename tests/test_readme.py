@@ -114,6 +114,16 @@ def test_spurious_block_runs_as_printed(tmp_path, monkeypatch, capsys):
     assert "border colour's ACE on its class" in capsys.readouterr().out
 
 
+def test_adaptive_ace_block_runs_as_printed(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    s = _run(_block("Adaptive exact ACE: the exact top k of a large network"), "adaptive ACE")
+    exact = jr.causal.ace(s["model"], s["x"], s["effect"])
+    assert [n[:2] for n in s["fast"].top()] == [n[:2] for n in exact.top(5)]
+    assert [n[:2] for n in s["sure"].top()] == [n[:2] for n in exact.top(5)]
+    assert s["fast"].saving > 1 and "Bernstein" in s["sure"].guarantee
+    assert "fewer (row, α) evaluations" in capsys.readouterr().out and os.listdir(tmp_path) == []
+
+
 def test_feature_level_block_runs_as_printed(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     s = _run(_block("Feature-level causal analysis and repair"), "feature level")

@@ -210,8 +210,8 @@ class AdaptiveLocalization:
 def _guarantee(bound, delta, score, k, units, rounds, population, span) -> str:
     how = (f"empirical Bernstein-Serfling bounds for sampling without replacement (Bardenet & Maillard 2015), "
            f"effect values in [{span[0]:g}, {span[1]:g}]" if bound == "bernstein" else
-           "normal-approximation intervals with the finite-population correction (approximate: the guarantee holds "
-           "to the accuracy of the normal approximation of a mean of sampled pairs)")
+           "normal-approximation intervals with the finite-population correction, so approximate: it holds to the "
+           "accuracy of the normal approximation of a mean of sampled pairs")
     return (f"With probability at least {1 - delta:g} over the random order of (row, value) pairs, every unit's "
             f"interval contains its full-data {score} ({how}; Bonferroni over {units} units x {rounds} rounds), "
             f"and then the reported top {k} is the full-data top {k} of exact ACE on the same rows and grid. "
@@ -250,7 +250,8 @@ def adaptive_ace(
       bound: ``"normal"`` (approximate) or ``"bernstein"`` (a guarantee; needs the effect's range).
       value_range: ``(low, high)`` of the effect's values, for ``"bernstein"`` (default: known for
         built-in effects that read probabilities).
-      first: pairs per unit in the first round (default ``block``); each round doubles them.
+      first: pairs per unit in the first round (default ``block``, or every pair when there are fewer);
+        each round doubles them.
       block, unit_chunk: pairs and units per call of the compiled program (its fixed shape).
       seed: the order of the pairs.
       progress: one line per round on stderr.
@@ -278,7 +279,7 @@ def adaptive_ace(
                    per_channel=per_channel)
     n_rows = prep.rows
     population = n_rows * num_values
-    first = block if first is None else first
+    first = min(block, population) if first is None else first
     if int(first) != first or first < 2:
         raise ValueError(f"first (pairs per unit in the first round) must be an integer of at least 2, got {first}")
     if first > population:

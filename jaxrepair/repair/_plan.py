@@ -298,8 +298,8 @@ def plan(
             loc = (localize(model, task, sites=cands, num_values=num_values, progress=progress, devices=devices,
                             effect=localization_effect(task, p))
                    if localizer == "ace" else localize_interchange(model, task, sites=cands))
-        ranking = [n for n in loc.ranking(cfg["score"] if isinstance(loc, causal.Localization) else "restored")
-                   if n.site in cands]
+        own = {causal.Localization: cfg["score"], causal.Interchange: "restored"}  # an adaptive one ranks by its own
+        ranking = [n for n in loc.ranking(own.get(type(loc))) if n.site in cands]
         if slots > len(ranking):
             raise ValueError(f"k={slots} but the candidate sites hold only {len(ranking)} units")
         how = "interchange" if isinstance(loc, causal.Interchange) else "ace"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxrepair import convert, models, records
+from jaxrepair import causal, convert, models, records
 
 
 def _plain_log_ticks(ax) -> None:
@@ -134,7 +134,9 @@ def write_result(result, out_dir, *, model_path=None, extra: dict | None = None)
                 break
     if result.localization is not None:
         records.write_json(out / "localization.json", result.localization.to_json())
-        s = records.plot_scores(result.localization, out / "scores.png", score=result.config.get("score", "interventional_change"))
+        score = (result.localization.score if isinstance(result.localization, causal.AdaptiveLocalization)
+                 else result.config.get("score", "interventional_change"))  # an adaptive ranking has its own score
+        s = records.plot_scores(result.localization, out / "scores.png", score=score)
         if s:
             files["scores_plot"] = str(s)
     h = plot_history(result, out / "fitness.png")
