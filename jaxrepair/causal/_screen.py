@@ -45,13 +45,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrepair.causal import _effects
-from jaxrepair.causal._ace import (
-    DEFAULT_SCORE, SCORES, Localization, SiteACE, _as_batch, _check_effect, _chunked, _resolve_model, _units_view,
-    ace, auto_chunk_size,
-)
+from jaxrepair.causal._ace import DEFAULT_SCORE, SCORES, Localization, SiteACE, _units_view, ace, auto_chunk_size, prepare
 from jaxrepair.interventions import Intervention
-from jaxrepair.models import Graph, Network, Apply, check_finite, descendants, hidden_sites, resume, run
-from jaxrepair.models import sites as list_sites
+from jaxrepair.models import Apply, Graph, Network, descendants, resume, run
 
 HESSIANS = ("auto", "gauss_newton", "exact")
 
@@ -189,19 +185,6 @@ _step = jax.jit(_step_body, static_argnames=("graph", "sites", "effect", "order"
 # --------------------------------------------------------------------------- the estimate
 
 
-def _check_units(info, sites, units, per_channel):
-    out = {}
-    for s in sites:
-        shape = info[s].shape
-        pc = (len(shape) == 3) if per_channel is None else per_channel
-        n_units = shape[-1] if pc else math.prod(shape)
-        u = np.arange(n_units) if units is None or s not in units else np.asarray(units[s], np.int64)
-        if u.ndim != 1 or u.size == 0 or u.min() < 0 or u.max() >= n_units:
-            raise ValueError(f"site {s!r} has {n_units} units; requested unit indices {u.tolist()} are out of range")
-        out[s] = (u, pc)
-    return out
-
-
 def taylor_ace(
     model: Network | Apply,
     data,
@@ -236,39 +219,25 @@ def taylor_ace(
     Returns:
       A :class:`Localization` whose curves are the estimates (rank with ``.ranking()`` as usual).
     """
-    apply, params = _resolve_model(model, params)
-    graph = apply.graph
-    batch = _as_batch(data)
-    info = list_sites(graph, params)
-    sites = list(sites) if sites is not None else hidden_sites(graph, params)
-    unknown = [s for s in sites if s not in info]
-    if unknown or not sites:
-        raise ValueError(f"unknown site(s) {unknown or sites}; the model's sites are {list(info)}")
-    if len(set(sites)) != len(sites):
-        raise ValueError(f"sites are listed more than once: {sites}")
-    if num_values < 2:
-        raise ValueError(f"num_values must be at least 2, got {num_values}")
+    if sites is not None and not list(sites):
+        raise ValueError("sites is empty: name at least one site (or leave it out for every hidden site)")
+    if sites is not None and len(set(sites)) != len(list(sites)):
+        raise ValueError(f"sites are listed more than once: {list(sites)}")
     if order not in (1, 2):
         raise ValueError(f"order must be 1 or 2, got {order!r}")
     if hessian not in HESSIANS:
         raise ValueError(f"unknown hessian {hessian!r}; choose one of {HESSIANS}")
+    prep = prepare(model, data, effect, params=params, sites=sites, units=units, num_values=num_values,
+                   per_channel=per_channel, batch_size=batch_size)
+    graph, params, info, sites, unit_sets = prep.graph, prep.params, prep.info, prep.sites, prep.unit_sets
+    chunks, weights, n, batch_size = prep.chunks, prep.weights, prep.rows, prep.batch_size
     structured = _effects.is_structured(effect)
     if order == 2 and hessian == "gauss_newton" and not structured:
         raise ValueError(f"hessian='gauss_newton' needs an effect with inputs/reduce; {_effects.describe(effect)} is a "
                          f"plain callable (use hessian='exact')")
     if hessian == "auto":
         hessian = "gauss_newton" if structured and piecewise_linear_after(graph, sites) else "exact"
-    x = batch["x"]
-    if tuple(x.shape[1:]) != tuple(graph.input_shape):
-        raise ValueError(f"data x has per-example shape {tuple(x.shape[1:])}, the model expects {graph.input_shape}")
-    check_finite(batch, "data")
-    check_finite(params, "params")
-    n = int(x.shape[0])
-    batch_size = int(min(n, batch_size or 1024))
-    chunks, weights = _chunked(batch, batch_size)
     first = jax.tree.map(lambda a: a[0], chunks)
-    _check_effect(graph, params, effect, first)
-    unit_sets = _check_units(info, sites, units, per_channel)
     rows = int(jax.eval_shape(effect.inputs, first).shape[0]) if structured else batch_size
     sizes = tuple((s, int(chunk_size or auto_chunk_size(graph, info, s, rows, len(unit_sets[s][0]), memory_budget)))
                   for s in sites)
