@@ -69,8 +69,94 @@ def op(node, p, xs):
         e = np.exp(x - x.max(-1, keepdims=True))
         return e / e.sum(-1, keepdims=True)
     if node.op == "add":
-        return xs[0] + xs[1]
+        return xs[0] + (xs[1] if len(xs) > 1 else p["value"])
+    if node.op == "gelu":
+        return gelu(x, a.get("approximate", "none") == "tanh")
+    if node.op == "layernorm":
+        return layernorm(x, p["scale"], p["bias"], a.get("eps", 1e-5))
+    if node.op == "reshape":
+        return x.reshape(x.shape[0], *a["shape"])
+    if node.op == "transpose":
+        return np.transpose(x, (0, *(1 + i for i in a["perm"])))
+    if node.op == "heads":
+        return np.transpose(x, (0, 2, 3, 1))
+    if node.op == "matmul":
+        b = np.swapaxes(xs[1], -1, -2) if a.get("transpose_b") else xs[1]
+        return np.matmul(x, b) * a.get("scale", 1.0)
+    if node.op == "causal_mask":
+        t = x.shape[-1]
+        return np.where(np.tril(np.ones((t, t), bool)), x, -1e30)
+    if node.op == "prepend":
+        return np.concatenate([np.broadcast_to(p["token"], (x.shape[0], *p["token"].shape)), x], axis=1)
+    if node.op == "take":
+        return np.take(x, a["index"], axis=1 + a.get("axis", 0))
+    if node.op == "embed":
+        return p["table"][x.astype(int)]
     raise NotImplementedError(node.op)
+
+
+def gelu(x, tanh=False):
+    if tanh:
+        return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+    from math import erf
+
+    return 0.5 * x * (1 + np.vectorize(erf)(x / np.sqrt(2)))
+
+
+def layernorm(x, scale, bias, eps=1e-5):
+    mu = x.mean(-1, keepdims=True)
+    return (x - mu) / np.sqrt(((x - mu) ** 2).mean(-1, keepdims=True) + eps) * scale + bias
+
+
+def transformer(params, h, depth, heads, causal, tanh_gelu):
+    """Pre-norm transformer blocks written out head by head and token by token, from the weights
+    (not the graph): ``h`` [n, tokens, dim] → the residual stream after the last block."""
+    P = {k: {n: np.asarray(v, np.float64) for n, v in p.items()} for k, p in params.items()}
+    n, t, d = h.shape
+    dh = d // heads
+    for i in range(1, depth + 1):
+        b = lambda name: P[f"blk{i}.{name}"]  # noqa: E731
+        x = layernorm(h, b("ln1")["scale"], b("ln1")["bias"])
+        q, k, v = (x @ b(w)["kernel"] + b(w)["bias"] for w in ("q", "k", "v"))
+        z = np.zeros_like(h)
+        for e in range(n):
+            for hd in range(heads):
+                cols = slice(hd * dh, (hd + 1) * dh)
+                for qi in range(t):
+                    keys = range(qi + 1) if causal else range(t)
+                    logits = np.array([q[e, qi, cols] @ k[e, kj, cols] / np.sqrt(dh) for kj in keys])
+                    w = np.exp(logits - logits.max())
+                    w /= w.sum()
+                    z[e, qi, cols] = sum(wj * v[e, kj, cols] for wj, kj in zip(w, keys))
+        h = h + z @ b("o")["kernel"] + b("o")["bias"]
+        x = layernorm(h, b("ln2")["scale"], b("ln2")["bias"])
+        f = gelu(x @ b("fc.pre")["kernel"] + b("fc.pre")["bias"], tanh_gelu)
+        h = h + f @ b("proj")["kernel"] + b("proj")["bias"]
+    return h
+
+
+def vit_logits(params, x, patch, depth, heads):
+    """A ViT's logits from its weights: patches cut out one by one, class token first."""
+    P = {k: {n: np.asarray(v, np.float64) for n, v in p.items()} for k, p in params.items()}
+    x = np.asarray(x, np.float64)
+    n, hgt, wid, c = x.shape
+    kern = P["patches"]["kernel"].reshape(-1, P["patches"]["kernel"].shape[-1])
+    toks = [x[:, i:i + patch, j:j + patch, :].reshape(n, -1) @ kern + P["patches"]["bias"]
+            for i in range(0, hgt, patch) for j in range(0, wid, patch)]
+    h = np.concatenate([np.broadcast_to(P["tokens"]["token"], (n, 1, kern.shape[1])), np.stack(toks, 1)], 1)
+    h = transformer(params, h + P["embed"]["value"], depth, heads, False, False)
+    cls = layernorm(h[:, 0], P["ln"]["scale"], P["ln"]["bias"])
+    return cls @ P["logits"]["kernel"] + P["logits"]["bias"]
+
+
+def gpt_logits(params, ids, depth, heads):
+    """A GPT classifier's logits from its weights: causal attention, the last token's head."""
+    P = {k: {n: np.asarray(v, np.float64) for n, v in p.items()} for k, p in params.items()}
+    ids = np.asarray(ids).astype(int)
+    h = P["wte"]["table"][ids] + P["embed"]["value"]
+    h = transformer(params, h, depth, heads, True, True)
+    last = layernorm(h[:, -1], P["ln"]["scale"], P["ln"]["bias"])
+    return last @ P["logits"]["kernel"] + P["logits"]["bias"]
 
 
 def forward(graph, params, x, site=None, setter=None):

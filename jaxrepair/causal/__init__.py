@@ -1,5 +1,5 @@
 """Causal analysis of networks: effect functions, neuron-level ACE localisation, interchange
-interventions, input-feature ACE and structural causal models over tabular features.
+interventions, causal tracing over (layer, position), input-feature ACE and structural causal models over tabular features.
 
 Depends on :mod:`jaxrepair.models` and :mod:`jaxrepair.interventions`.
 """
@@ -10,10 +10,11 @@ from jaxrepair.causal._effects import CounterfactualPair, Effect, Fairness, Targ
 from jaxrepair.causal._input_ace import FeatureACE, InputACE, feature_ace, input_ace, plot_input_ace
 from jaxrepair.causal._interchange import Interchange, interchange
 from jaxrepair.causal._screen import HESSIANS, Screening, piecewise_linear_after, screen, taylor_ace
+from jaxrepair.causal._tracing import CausalTrace, causal_trace
 from jaxrepair.causal._scm import SCM, counterfactual_fairness, default_dag, edit_dag, fit_default
 
 __all__ = [
-    "ADAPTIVE_SCORES", "BOUNDS", "AdaptiveLocalization", "AdaptiveSite", "adaptive_ace",
+    "ADAPTIVE_SCORES", "BOUNDS", "CausalTrace", "causal_trace", "AdaptiveLocalization", "AdaptiveSite", "adaptive_ace",
     "DEFAULT_SCORE", "SCORES", "SCM", "CounterfactualPair", "Effect", "Fairness", "FeatureACE", "InputACE", "Interchange", "Localization", "Localizer",
     "Neuron", "SiteACE", "TargetOutput", "ace", "counterfactual_fairness", "default_dag", "describe", "edit_dag", "fit_default", "input_ace", "interchange",
     "plot_input_ace", "HESSIANS", "Screening", "piecewise_linear_after", "screen", "taylor_ace",

@@ -37,7 +37,7 @@ from jax import lax
 
 from jaxrepair.causal import _effects
 from jaxrepair.interventions import Intervention
-from jaxrepair.models import ELEMENTWISE, Apply, Graph, Network, check_finite, descendants, functional, hidden_sites
+from jaxrepair.models import ELEMENTWISE, Apply, Graph, Network, channel_units, check_finite, descendants, functional, hidden_sites
 from jaxrepair.models import resume, run, sites as list_sites
 
 SCORES = ("interventional_change", "care_mean", "care_spread")
@@ -404,7 +404,7 @@ def prepare(model, data, effect, *, params=None, sites=None, units=None, num_val
     plans, unit_sets = {}, {}
     for s in sites:
         shape = info[s].shape
-        pc = (len(shape) == 3) if per_channel is None else per_channel
+        pc = channel_units(shape) if per_channel is None else per_channel
         n_units = shape[-1] if pc else math.prod(shape)
         u = np.arange(n_units) if units is None or s not in units else np.asarray(units[s], np.int64)
         if u.size == 0 or u.min() < 0 or u.max() >= n_units:
@@ -442,7 +442,8 @@ def ace(
       sites: site names (default: every hidden post-activation site).
       units: optional subset of units per site (default: all).
       num_values: α grid points per unit (CARE's default 16).
-      per_channel: intervene per channel (default: for rank-3 sites, i.e. conv feature maps).
+      per_channel: intervene per channel (default: sites of more than one axis — conv feature maps,
+        token sequences, attention heads; see :func:`jaxrepair.models.channel_units`).
       batch_size: samples per chunk of the scan over data (bounds memory; default ≤ 1024).
       chunk_size: (unit, α) pairs evaluated at once (default: what fits ``memory_budget`` bytes).
       devices: devices to shard over (``None``: all devices of all processes; an int: the first n;

@@ -126,7 +126,7 @@ def interchange(
     t = time.perf_counter()
     out, pcs, total = {}, {}, 0.0
     for s in sites:
-        pc = (len(info[s].shape) == 3) if per_channel is None else per_channel
+        pc = info[s].per_channel if per_channel is None else per_channel
         num, mag, den = jax.device_get(_site_scores(params, jnp.asarray(x), jnp.asarray(x_cf), apply=apply, site=s,
                                                     per_channel=pc, output=output, chunk=chunk))
         den = float(den)

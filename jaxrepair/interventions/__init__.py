@@ -46,13 +46,26 @@ def apply_intervention(h: jax.Array, iv: Intervention) -> jax.Array:
     return jnp.where(iv.mask, h * iv.scale + iv.shift, h)
 
 
-def unit_mask(site_shape: Sequence[int], units, *, per_channel: bool = False) -> np.ndarray:
+def unit_mask(site_shape: Sequence[int], units, *, per_channel: bool = False, positions=None) -> np.ndarray:
     """Boolean mask selecting ``units`` of a site.
 
     Units index the flattened site (``prod(site_shape)`` units), or its channels (last axis) when
     ``per_channel``; the mask then has shape ``[1, …, 1, C]`` so the whole feature map is selected.
+    ``positions`` (with ``per_channel``) restricts the channels to those indices of the site's first
+    axis — token positions of a ``[tokens, units]`` site — and the mask is ``[tokens, 1, …, C]``.
     """
     site_shape = tuple(int(s) for s in site_shape)
+    if positions is not None:
+        if not per_channel or len(site_shape) < 2:
+            raise ValueError(f"positions select along a site's first axis: they need per_channel=True and a site "
+                             f"of more than one axis (this one has shape {site_shape})")
+        pos = np.atleast_1d(np.asarray(positions, np.int64))
+        if pos.size == 0 or pos.min() < 0 or pos.max() >= site_shape[0]:
+            raise IndexError(f"positions {pos.tolist()} are out of range for a site with {site_shape[0]} positions")
+        at = np.zeros(site_shape[0], bool)
+        at[pos] = True
+        channels = unit_mask(site_shape, units, per_channel=True)
+        return at.reshape((-1,) + (1,) * (len(site_shape) - 1)) & channels
     n = site_shape[-1] if per_channel else int(np.prod(site_shape))
     idx = np.atleast_1d(np.asarray(units))
     if idx.dtype == bool:
@@ -68,11 +81,12 @@ def unit_mask(site_shape: Sequence[int], units, *, per_channel: bool = False) ->
     return mask.reshape(site_shape)
 
 
-def make(kind: str, site_shape, units, value=0.0, *, per_channel: bool = False) -> Intervention:
-    """Builds one intervention of ``kind`` (``set``, ``zero``, ``scale``, ``add``) on ``units``."""
+def make(kind: str, site_shape, units, value=0.0, *, per_channel: bool = False, positions=None) -> Intervention:
+    """Builds one intervention of ``kind`` (``set``, ``zero``, ``scale``, ``add``) on ``units``
+    (at ``positions`` only, for a token site; see :func:`unit_mask`)."""
     if kind not in KINDS:
         raise ValueError(f"unknown intervention kind {kind!r}; choose one of {KINDS}")
-    mask = jnp.asarray(unit_mask(site_shape, units, per_channel=per_channel))
+    mask = jnp.asarray(unit_mask(site_shape, units, per_channel=per_channel, positions=positions))
     value = jnp.asarray(value, jnp.float32)
     one, zero = jnp.ones_like(value), jnp.zeros_like(value)
     scale, shift = {

@@ -1,4 +1,4 @@
-"""Model constructors from short configs: MLPs, small CNNs and ResNets.
+"""Model constructors from short configs: MLPs, small CNNs, ResNets and transformers (ViT, GPT).
 
 Site names are stable and readable: an MLP's hidden layer ``i`` (1-based) has the pre-activation
 site ``layer{i}.pre`` and the post-activation site ``layer{i}``; the output is ``logits``.
@@ -37,9 +37,48 @@ class _Builder:
         self.last = name
         return name
 
-    def dense(self, name, fan_in, fan_out):
-        w = jax.random.normal(self._next_key(), (fan_in, fan_out)) * np.sqrt(2.0 / fan_in)
-        return self.add(name, "dense", params={"kernel": w, "bias": jnp.zeros(fan_out)})
+    def dense(self, name, fan_in, fan_out, *, gain=2.0, inputs=None):
+        w = jax.random.normal(self._next_key(), (fan_in, fan_out)) * np.sqrt(gain / fan_in)
+        return self.add(name, "dense", inputs, params={"kernel": w, "bias": jnp.zeros(fan_out)})
+
+    def layernorm(self, name, width, inputs=None):
+        return self.add(name, "layernorm", inputs, params={"scale": jnp.ones(width), "bias": jnp.zeros(width)}, eps=1e-5)
+
+    def transformer_block(self, p, x, tokens, dim, heads, mlp, *, causal, gelu):
+        """A pre-norm transformer block (GPT-2 / ViT): ``x + attn(ln1(x))``, then ``+ mlp(ln2(·))``.
+
+        Sites: ``{p}.ln1``; ``{p}.q``/``.k``/``.v`` [tokens, dim] and their per-head views
+        ``.q.heads`` … [heads, tokens, head_dim]; ``{p}.scores`` [heads, tokens, tokens] (``.masked``
+        when causal); ``{p}.attn`` (the attention weights); ``{p}.z`` [heads, tokens, head_dim];
+        ``{p}.heads`` [tokens, head_dim, heads] (a head per channel); ``{p}.o`` (the attention's
+        output projection); ``{p}.mid`` (the residual stream after attention); ``{p}.ln2``;
+        ``{p}.fc.pre``/``{p}.fc`` [tokens, mlp] (the MLP neurons, before and after GELU);
+        ``{p}.proj``; ``{p}`` (the residual stream after the block).
+        """
+        if dim % heads:
+            raise ValueError(f"transformer width {dim} is not a multiple of its {heads} heads")
+        dh = dim // heads
+        h = self.layernorm(f"{p}.ln1", dim, inputs=x)
+        split = []
+        for part in ("q", "k", "v"):
+            self.dense(f"{p}.{part}", dim, dim, gain=1.0, inputs=h)
+            self.add(f"{p}.{part}.split", "reshape", shape=(tokens, heads, dh))
+            split.append(self.add(f"{p}.{part}.heads", "transpose", perm=(1, 0, 2)))
+        self.add(f"{p}.scores", "matmul", inputs=(split[0], split[1]), transpose_b=True, scale=float(1.0 / np.sqrt(dh)))
+        if causal:
+            self.add(f"{p}.masked", "causal_mask")
+        attn = self.add(f"{p}.attn", "softmax", axis=-1)
+        self.add(f"{p}.z", "matmul", inputs=(attn, split[2]))
+        self.add(f"{p}.heads", "heads")
+        self.add(f"{p}.merge", "transpose", perm=(0, 2, 1))
+        self.add(f"{p}.merge.flat", "reshape", shape=(tokens, dim))
+        o = self.dense(f"{p}.o", dim, dim, gain=1.0)
+        mid = self.add(f"{p}.mid", "add", inputs=(x, o))
+        self.layernorm(f"{p}.ln2", dim)
+        self.dense(f"{p}.fc.pre", dim, mlp, gain=1.0)
+        self.add(f"{p}.fc", "gelu", approximate=gelu)
+        out = self.dense(f"{p}.proj", mlp, dim, gain=1.0)
+        return self.add(p, "add", inputs=(mid, out))
 
     def conv(self, name, c_in, c_out, k=3, strides=1, *, bias=True, inputs=None):
         w = jax.random.normal(self._next_key(), (k, k, c_in, c_out)) * np.sqrt(2.0 / (k * k * c_in))
@@ -208,12 +247,86 @@ def resnet(
     return b.build({"config": cfg})
 
 
+def vit(
+    input_shape: Sequence[int],
+    num_classes: int,
+    *,
+    key: jax.Array,
+    patch: int = 7,
+    dim: int = 64,
+    depth: int = 2,
+    heads: int = 4,
+    mlp: int = 128,
+) -> Network:
+    """A Vision Transformer (Dosovitskiy et al., ICLR 2021) for small images: non-overlapping
+    ``patch``×``patch`` patches embedded by a strided conv, a learned class token, learned position
+    embeddings, ``depth`` pre-norm blocks (exact GELU), a final LayerNorm and a dense head on the
+    class token.
+
+    Sites: ``patches`` [gh, gw, dim], ``tokens`` [1 + gh·gw, dim] (with the class token),
+    ``embed`` (after position embeddings), the blocks ``blk{i}`` (see
+    ``_Builder.transformer_block``: ``blk{i}.heads`` are the attention heads, ``blk{i}.fc`` the MLP
+    neurons), ``ln``, ``cls`` and ``logits``.
+    """
+    h, w, c = (int(v) for v in input_shape)
+    if h % patch or w % patch:
+        raise ValueError(f"vit: image {h}x{w} is not a whole number of {patch}x{patch} patches")
+    b = _Builder(key, input_shape)
+    tokens = (h // patch) * (w // patch)
+    k = jax.random.normal(b._next_key(), (patch, patch, c, dim)) * np.sqrt(1.0 / (patch * patch * c))
+    b.add("patches", "conv2d", params={"kernel": k, "bias": jnp.zeros(dim)}, strides=(patch, patch), padding="VALID")
+    b.add("patches.flat", "reshape", shape=(tokens, dim))
+    b.add("tokens", "prepend", params={"token": 0.02 * jax.random.normal(b._next_key(), (1, dim))})
+    x = b.add("embed", "add", params={"value": 0.02 * jax.random.normal(b._next_key(), (tokens + 1, dim))})
+    for i in range(1, depth + 1):
+        x = b.transformer_block(f"blk{i}", x, tokens + 1, dim, heads, mlp, causal=False, gelu="none")
+    b.layernorm("ln", dim, inputs=x)
+    b.add("cls", "take", index=0)
+    b.dense("logits", dim, num_classes, gain=1.0)
+    cfg = dict(kind="vit", input_shape=[h, w, c], num_classes=num_classes, patch=patch, dim=dim, depth=depth,
+               heads=heads, mlp=mlp)
+    return b.build({"config": cfg})
+
+
+def gpt(
+    vocab: int,
+    seq_len: int,
+    num_classes: int,
+    *,
+    key: jax.Array,
+    dim: int = 64,
+    depth: int = 2,
+    heads: int = 4,
+    mlp: int = 256,
+) -> Network:
+    """A GPT-style decoder (Radford et al. 2019) used as a sequence classifier: token and learned
+    position embeddings, ``depth`` pre-norm blocks with causal self-attention (tanh-approximate
+    GELU, as GPT-2), a final LayerNorm and a dense head on the last token.
+
+    Input: ``[seq_len]`` token ids per example (held as floats like every jaxrepair input; ids
+    outside ``[0, vocab)`` are clipped). Sites: ``wte`` [seq_len, dim], ``embed``, the blocks
+    ``blk{i}`` (``blk{i}.heads``: attention heads; ``blk{i}.fc``: MLP neurons), ``ln``, ``last`` and
+    ``logits``.
+    """
+    b = _Builder(key, (seq_len,))
+    b.add("wte", "embed", params={"table": 0.02 * jax.random.normal(b._next_key(), (vocab, dim))})
+    x = b.add("embed", "add", params={"value": 0.01 * jax.random.normal(b._next_key(), (seq_len, dim))})
+    for i in range(1, depth + 1):
+        x = b.transformer_block(f"blk{i}", x, seq_len, dim, heads, mlp, causal=True, gelu="tanh")
+    b.layernorm("ln", dim, inputs=x)
+    b.add("last", "take", index=seq_len - 1)
+    b.dense("logits", dim, num_classes, gain=1.0)
+    cfg = dict(kind="gpt", vocab=vocab, seq_len=seq_len, num_classes=num_classes, dim=dim, depth=depth, heads=heads,
+               mlp=mlp)
+    return b.build({"config": cfg})
+
+
 def from_config(config: Mapping | str, *, key: jax.Array) -> Network:
     """Builds a model from a short config.
 
     Accepts a dict (``{"kind": "mlp", "widths": [...]}``, ``{"kind": "cnn", ...}``,
-    ``{"kind": "resnet", ...}`` with the keyword arguments of :func:`mlp`, :func:`cnn`,
-    :func:`resnet`) or a string shorthand ``"mlp:13-64-32-16-8-4-2"``.
+    ``{"kind": "resnet", ...}``, ``{"kind": "vit", ...}``, ``{"kind": "gpt", ...}`` with the keyword
+    arguments of :func:`mlp`, :func:`cnn`, :func:`resnet`, :func:`vit`, :func:`gpt`) or a string shorthand ``"mlp:13-64-32-16-8-4-2"``.
     """
     if isinstance(config, str):
         kind, _, rest = config.partition(":")
@@ -222,7 +335,7 @@ def from_config(config: Mapping | str, *, key: jax.Array) -> Network:
         return mlp([int(w) for w in rest.split("-")], key=key)
     config = dict(config)
     kind = config.pop("kind", None)
-    builders = {"mlp": mlp, "cnn": cnn, "resnet": resnet}
+    builders = {"mlp": mlp, "cnn": cnn, "resnet": resnet, "vit": vit, "gpt": gpt}
     if kind not in builders:
         raise ValueError(f"config kind {kind!r} is not one of {sorted(builders)}")
     if kind == "resnet":

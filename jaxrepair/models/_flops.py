@@ -4,7 +4,9 @@ The convention is the one model zoos quote (fvcore, torchvision): a multiply-acc
 or convolution layer is 2 FLOPs and a convolution counts every kernel tap, padding included; a bias
 adds 1 FLOP per output element; batch norm 2 (scale and shift, as at inference); pooling reads its
 window once per output; a global average pool reads its input once; element-wise operators cost 1
-per output element (``softmax``: 3); reshapes cost nothing. Counts are per example, forward only.
+per output element (``softmax``: 3; layer and RMS norm: 5); a dense layer over tokens counts every
+token; a product of two activations 2 per multiply-accumulate; reshapes, gathers and token
+selection cost nothing. Counts are per example, forward only.
 
 XLA's ``compile().cost_analysis()["flops"]`` differs by design: it skips the padded taps of a
 convolution and counts element-wise work its own way, so it comes out a few percent lower on
@@ -22,7 +24,7 @@ from jaxrepair.models._network import Apply, Network
 from jaxrepair.models._network import sites as site_info
 from jaxrepair.models._ops import STAT_NAMES
 
-_FREE = frozenset({"flatten", "reshape", "transpose", "pad", "identity", "concat"})
+_FREE = frozenset({"flatten", "reshape", "transpose", "pad", "identity", "concat", "heads", "take", "prepend", "embed"})
 
 
 def _node_flops(node, params: dict, shapes: dict) -> int:
@@ -30,7 +32,15 @@ def _node_flops(node, params: dict, shapes: dict) -> int:
     a = node.attr
     if node.op == "dense":
         fan_in, fan_out = np.shape(params["kernel"])
-        return 2 * fan_in * fan_out + (fan_out if "bias" in params else 0)
+        rows = out // fan_out  # a dense layer over tokens applies to every row
+        return rows * (2 * fan_in * fan_out + (fan_out if "bias" in params else 0))
+    if node.op == "matmul":
+        inner = shapes[node.inputs[1]][-1 if a.get("transpose_b") else -2]
+        return 2 * out * inner + (out if "scale" in a else 0)
+    if node.op in ("layernorm", "rmsnorm"):
+        return 5 * out  # mean, centre, variance, normalise, scale (and shift)
+    if node.op == "causal_mask":
+        return out
     if node.op == "conv2d":
         kh, kw, cin_per_group, _ = np.shape(params["kernel"])
         return 2 * out * kh * kw * cin_per_group + (out if "bias" in params else 0)

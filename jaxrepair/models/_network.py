@@ -119,11 +119,28 @@ class SiteInfo(NamedTuple):
     name: str
     shape: tuple[int, ...]
     op: str
-    kind: str  # "input" | "pre-activation" | "post-activation" | "hidden" | "output"
+    kind: str  # "input" | "pre-activation" | "post-activation" | "hidden" | "attention-heads" | "attention-weights" | "output"
 
     @property
     def num_units(self) -> int:
         return int(np.prod(self.shape))
+
+    @property
+    def per_channel(self) -> bool:
+        """Whether localisation's units are this site's channels (see :func:`channel_units`)."""
+        return channel_units(self.shape)
+
+    @property
+    def units(self) -> int:
+        """How many units localisation ranks here: channels, or every value of a flat site."""
+        return int(self.shape[-1]) if self.per_channel else self.num_units
+
+
+def channel_units(shape) -> bool:
+    """The default unit of a site: a site with more than one axis — a conv feature map [h, w, c], a
+    token sequence [tokens, width], attention heads [tokens, head_dim, heads] — is intervened on per
+    channel (the last axis, at every position); a flat site per value."""
+    return len(tuple(shape)) >= 2
 
 
 def sites(model: Network | Apply | Graph, params: Params | None = None) -> dict[str, SiteInfo]:
@@ -138,6 +155,10 @@ def sites(model: Network | Apply | Graph, params: Params | None = None) -> dict[
     for n in graph.nodes:
         if n.name == graph.output:
             kind = "output"
+        elif n.op == "heads":
+            kind = "attention-heads"
+        elif n.op == "softmax" and any(c.op == "matmul" for c in graph.consumers(n.name)):
+            kind = "attention-weights"
         elif n.op in ACTIVATIONS:
             kind = "post-activation"
         elif any(c.op in ACTIVATIONS for c in graph.consumers(n.name)):
@@ -149,8 +170,8 @@ def sites(model: Network | Apply | Graph, params: Params | None = None) -> dict[
 
 
 def hidden_sites(model, params=None) -> list[str]:
-    """The default sites for localisation: hidden post-activation outputs."""
-    return [s.name for s in sites(model, params).values() if s.kind == "post-activation"]
+    """The default sites for localisation: hidden post-activation outputs and attention heads."""
+    return [s.name for s in sites(model, params).values() if s.kind in ("post-activation", "attention-heads")]
 
 
 def check_finite(tree, what: str) -> None:

@@ -130,6 +130,56 @@ def _pad(p, xs, a):
     return jnp.pad(xs[0], ((0, 0), *a["pads"]), mode=mode)
 
 
+def _layernorm(p, xs, a):
+    # LayerNorm over the last axis (Ba et al. 2016; ONNX LayerNormalization with axis=-1).
+    x = xs[0]
+    mean = jnp.mean(x, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+    y = (x - mean) * lax.rsqrt(var + a.get("eps", 1e-5)) * p["scale"]
+    return y + p["bias"] if "bias" in p else y
+
+
+def _rmsnorm(p, xs, a):
+    # RMSNorm over the last axis (Zhang & Sennrich 2019): no centring, no bias.
+    x = xs[0]
+    return x * lax.rsqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True) + a.get("eps", 1e-6)) * p["scale"]
+
+
+def _matmul(p, xs, a):
+    # A product of two activations over their last two axes (attention's q·kᵀ and weights·v);
+    # ``transpose_b`` transposes the second operand's last two axes, ``scale`` multiplies the result.
+    b = jnp.swapaxes(xs[1], -1, -2) if a.get("transpose_b") else xs[1]
+    y = jnp.matmul(xs[0], b)
+    return y * a["scale"] if "scale" in a else y
+
+
+def _embed(p, xs, a):
+    # Token ids (any numeric dtype; the batch is float like every other input) → rows of the table.
+    ids = xs[0].astype(jnp.int32)
+    return jnp.take(p["table"], ids, axis=0, mode="clip")
+
+
+def _causal_mask(p, xs, a):
+    # Attention scores [..., queries, keys]: key positions after the query are set to the dtype's
+    # lowest value, so softmax gives them zero weight (as GPT-2's exported graphs do).
+    x = xs[0]
+    q, k = x.shape[-2:]
+    keep = jnp.arange(k)[None, :] <= jnp.arange(q)[:, None] + (k - q)
+    return jnp.where(keep, x, jnp.finfo(x.dtype).min)
+
+
+def _prepend(p, xs, a):
+    # A learned token (``p["token"]``, [1, width]) put before the sequence ([batch, tokens, width]).
+    x = xs[0]
+    token = jnp.broadcast_to(p["token"].astype(x.dtype), (x.shape[0], *p["token"].shape))
+    return jnp.concatenate([token, x], axis=1)
+
+
+def _take(p, xs, a):
+    # One index along a per-example axis (the class token, the last token), dropping that axis.
+    return jnp.take(xs[0], int(a["index"]), axis=1 + int(a.get("axis", 0)))
+
+
 def _constant_operand(p, xs):
     return xs[1] if len(xs) > 1 else p["value"]
 
@@ -178,6 +228,17 @@ OPS: dict[str, Op] = {
     "reshape": _reshape,
     "transpose": _transpose,
     "pad": _pad,
+    "layernorm": _layernorm,
+    "rmsnorm": _rmsnorm,
+    "matmul": _matmul,
+    "embed": _embed,
+    "causal_mask": _causal_mask,
+    "prepend": _prepend,
+    "take": _take,
+    # Attention heads as a site: each head's output [heads, tokens, head_dim] laid out as
+    # [tokens, head_dim, heads], so that a head is a channel (the last axis) and a per-channel
+    # intervention acts on one whole head.
+    "heads": lambda p, xs, a: jnp.transpose(xs[0], (0, 2, 3, 1)),
     **{name: (lambda f: lambda p, xs, a: f(xs[0], a))(f) for name, f in ELEMENTWISE.items()},
 }
 

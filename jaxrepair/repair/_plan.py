@@ -110,7 +110,7 @@ def random_selection(model, sites, k: int | None, key) -> list[Neuron]:
     """``k`` distinct units drawn uniformly from all units (channels of conv sites) of ``sites``;
     ``k=None``: all of them, in a random order (its top-k is k random units for every k)."""
     info = models.sites(model)
-    pool = [(s, u) for s in sites for u in range(info[s].shape[-1] if len(info[s].shape) == 3 else info[s].num_units)]
+    pool = [(s, u) for s in sites for u in range(info[s].units)]
     k = len(pool) if k is None else k
     if not 1 <= k <= len(pool):
         raise ValueError(f"cannot select {k} of {len(pool)} units")
@@ -273,7 +273,7 @@ def plan(
     unknown = [s for s in cands if s not in info]
     if unknown:
         raise ValueError(f"unknown site(s) {unknown}; the model's sites are {list(info)}")
-    pool = sum(info[s].shape[-1] if len(info[s].shape) == 3 else info[s].num_units for s in cands)
+    pool = sum(info[s].units for s in cands)
     if selection is None or isinstance(selection, str):
         if slots > pool:
             raise ValueError(f"k={slots}, but the candidate sites {cands} hold only {pool} units")

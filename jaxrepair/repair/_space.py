@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrepair.interventions import Intervention
-from jaxrepair.models import ELEMENTWISE, Graph
+from jaxrepair.models import ELEMENTWISE, Graph, channel_units
 
 # Activations with act(c·z) = c·act(z) for c ≥ 0: factors can be folded into the incoming weights.
 _HOMOGENEOUS = {"relu", "leaky_relu", "identity"}
@@ -68,7 +68,7 @@ def group(selection: Sequence[tuple[str, int]], site_info: dict, per_channel: bo
     out = []
     for s, us in by_site.items():
         shape = tuple(site_info[s].shape)
-        pc = (len(shape) == 3) if per_channel is None else per_channel
+        pc = channel_units(shape) if per_channel is None else per_channel
         n = shape[-1] if pc else math.prod(shape)
         bad = [u for u in us if not 0 <= u < n]
         if bad:
@@ -190,7 +190,7 @@ class FactorSpace:
             if s not in site_info:
                 raise ValueError(f"unknown site {s!r}; the model's sites are {list(site_info)}")
             shape = tuple(site_info[s].shape)
-            slots.append(SiteSlot(s, shape, len(shape) == 3))
+            slots.append(SiteSlot(s, shape, channel_units(shape)))
         return FactorSpace(graph, tuple(slots), int(k_max))
 
     @property
