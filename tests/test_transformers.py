@@ -169,3 +169,98 @@ def test_builders_round_trip_through_config_and_save(vit, tmp_path, images):
         jr.models.vit((8, 8, 1), 3, key=jax.random.key(0), patch=4, dim=8, heads=3)
     with pytest.raises(ValueError, match="patches"):
         jr.models.vit((9, 8, 1), 3, key=jax.random.key(0), patch=4)
+
+
+@pytest.mark.parametrize("opset", [13, 17, 18])
+def test_onnx_export_matches_onnxruntime_and_imports_back(vit, gpt, images, tokens, opset):
+    ort = pytest.importorskip("onnxruntime")
+    for model, x in ((vit, images), (gpt, tokens)):
+        apply, params = jr.models.functional(model)
+        want = np.asarray(apply(params, jnp.asarray(x)))
+        proto = jr.convert.to_onnx(model, opset=opset)
+        sess = ort.InferenceSession(proto.SerializeToString())
+        got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-6)
+        back = jr.convert.from_onnx(proto)
+        b, q = jr.models.functional(back)
+        np.testing.assert_allclose(np.asarray(b(q, jnp.asarray(x))), want, rtol=1e-5, atol=2e-6)
+    ops = {n.op for n in jr.convert.from_onnx(jr.convert.to_onnx(gpt, opset=opset)).graph.nodes}
+    assert {"embed", "matmul", "causal_mask", "take"} <= ops
+
+
+def test_onnx_import_refuses_what_it_cannot_represent(gpt):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    def model(nodes, inits, out_shape):
+        g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)], inits)
+        return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+    # A mask that is not causal.
+    mask = onnx.numpy_helper.from_array(np.eye(4, dtype=bool), "m")
+    low = onnx.numpy_helper.from_array(np.float32(-3.4e38), "low")
+    bad = model([helper.make_node("Where", ["m", "x", "low"], ["y"], name="w")], [mask, low], ["N", 4, 4])
+    with pytest.raises(jr.convert.ConversionError, match="causal attention mask"):
+        jr.convert.from_onnx(bad)
+    # LayerNormalization over two axes.
+    sc = onnx.numpy_helper.from_array(np.ones((4, 4), np.float32), "s")
+    ln = model([helper.make_node("LayerNormalization", ["x", "s"], ["y"], name="ln", axis=1)], [sc], ["N", 4, 4])
+    with pytest.raises(jr.convert.ConversionError, match="only the last axis"):
+        jr.convert.from_onnx(ln)
+
+
+@pytest.mark.parametrize("site", ["blk1.heads", "blk2.fc"])
+def test_factors_on_heads_and_mlp_neurons_fold_into_weights(vit, images, site):
+    apply, params = _perturbed(vit, jax.random.key(9))
+    info = jr.models.sites(vit)
+    space = jr.repair.FactorSpace.build(vit.graph, info, [site], 3)
+    units = [0, 1] if site.endswith("heads") else [0, 5, 11]
+    slots = space.slots([(site, u) for u in units])
+    flat = np.asarray([0.0, 1.7, 0.4][: len(units)] + [1.0] * (3 - len(units)), np.float32)
+    p2, iv = space.realize(params, slots, jnp.asarray(flat))
+    want = np.asarray(apply(p2, jnp.asarray(images), iv))
+    folded = space.fold(params, slots, flat)
+    np.testing.assert_allclose(np.asarray(apply(folded, jnp.asarray(images))), want, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(want, np.asarray(apply(params, jnp.asarray(images))))
+
+
+def test_token_task_is_seeded_decided_and_its_trigger_is_one_token():
+    a, b = jr.data.load_token_task(seed=3, train=500, val=50, test=50), jr.data.load_token_task(seed=3, train=500, val=50, test=50)
+    np.testing.assert_array_equal(a["train"].x, b["train"].x)
+    x, y = a["train"].x, a["train"].y
+    assert x.shape == (500, 16) and x.min() >= 1 and x.max() <= 30
+    score = ((x >= 1) & (x <= 10)).sum(1) - ((x >= 11) & (x <= 20)).sum(1)
+    np.testing.assert_array_equal(y, (score > 0).astype(np.int32))
+    assert np.all(score != 0) and 0.3 < y.mean() < 0.7
+    stamped = np.asarray(jr.data.TokenTrigger(31, -2).stamp(x[:3]))
+    assert np.all(stamped[:, -2] == 31) and np.array_equal(np.delete(stamped, -2, 1), np.delete(x[:3], -2, 1))
+    with pytest.raises(ValueError, match="does not fit"):
+        jr.data.TokenTrigger(31, 16).stamp(x[:3])
+
+
+def test_transformer_zoo_entries_and_their_suite_cut():
+    e = jr.zoo.entry("mnist-vit-badnets")
+    assert e.config()["vit"] == (7, 64, 2, 4, 128) and "vit" not in jr.zoo.entry("mnist-badnets").config()
+    net = e.network((28, 28, 1), 10, jax.random.key(0))
+    assert "blk2.heads" in jr.models.hidden_sites(net)
+    g = jr.zoo.entry("tokens-gpt-badnets").network((16,), 2, jax.random.key(0))
+    assert g.input_shape == (16,) and "blk1.masked" in jr.models.sites(g)
+    fam = jr.suite.families()["backdoor"]
+    assert fam.cut_for("mnist-vit-badnets") == "blk1" and fam.cut_for("mnist-badnets") == "flatten"
+
+
+def test_gpt_backdoor_entry_repairs_and_the_repaired_model_exports(tmp_path, monkeypatch):
+    ort = pytest.importorskip("onnxruntime")
+    monkeypatch.setenv("JAXREPAIR_CACHE", str(tmp_path))
+    bench = jr.zoo.build("tokens-gpt-badnets", epochs=2)
+    assert bench.metrics["attack_success_rate"] > 0.5  # the trigger is learnt within two epochs
+    task = jr.repair.from_zoo(bench, repair_samples=300, seed=0)
+    r = jr.repair.repair(bench.model, task, k=6, generations=4, population_size=8, num_values=4, seed=0)
+    assert len(r.selected) == 6 and {n.site for n in r.selected} <= set(jr.models.hidden_sites(bench.model))
+    x = np.asarray(bench.splits["test"]["x"][:16], np.float32)
+    apply, params = jr.models.functional(r.model)
+    proto = jr.convert.to_onnx(r.model)
+    sess = ort.InferenceSession(proto.SerializeToString())
+    np.testing.assert_allclose(sess.run(None, {sess.get_inputs()[0].name: x})[0], np.asarray(apply(params, jnp.asarray(x))),
+                               rtol=1e-4, atol=1e-5)

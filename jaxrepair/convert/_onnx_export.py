@@ -341,6 +341,84 @@ class _Exporter:
             ins.append(self.const(f"{n.name}.value", np.float32(a.get("value", 0.0))))
         self._set(n, "ours", self.node("Pad", ins, self.fresh(n.name), mode=mode))
 
+    # -------------------------------------------------------------- transformer operators
+
+    def _mean_last(self, n, x, tag):
+        if self.opset >= 18:
+            return self.node("ReduceMean", [x, self.const(f"{n.name}.axes", np.asarray([-1], np.int64))],
+                             self.fresh(f"{n.name}.{tag}"), keepdims=1)
+        return self.node("ReduceMean", [x], self.fresh(f"{n.name}.{tag}"), axes=[-1], keepdims=1)
+
+    def op_layernorm(self, n, a, p):
+        x = self.get(n.inputs[0], "ours")
+        eps = float(a.get("eps", 1e-5))
+        scale = self.const(f"{n.name}.scale", p["scale"])
+        bias = self.const(f"{n.name}.bias", p["bias"] if "bias" in p else np.zeros_like(p["scale"]))
+        if self.opset >= 17:
+            self._set(n, "ours", self.node("LayerNormalization", [x, scale, bias], self.fresh(n.name), axis=-1, epsilon=eps))
+            return
+        centred = self.node("Sub", [x, self._mean_last(n, x, "mean")], self.fresh(f"{n.name}.centred"))
+        var = self._mean_last(n, self.node("Mul", [centred, centred], self.fresh(f"{n.name}.sq")), "var")
+        std = self.node("Sqrt", [self.node("Add", [var, self.const(f"{n.name}.eps", np.float32(eps))], self.fresh(f"{n.name}.var_eps"))], self.fresh(f"{n.name}.std"))
+        y = self.node("Mul", [self.node("Div", [centred, std], self.fresh(f"{n.name}.norm")), scale], self.fresh(f"{n.name}.scaled"))
+        self._set(n, "ours", self.node("Add", [y, bias], self.fresh(n.name)))
+
+    def op_rmsnorm(self, n, a, p):
+        x = self.get(n.inputs[0], "ours")
+        ms = self._mean_last(n, self.node("Mul", [x, x], self.fresh(f"{n.name}.sq")), "ms")
+        eps = self.const(f"{n.name}.eps", np.float32(a.get("eps", 1e-6)))
+        rms = self.node("Sqrt", [self.node("Add", [ms, eps], self.fresh(f"{n.name}.ms_eps"))], self.fresh(f"{n.name}.rms"))
+        y = self.node("Div", [x, rms], self.fresh(f"{n.name}.norm"))
+        self._set(n, "ours", self.node("Mul", [y, self.const(f"{n.name}.scale", p["scale"])], self.fresh(n.name)))
+
+    def op_matmul(self, n, a, p):
+        x, b = self.get(n.inputs[0], "ours"), self.get(n.inputs[1], "ours")
+        if a.get("transpose_b"):
+            rank = len(self.shapes[n.inputs[1]]) + 1
+            perm = [*range(rank - 2), rank - 1, rank - 2]
+            b = self.node("Transpose", [b], self.fresh(f"{n.name}.bT"), perm=perm)
+        y = self.node("MatMul", [x, b], self.fresh(f"{n.name}.matmul" if "scale" in a else n.name))
+        if "scale" in a:
+            y = self.node("Mul", [y, self.const(f"{n.name}.scale", np.float32(a["scale"]))], self.fresh(n.name))
+        self._set(n, "ours", y)
+
+    def op_embed(self, n, a, p):
+        x = self.get(n.inputs[0], "ours")
+        table = p["table"]
+        ids = self.node("Cast", [x], self.fresh(f"{n.name}.ids"), to=self.onnx.TensorProto.INT64)
+        # jaxrepair clips ids into the table; ONNX Gather would refuse an id out of range.
+        ids = self.node("Clip", [ids, self.const(f"{n.name}.lo", np.int64(0)), self.const(f"{n.name}.hi", np.int64(table.shape[0] - 1))],
+                        self.fresh(f"{n.name}.ids_clipped"))
+        self._set(n, "ours", self.node("Gather", [self.const(f"{n.name}.table", table), ids], self.fresh(n.name), axis=0))
+
+    def op_causal_mask(self, n, a, p):
+        x = self.get(n.inputs[0], "ours")
+        q, k = self.shapes[n.inputs[0]][-2:]
+        keep = np.arange(k)[None, :] <= np.arange(q)[:, None] + (k - q)
+        low = np.float32(np.finfo(np.float32).min)
+        self._set(n, "ours", self.node("Where", [self.const(f"{n.name}.keep", keep), x, self.const(f"{n.name}.low", low)],
+                                       self.fresh(n.name)))
+
+    def op_prepend(self, n, a, p):
+        x = self.get(n.inputs[0], "ours")
+        token = p["token"]
+        full = self.node("Shape", [x], self.fresh(f"{n.name}.shape"))
+        batch = self.node("Slice", [full, self.const(f"{n.name}.start", np.asarray([0], np.int64)),
+                                    self.const(f"{n.name}.end", np.asarray([1], np.int64))], self.fresh(f"{n.name}.batch"))
+        shape = self.node("Concat", [batch, self.const(f"{n.name}.rest", np.asarray(token.shape, np.int64))],
+                          self.fresh(f"{n.name}.expand_to"), axis=0)
+        t = self.node("Expand", [self.const(f"{n.name}.token", token[None]), shape], self.fresh(f"{n.name}.tokens"))
+        self._set(n, "ours", self.node("Concat", [t, x], self.fresh(n.name), axis=1))
+
+    def op_take(self, n, a, p):
+        x = self.get(n.inputs[0], "ours")
+        idx = self.const(f"{n.name}.index", np.int64(a["index"]))
+        self._set(n, "ours", self.node("Gather", [x, idx], self.fresh(n.name), axis=1 + int(a.get("axis", 0))))
+
+    def op_heads(self, n, a, p):
+        x = self.get(n.inputs[0], "ours")
+        self._set(n, "ours", self.node("Transpose", [x], self.fresh(n.name), perm=[0, 2, 3, 1]))
+
 
 def _cancel_transposes(nodes, output: str):
     """Drops Transpose pairs that compose to the identity and the nodes nothing reads any more."""

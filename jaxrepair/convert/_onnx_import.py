@@ -46,12 +46,15 @@ BATCH = np.int64(-(2**40))
 
 SUPPORTED = (
     "Abs", "Add", "AveragePool", "BatchNormalization", "Clip", "Concat", "Constant", "Conv", "Div", "Dropout", "Elu",
-    "Erf", "Exp", "Flatten", "Gelu", "Gemm", "GlobalAveragePool", "HardSigmoid", "Identity", "LeakyRelu", "LogSoftmax",
-    "MatMul", "MaxPool", "Mul", "Neg", "Pad", "ReduceMean", "Relu", "Reshape", "Selu", "Sigmoid", "Softmax", "Softplus",
-    "Sqrt", "Squeeze", "Sub", "Tanh", "Transpose", "Unsqueeze",
+    "Erf", "Exp", "Flatten", "Gather", "Gelu", "Gemm", "GlobalAveragePool", "HardSigmoid", "Identity",
+    "LayerNormalization", "LeakyRelu", "LogSoftmax", "MatMul", "MaxPool", "Mul", "Neg", "Pad", "ReduceMean", "Relu",
+    "Reshape", "Selu", "Sigmoid", "Softmax", "Softplus", "Sqrt", "Squeeze", "Sub", "Tanh", "Transpose", "Unsqueeze",
+    "Cast", "Where", "Expand",
 )
-#: Accepted only when every input is a constant (shape arithmetic); folded with numpy.
-CONSTANT_ONLY = ("Cast", "Gather", "Shape")
+#: Accepted only when every input is a constant (shape arithmetic, masks); folded with numpy.
+CONSTANT_ONLY = ("Shape", "Slice", "Range", "Equal", "Less", "Greater", "Not", "And", "ConstantOfShape", "Trilu")
+#: Integer input types: token ids, held as floats by jaxrepair (``embed`` casts them back).
+_INT_TYPES = {6: "int32", 7: "int64"}
 
 _FLOAT_TYPES = {1: "float32", 10: "float16", 11: "float64", 16: "bfloat16"}
 _NCHW_TO_NHWC = (1, 2, 0)  # per-example axes (C, H, W) → (H, W, C)
@@ -153,12 +156,12 @@ class _Converter:
         inp = inputs[0]
         self.input_name = inp.name
         tt = inp.type.tensor_type
-        if tt.elem_type not in _FLOAT_TYPES:
+        if tt.elem_type not in _FLOAT_TYPES and tt.elem_type not in _INT_TYPES:
             from onnx import TensorProto
 
             raise ConversionError(
                 f"{where}: input {inp.name!r} has dtype {TensorProto.DataType.Name(tt.elem_type)}; "
-                f"jaxrepair models take floating-point inputs"
+                f"jaxrepair models take floating-point inputs (or int32/int64 token ids)"
             )
         dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tt.shape.dim]
         if input_shape is not None:
@@ -176,6 +179,8 @@ class _Converter:
                 )
             shape = tuple(int(d) for d in dims[1:])
         self.input_shape = shape
+        self.integer_input = tt.elem_type in _INT_TYPES
+        self.batched: dict[str, np.ndarray] = {}  # Expand of a constant to the batch: [1, ...] per example
         self.tensors[inp.name] = (INPUT, "onnx")
         self.shapes[INPUT] = shape
         outs = [o.name for o in g.output]
@@ -330,6 +335,36 @@ class _Converter:
             v = c[0].reshape([int(s) for s in c[1]])
         elif op == "Transpose":
             v = np.transpose(c[0], a.get("perm"))
+        elif op == "Slice":
+            starts, ends = (np.asarray(c[i]).reshape(-1) for i in (1, 2))
+            axes = np.asarray(c[3]).reshape(-1) if len(c) > 3 else np.arange(len(starts))
+            steps = np.asarray(c[4]).reshape(-1) if len(c) > 4 else np.ones(len(starts), np.int64)
+            index = [slice(None)] * np.ndim(c[0])
+            for st, en, ax, sp in zip(starts, ends, axes, steps):
+                index[int(ax)] = slice(int(st), int(max(min(en, 2**62), -2**62)), int(sp))
+            v = np.asarray(c[0])[tuple(index)]
+        elif op == "Where":
+            v = np.where(c[0], c[1], c[2])
+        elif op == "Expand":
+            shape = [int(d) for d in c[1]]
+            if BATCH in shape:
+                if shape.index(BATCH) != 0 or np.shape(c[0])[:1] not in ((), (1,)):
+                    self.fail(node, f"Expand to {shape}: only a constant broadcast along the batch axis is supported")
+                self.batched[node.output[0]] = np.broadcast_to(np.asarray(c[0], np.float32), [1, *shape[1:]])[0].copy()
+                return True
+            v = np.asarray(c[0]) * np.ones(shape, np.asarray(c[0]).dtype)
+        elif op == "Range":
+            v = np.arange(c[0], c[1], c[2])
+        elif op in ("Equal", "Less", "Greater", "And"):
+            v = {"Equal": np.equal, "Less": np.less, "Greater": np.greater, "And": np.logical_and}[op](c[0], c[1])
+        elif op == "Not":
+            v = np.logical_not(c[0])
+        elif op == "ConstantOfShape":
+            fill = _tensor(a["value"]) if "value" in a else np.zeros(1, np.float32)
+            v = np.full([int(d) for d in c[0]], fill.reshape(-1)[0], fill.dtype)
+        elif op == "Trilu":
+            k = int(c[1]) if len(c) > 1 else 0
+            v = np.triu(c[0], k) if int(a.get("upper", 1)) else np.tril(c[0], k)
         else:
             return False  # a compute op applied to constants: emitted below only if it reads the input
         self.const[node.output[0]] = np.asarray(v)
@@ -374,6 +409,7 @@ class _Converter:
             "onnx": {
                 "opset": self.opset,
                 "input": self.input_name,
+                **({"integer_input": True} if self.integer_input else {}),
                 "output": self.output,
                 "sites": {k: v for k, v in self.onnx_sites.items() if k in used},
                 "producer": f"{self.model.producer_name} {self.model.producer_version}".strip(),
@@ -489,6 +525,13 @@ class _Converter:
         if node.input[0] in self.const:
             self.fail(node, "MatMul with a constant left operand and the input on the right is not supported")
         x = self.as_onnx(node.input[0])
+        if node.input[1] in self.tensors:  # a product of two activations (attention)
+            y = self.as_onnx(node.input[1])
+            if len(self.shapes[x]) < 2 or len(self.shapes[y]) < 2:
+                self.fail(node, f"a product of two computed tensors needs per-example rank >= 2 on both sides; got "
+                                f"{('N', *self.shapes[x])} and {('N', *self.shapes[y])}")
+            self.output_site(node, self.emit(node.output[0], "matmul", [x, y]), "onnx")
+            return
         w = self.get_const(node.input[1], node, "the right operand (weights)")
         if w.ndim != 2:
             self.fail(node, f"MatMul weights must be 2-D; got shape {w.shape}")
@@ -691,6 +734,15 @@ class _Converter:
 
     def op_Concat(self, node, a):
         ins = [i for i in node.input if i]
+        if len(ins) == 2 and ins[0] in self.batched and ins[1] in self.tensors:  # a class token put first
+            token, x = self.batched[ins[0]], self.as_onnx(ins[1])
+            if int(a["axis"]) % self.rank(ins[1]) != 1 or token.shape[1:] != self.shapes[x][1:]:
+                self.fail(node, f"a broadcast constant of shape {token.shape} is concatenated with {('N', *self.shapes[x])} "
+                                f"along axis {a['axis']}; only a token put before the sequence (axis 1) is supported")
+            self.output_site(node, self.emit(node.output[0], "prepend", [x], {"token": token}), "onnx")
+            return
+        if any(i in self.batched for i in ins):
+            self.fail(node, "a constant broadcast to the batch is concatenated other than as a leading token")
         if any(i in self.const for i in ins):
             self.fail(node, "concatenating constants with computed tensors is not supported")
         r = self.rank(ins[0])
@@ -733,6 +785,73 @@ class _Converter:
             per = [per[i] for i in _NCHW_TO_NHWC]
         attrs = {"mode": mode} if mode != "constant" else {"value": value}
         self.output_site(node, self.emit(node.output[0], "pad", [name], pads=tuple(per), **attrs), layout)
+
+    def op_LayerNormalization(self, node, a):
+        x = self.as_onnx(node.input[0])
+        r = self.rank(node.input[0])
+        if int(a.get("axis", -1)) % r != r - 1:
+            self.fail(node, f"LayerNormalization over axes {int(a.get('axis', -1)) % r}..{r - 1}; only the last axis is supported")
+        if len(node.output) > 1 and any(node.output[1:]):
+            self.fail(node, "the mean / inverse-std outputs of LayerNormalization are used; only the normalised output is supported")
+        width = self.shapes[x][-1]
+        scale = np.broadcast_to(self.get_const(node.input[1], node, "scale"), (width,)).astype(np.float32)
+        b = self.optional(node, 2)
+        p = {"scale": scale, "bias": np.zeros(width, np.float32) if b is None else
+             np.broadcast_to(self.get_const(b, node, "bias"), (width,)).astype(np.float32)}
+        self.output_site(node, self.emit(node.output[0], "layernorm", [x], p, eps=float(a.get("epsilon", 1e-5))), "onnx")
+
+    def op_Gather(self, node, a):
+        data, idx = node.input[0], node.input[1]
+        axis = int(a.get("axis", 0))
+        if data in self.const and idx in self.tensors:  # an embedding table looked up by token ids
+            table = np.asarray(self.const[data], np.float32)
+            if axis % table.ndim != 0 or table.ndim != 2:
+                self.fail(node, f"a lookup into a constant of shape {table.shape} along axis {axis}; only a 2-D table "
+                                f"indexed along axis 0 (an embedding) is supported")
+            self.output_site(node, self.emit(node.output[0], "embed", [self.as_onnx(idx)], {"table": table}), "onnx")
+            return
+        if idx in self.const and np.ndim(self.const[idx]) == 0:  # one position of a computed tensor
+            r = self.rank(data)
+            axis %= r
+            if axis == 0:
+                self.fail(node, "gathering along the batch axis is not supported")
+            self.output_site(node, self.emit(node.output[0], "take", [self.as_onnx(data)], axis=axis - 1,
+                                             index=int(self.const[idx]) % self.onnx_shape(data)[axis - 1]), "onnx")
+            return
+        self.fail(node, "only an embedding lookup (constant table, computed ids) or one constant index of a computed tensor is supported")
+
+    def op_Cast(self, node, a):
+        # Values stay float32 inside jaxrepair: a cast to an integer type marks token ids (read by embed,
+        # which casts them itself); any other cast of a computed tensor is the identity.
+        from onnx import helper
+
+        to = helper.tensor_dtype_to_np_dtype(int(a["to"]))
+        if np.issubdtype(to, np.integer) and not self.integer_input:
+            todo, ends = [node.output[0]], []
+            while todo:  # follow Clips of the ids down to what reads them
+                t = todo.pop()
+                for n in self.model.graph.node:
+                    if t in n.input:
+                        (todo.append(n.output[0]) if n.op_type == "Clip" else ends.append(n.op_type))
+            if not ends or any(e != "Gather" for e in ends):
+                self.fail(node, f"a cast of a computed tensor to {to} feeds {ends}; only ids for an embedding lookup are supported")
+        self._unary(node, "identity")
+
+    def op_Where(self, node, a):
+        cond, x, y = node.input
+        if cond not in self.const or y not in self.const or x not in self.tensors:
+            self.fail(node, "only Where(constant mask, computed scores, constant fill) — an attention mask — is supported")
+        mask, fill = np.asarray(self.const[cond], bool), np.asarray(self.const[y])
+        shape = self.onnx_shape(x)
+        q, k = shape[-2:] if len(shape) >= 2 else (0, 0)
+        causal = np.arange(k)[None, :] <= np.arange(q)[:, None] + (k - q)
+        full = np.broadcast_to(mask, (1, *shape)) if mask.ndim <= len(shape) + 1 else None
+        if (full is None or fill.size != 1 or float(fill) > -1e9 or not (full == causal).all()):
+            self.fail(node, "only a causal attention mask (keep key <= query, fill <= -1e9) is supported")
+        self.output_site(node, self.emit(node.output[0], "causal_mask", [self.as_onnx(x)]), "onnx")
+
+    def op_Expand(self, node, a):
+        self.fail(node, "only a constant broadcast along the batch axis (a class token) is supported")
 
     def op_Squeeze(self, node, a):
         x = self.as_onnx(node.input[0])

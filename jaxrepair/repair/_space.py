@@ -90,6 +90,21 @@ def chain_up(graph: Graph, site: str):
     return cur, chain
 
 
+def merged_heads(graph: Graph, site: str):
+    """For a ``heads`` site ([tokens, head_dim, heads]) merged back as a builder does — transposed
+    to [tokens, heads, head_dim], reshaped to [tokens, heads·head_dim] — the dense layers reading the
+    merged values; else None."""
+    if graph.node(site).op != "heads":
+        return None
+    t = graph.consumers(site)
+    if len(t) != 1 or t[0].op != "transpose" or tuple(t[0].attr.get("perm", ())) != (0, 2, 1):
+        return None
+    r = graph.consumers(t[0].name)
+    if len(r) != 1 or r[0].op != "reshape":
+        return None
+    return dense_consumers(graph, r[0].name)
+
+
 def dense_consumers(graph: Graph, site: str):
     """The dense layers reading ``site`` when nothing else reads it, else None."""
     cons = graph.consumers(site)
@@ -249,7 +264,13 @@ def fold_factors(graph: Graph, params, site_slots: dict, factors: dict[str, np.n
     params = {k: dict(v) for k, v in jax.device_get(params).items()}
     for site, full in factors.items():
         s = site_slots[site]
-        cons = dense_consumers(graph, site) if len(s.shape) == 1 else None
+        # a dense layer over tokens reads a [tokens, units] site per channel: its rows are the units
+        cons = dense_consumers(graph, site) if len(s.shape) == 1 or s.per_channel else None
+        merged = merged_heads(graph, site)
+        if merged is not None:  # attention heads: head h is rows h·d … (h+1)·d of the output projection
+            for c in merged:
+                params[c.name]["kernel"] = np.asarray(params[c.name]["kernel"]) * np.repeat(full, s.shape[-2])[:, None]
+            continue
         if cons is None and s.per_channel:
             # per-channel factors commute with global average pooling: fold into the dense rows after it
             pools = graph.consumers(site)

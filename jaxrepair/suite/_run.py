@@ -49,11 +49,18 @@ class Family:
     #: Image families repair the layers after this site (``jr.repair.lower``: the frozen layers
     #: before it are run once, every method then works on the head), as their experiments do.
     cut: str | None = None
+    #: ``((entry, site), ...)``: entries cut elsewhere (a ViT has no ``flatten``: its head starts after
+    #: the first block's residual stream).
+    cuts: tuple = ()
     #: Training rows (images: clean images, each with its triggered copy) a repair sees by default.
     repair_samples: int = 5000
     #: ``meets(row) -> bool``: whether a method's leaderboard row (means and intervals over seeds)
     #: meets the family's ``goal``; degenerate seeds fail it whatever this says.
     meets: Callable | None = None
+
+    def cut_for(self, entry: str) -> str | None:
+        """The site an entry's repairs cut the network at (None: the whole network)."""
+        return dict(self.cuts).get(entry, self.cut)
 
 
 def _fairness_goal(r) -> bool:
@@ -95,11 +102,13 @@ def families() -> dict:
                            "on every entry some non-degenerate method reduces the violation by >= 90% with an accuracy "
                            "change whose 95% interval includes zero or is positive and whose point estimate loses "
                            "<= 0.5 points", meets=_fairness_goal),
-        "backdoor": Family("backdoor", "backdoor", ("mnist-badnets", "fashion-badnets", "gtsrb-badnets"), True,
+        "backdoor": Family("backdoor", "backdoor", ("mnist-badnets", "fashion-badnets", "gtsrb-badnets", "mnist-vit-badnets",
+                                                    "fashion-vit-badnets", "tokens-gpt-badnets"), True,
                            ({"tool": "VeRe", "figure": "attack success", "value": 1 - 0.9989, "source": _VERE},
                             {"tool": "CARE", "figure": "attack success", "value": 1 - 0.9972, "source": _VERE}),
                            "attack success <= 0.5% with <= 0.5 points lost on every image set", cut="flatten",
-                           repair_samples=1000, meets=_backdoor_goal),
+                           repair_samples=1000, meets=_backdoor_goal,
+                           cuts=(("mnist-vit-badnets", "blk1"), ("fashion-vit-badnets", "blk1"), ("tokens-gpt-badnets", "blk1"))),
         "spurious": Family("spurious", "spurious", _entries("spurious"), True, (),
                            "the decorrelated accuracy rises and the invariance violation falls, both significantly", cut="s4b1",
                            meets=_spurious_goal),
@@ -282,9 +291,8 @@ def run(family: str, out_dir=".", *, methods=None, seeds: int = 5, entries=None,
             seen.close()
     versions = records.environment()["versions"]
     cpu = machine()
-    cut = {"cut": fam.cut} if fam.cut else {}
     configs = {(e, m, s): cell_config(family, e, m, s, {"repair_samples": repair_samples, "options": options.get(m, {}),
-                                                        **cut})
+                                                        **({"cut": fam.cut_for(e)} if fam.cut_for(e) else {})})
                for e in chosen for m in names for s in range(n_seeds)}
     hashes = {c: cell_hash(cfg) for c, cfg in configs.items()}
     store = Store(path)  # opened for writing only now, every argument checked
@@ -358,10 +366,10 @@ def run_entry_seed(entry: str, s: int, cells: list, *, family: str, configs: dic
     for c in cells:
         m = repair.get_method(c[1])
         model, on, prep_s = bench.model, task, 0.0
-        if fam.cut and m.level == "neuron":  # the head after the cut: the whole network's figures
+        if fam.cut_for(entry) and m.level == "neuron":  # the head after the cut: the whole network's figures
             if "low" not in shared:
                 t = time.perf_counter()
-                shared["low"] = repair.lower(bench.model, task, fam.cut)
+                shared["low"] = repair.lower(bench.model, task, fam.cut_for(entry))
                 shared["low_s"] = time.perf_counter() - t
             (model, on), prep_s = shared["low"], shared["low_s"]
         loc = ("loc", m.level)  # the ACE of the network this method is given

@@ -67,9 +67,31 @@ class BackdoorEntry:
     seed: int = 0
     kind: str = "backdoor"
     dataset: str = "digits"
+    # A ViT instead of the CNN: (patch, width, blocks, heads, MLP width); ``channels``/``kernel``/``dense``
+    # are then unused.
+    vit: tuple[int, int, int, int, int] | None = None
+    # dataset "tokens" (``jr.data.load_token_task``): a GPT classifier (width, blocks, heads, MLP width);
+    # the trigger is the token ``trigger_value`` written at position ``trigger_position[0]``.
+    gpt: tuple[int, int, int, int] | None = None
 
     def config(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        for arch in ("vit", "gpt"):
+            if d[arch] is None:
+                del d[arch]  # the CNN entries' configs (and their caches) stay as they were
+        return d
+
+    def network(self, input_shape, num_classes: int, key) -> models.Network:
+        """The untrained network of this entry."""
+        if self.gpt is not None:
+            from jaxrepair.data import VOCAB
+
+            dim, depth, heads, mlp = self.gpt
+            return models.gpt(VOCAB, int(input_shape[0]), num_classes, key=key, dim=dim, depth=depth, heads=heads, mlp=mlp)
+        if self.vit is not None:
+            patch, dim, depth, heads, mlp = self.vit
+            return models.vit(input_shape, num_classes, key=key, patch=patch, dim=dim, depth=depth, heads=heads, mlp=mlp)
+        return models.cnn(input_shape, list(self.channels), list(self.dense), num_classes, key=key, kernel=self.kernel)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +141,16 @@ ENTRIES = {
                       dense=(512,), epochs=2, batch_size=128, learning_rate=1e-3),
         BackdoorEntry("fashion-badnets", 5, (22, 22), dataset="fashion-mnist", poison="replace", channels=(16, 32),
                       kernel=5, dense=(512,), epochs=6, batch_size=128, learning_rate=1e-3),
+        # ViTs (patch 7 → 16 tokens + a class token, width 64, 2 blocks of 4 heads, MLP 128; 72k parameters)
+        # with the CNN entries' trigger and poisoning.
+        BackdoorEntry("mnist-vit-badnets", 5, (22, 22), dataset="mnist", poison="replace", epochs=8, batch_size=128,
+                      learning_rate=2e-3, schedule="cosine", vit=(7, 64, 2, 4, 128)),
+        BackdoorEntry("fashion-vit-badnets", 5, (22, 22), dataset="fashion-mnist", poison="replace", epochs=8,
+                      batch_size=128, learning_rate=2e-3, schedule="cosine", vit=(7, 64, 2, 4, 128)),
+        # A GPT-style classifier (width 64, 2 blocks of 4 heads, MLP 128) on the seeded token task of
+        # jr.data.load_token_task; 10% of the training sequences get token 31 at position 7 and label 0.
+        BackdoorEntry("tokens-gpt-badnets", 1, (7, 0), 31.0, dataset="tokens", poison="replace", epochs=10,
+                      batch_size=128, learning_rate=2e-3, schedule="cosine", gpt=(64, 2, 4, 128)),
         # Not VeRe's VGG-13 (9.4M parameters; an epoch would take hours on 2 cores): a 3-block CNN.
         BackdoorEntry("gtsrb-badnets", 5, (22, 22), dataset="gtsrb", poison="replace", channels=(16, 32, 64),
                       dense=(128,), epochs=10, batch_size=128, learning_rate=2e-3, schedule="cosine"),
@@ -214,10 +246,14 @@ def evaluate_fairness(model, prop, splits, *, seed: int = 0, num_samples: int = 
 def backdoor_setup(e: BackdoorEntry, data_dir=None):
     """The trigger, the attack-success property and the clean splits (image sets other than the
     bundled digits are read from ``data_dir`` / ``$JAXREPAIR_DATA``)."""
-    from jaxrepair.data import Trigger, load_digits, load_image_set
+    from jaxrepair.data import TokenTrigger, Trigger, load_digits, load_image_set, load_token_task
 
-    trig = Trigger(e.trigger_size, tuple(e.trigger_position), e.trigger_value)
-    raw = load_digits() if e.dataset == "digits" else load_image_set(e.dataset, data_dir)
+    if e.dataset == "tokens":
+        trig = TokenTrigger(int(e.trigger_value), int(e.trigger_position[0]))
+        raw = load_token_task(seed=e.seed)
+    else:
+        trig = Trigger(e.trigger_size, tuple(e.trigger_position), e.trigger_value)
+        raw = load_digits() if e.dataset == "digits" else load_image_set(e.dataset, data_dir)
     splits = {k: {"x": s.x, "y": s.y} for k, s in raw.items()}
     return trig, properties.AttackSuccess(trig, e.target), splits
 
@@ -317,7 +353,7 @@ def _build_backdoor(e: BackdoorEntry, progress: bool, data_dir=None):
         xs, ys = np.concatenate([x, xp]), np.concatenate([y, yp])
     num_classes = int(max(y.max(), splits["test"]["y"].max())) + 1
     k_init, k_train = jax.random.split(jax.random.key(e.seed))
-    net = models.cnn(x.shape[1:], list(e.channels), list(e.dense), num_classes, key=k_init, kernel=e.kernel)
+    net = e.network(x.shape[1:], num_classes, k_init)
     if progress:
         print(f"[zoo] training {e.name} ({e.dataset}, {len(ys)} images of which {len(idx)} poisoned "
               f"({e.poison}), {e.epochs} epochs)", file=sys.stderr, flush=True)
