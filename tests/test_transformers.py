@@ -264,3 +264,64 @@ def test_gpt_backdoor_entry_repairs_and_the_repaired_model_exports(tmp_path, mon
     sess = ort.InferenceSession(proto.SerializeToString())
     np.testing.assert_allclose(sess.run(None, {sess.get_inputs()[0].name: x})[0], np.asarray(apply(params, jnp.asarray(x))),
                                rtol=1e-4, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- Hugging Face checkpoints
+# tests/fixtures/hf/{gpt2,vit}: tiny random-initialised transformers models saved with save_pretrained, and
+# torch's logits on seeded inputs (made by tests/fixtures/make_hf_fixtures.py).
+HF = __import__("pathlib").Path(__file__).parent / "fixtures" / "hf"
+
+
+def test_huggingface_gpt2_logits_equal_torch():
+    pytest.importorskip("safetensors")
+    ref_ = np.load(HF / "gpt2" / "reference.npz")
+    ids, want = ref_["input_ids"], ref_["logits"]
+    net = jr.convert.from_huggingface(HF / "gpt2", seq_len=ids.shape[1])
+    apply, params = jr.models.functional(net)
+    got = np.asarray(apply(params, jnp.asarray(ids, jnp.float32)))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    last = jr.convert.from_huggingface(HF / "gpt2", seq_len=ids.shape[1], head="last")
+    a2, p2 = jr.models.functional(last)
+    np.testing.assert_allclose(np.asarray(a2(p2, jnp.asarray(ids, jnp.float32))), want[:, -1], rtol=1e-5, atol=1e-5)
+    assert "blk2.fc" in jr.models.hidden_sites(net) and net.meta["huggingface"]["model_type"] == "gpt2"
+
+
+def test_huggingface_vit_logits_equal_torch_and_export_to_onnx():
+    pytest.importorskip("safetensors")
+    ort = pytest.importorskip("onnxruntime")
+    ref_ = np.load(HF / "vit" / "reference.npz")
+    x = np.ascontiguousarray(ref_["pixel_values"].transpose(0, 2, 3, 1))
+    net = jr.convert.load_any(HF / "vit")
+    apply, params = jr.models.functional(net)
+    got = np.asarray(apply(params, jnp.asarray(x)))
+    np.testing.assert_allclose(got, ref_["logits"], rtol=1e-5, atol=1e-5)
+    sess = ort.InferenceSession(jr.convert.to_onnx(net).SerializeToString())
+    np.testing.assert_allclose(sess.run(None, {sess.get_inputs()[0].name: x})[0], ref_["logits"], rtol=1e-5, atol=1e-5)
+    assert jr.convert.source_format(HF / "vit") == "huggingface"
+
+
+def test_huggingface_bad_folders_are_refused_and_left_alone(tmp_path):
+    pytest.importorskip("safetensors")
+    import json
+    import shutil
+
+    with pytest.raises(jr.convert.ConversionError, match="no config.json"):
+        jr.convert.from_huggingface(tmp_path)
+    folder = tmp_path / "gpt2"
+    shutil.copytree(HF / "gpt2", folder)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    with pytest.raises(jr.convert.ConversionError, match="beyond the position table"):
+        jr.convert.from_huggingface(folder, seq_len=13)
+    cfg = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**cfg, "n_embd": 32}))
+    with pytest.raises(jr.convert.ConversionError, match=r"has shape \(50, 16\), but config.json implies \(50, 32\)"):
+        jr.convert.from_huggingface(folder)
+    (folder / "config.json").write_text(json.dumps({**cfg, "model_type": "llama"}))
+    with pytest.raises(jr.convert.ConversionError, match="model_type 'llama' is not supported"):
+        jr.convert.from_huggingface(folder)
+    (folder / "config.json").write_text(json.dumps(cfg))
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(jr.convert.ConversionError, match="no model.safetensors"):
+        jr.convert.from_huggingface(folder)
+    assert {p.name for p in folder.iterdir()} == set(before) - {"model.safetensors"}
+    assert (folder / "reference.npz").read_bytes() == before["reference.npz"]

@@ -5,6 +5,7 @@
 >>> net = jr.convert.from_state_dict("w.safetensors", ["Linear", "ReLU", "Linear"], input_shape=(13,))
 >>> net = jr.convert.from_keras("model.keras")          # .keras / .h5, read without Keras
 >>> net = jr.convert.from_nnet("ACASXU_1_1.nnet")        # .nnet (or .nnet.xz)
+>>> net = jr.convert.from_huggingface("gpt2-folder/")     # local GPT-2 / ViT config.json + safetensors
 >>> jr.convert.to_onnx(repaired, "model.repaired.onnx")  # checked with onnx.checker
 >>> jr.convert.to_nnet(repaired, "model.repaired.nnet")  # fully connected ReLU networks
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from jaxrepair.convert._huggingface import from_huggingface
 from jaxrepair.convert._keras import from_keras
 from jaxrepair.convert._nnet import from_nnet, network_from_nnet, nnet_text, parse_nnet, to_nnet
 from jaxrepair.convert._onnx_export import to_onnx
@@ -26,14 +28,17 @@ from jaxrepair.convert._torch import from_state_dict, from_torch, load_state_dic
 #: File suffix → the format name used in model metadata and by :func:`export_like`.
 FORMATS = {".onnx": "onnx", ".keras": "keras", ".h5": "keras", ".nnet": "nnet", ".npz": "jaxrepair"}
 #: Source format → the file suffix its repaired models are exported to (Keras models go to ONNX).
-EXPORTS = {"onnx": ".onnx", "nnet": ".nnet", "keras": ".onnx"}
+EXPORTS = {"onnx": ".onnx", "nnet": ".nnet", "keras": ".onnx", "huggingface": ".onnx"}
 
 
 def load_any(path: str | os.PathLike, **kw):
-    """A model from any supported file: ``.npz`` (jaxrepair), ``.onnx``, ``.keras``/``.h5``, ``.nnet[.xz]``."""
+    """A model from any supported file: ``.npz`` (jaxrepair), ``.onnx``, ``.keras``/``.h5``, ``.nnet[.xz]``,
+    or a Hugging Face checkpoint folder (``config.json`` + ``model.safetensors``)."""
     from jaxrepair.models import load
 
     path = Path(path)
+    if path.is_dir():
+        return from_huggingface(path, **kw)
     fmt = source_format(path)
     if fmt == "nnet":
         return from_nnet(path)
@@ -47,7 +52,10 @@ def load_any(path: str | os.PathLike, **kw):
 
 
 def source_format(path: str | os.PathLike) -> str | None:
-    """``"onnx"``, ``"keras"``, ``"nnet"``, ``"jaxrepair"`` or None, from a file name."""
+    """``"onnx"``, ``"keras"``, ``"nnet"``, ``"jaxrepair"``, ``"huggingface"`` (a checkpoint folder) or
+    None, from a file name."""
+    if Path(path).is_dir():
+        return "huggingface" if (Path(path) / "config.json").exists() else None
     name = Path(path).name.lower()
     if name.endswith(".nnet") or name.endswith(".nnet.xz"):
         return "nnet"
@@ -71,6 +79,6 @@ def export_like(model, source: str | os.PathLike, path: str | os.PathLike) -> Pa
 
 
 __all__ = [
-    "ConversionError", "EXPORTS", "FORMATS", "SUPPORTED", "export_like", "from_keras", "from_nnet", "from_onnx", "from_state_dict",
+    "ConversionError", "EXPORTS", "FORMATS", "SUPPORTED", "export_like", "from_huggingface", "from_keras", "from_nnet", "from_onnx", "from_state_dict",
     "from_torch", "load_any", "load_state_dict", "network_from_nnet", "nnet_text", "parse_nnet", "parse_spec", "source_format", "to_nnet", "to_onnx",
 ]

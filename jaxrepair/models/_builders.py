@@ -41,10 +41,10 @@ class _Builder:
         w = jax.random.normal(self._next_key(), (fan_in, fan_out)) * np.sqrt(gain / fan_in)
         return self.add(name, "dense", inputs, params={"kernel": w, "bias": jnp.zeros(fan_out)})
 
-    def layernorm(self, name, width, inputs=None):
-        return self.add(name, "layernorm", inputs, params={"scale": jnp.ones(width), "bias": jnp.zeros(width)}, eps=1e-5)
+    def layernorm(self, name, width, inputs=None, eps=1e-5):
+        return self.add(name, "layernorm", inputs, params={"scale": jnp.ones(width), "bias": jnp.zeros(width)}, eps=eps)
 
-    def transformer_block(self, p, x, tokens, dim, heads, mlp, *, causal, gelu):
+    def transformer_block(self, p, x, tokens, dim, heads, mlp, *, causal, gelu, eps=1e-5):
         """A pre-norm transformer block (GPT-2 / ViT): ``x + attn(ln1(x))``, then ``+ mlp(ln2(·))``.
 
         Sites: ``{p}.ln1``; ``{p}.q``/``.k``/``.v`` [tokens, dim] and their per-head views
@@ -58,7 +58,7 @@ class _Builder:
         if dim % heads:
             raise ValueError(f"transformer width {dim} is not a multiple of its {heads} heads")
         dh = dim // heads
-        h = self.layernorm(f"{p}.ln1", dim, inputs=x)
+        h = self.layernorm(f"{p}.ln1", dim, inputs=x, eps=eps)
         split = []
         for part in ("q", "k", "v"):
             self.dense(f"{p}.{part}", dim, dim, gain=1.0, inputs=h)
@@ -74,7 +74,7 @@ class _Builder:
         self.add(f"{p}.merge.flat", "reshape", shape=(tokens, dim))
         o = self.dense(f"{p}.o", dim, dim, gain=1.0)
         mid = self.add(f"{p}.mid", "add", inputs=(x, o))
-        self.layernorm(f"{p}.ln2", dim)
+        self.layernorm(f"{p}.ln2", dim, eps=eps)
         self.dense(f"{p}.fc.pre", dim, mlp, gain=1.0)
         self.add(f"{p}.fc", "gelu", approximate=gelu)
         out = self.dense(f"{p}.proj", mlp, dim, gain=1.0)
@@ -257,6 +257,7 @@ def vit(
     depth: int = 2,
     heads: int = 4,
     mlp: int = 128,
+    eps: float = 1e-5,
 ) -> Network:
     """A Vision Transformer (Dosovitskiy et al., ICLR 2021) for small images: non-overlapping
     ``patch``×``patch`` patches embedded by a strided conv, a learned class token, learned position
@@ -266,7 +267,7 @@ def vit(
     Sites: ``patches`` [gh, gw, dim], ``tokens`` [1 + gh·gw, dim] (with the class token),
     ``embed`` (after position embeddings), the blocks ``blk{i}`` (see
     ``_Builder.transformer_block``: ``blk{i}.heads`` are the attention heads, ``blk{i}.fc`` the MLP
-    neurons), ``ln``, ``cls`` and ``logits``.
+    neurons), ``ln``, ``cls`` and ``logits``. ``eps``: the LayerNorms' epsilon (Hugging Face's ViT: 1e-12).
     """
     h, w, c = (int(v) for v in input_shape)
     if h % patch or w % patch:
@@ -279,12 +280,12 @@ def vit(
     b.add("tokens", "prepend", params={"token": 0.02 * jax.random.normal(b._next_key(), (1, dim))})
     x = b.add("embed", "add", params={"value": 0.02 * jax.random.normal(b._next_key(), (tokens + 1, dim))})
     for i in range(1, depth + 1):
-        x = b.transformer_block(f"blk{i}", x, tokens + 1, dim, heads, mlp, causal=False, gelu="none")
-    b.layernorm("ln", dim, inputs=x)
+        x = b.transformer_block(f"blk{i}", x, tokens + 1, dim, heads, mlp, causal=False, gelu="none", eps=eps)
+    b.layernorm("ln", dim, inputs=x, eps=eps)
     b.add("cls", "take", index=0)
     b.dense("logits", dim, num_classes, gain=1.0)
     cfg = dict(kind="vit", input_shape=[h, w, c], num_classes=num_classes, patch=patch, dim=dim, depth=depth,
-               heads=heads, mlp=mlp)
+               heads=heads, mlp=mlp, **({"eps": eps} if eps != 1e-5 else {}))
     return b.build({"config": cfg})
 
 
@@ -298,26 +299,33 @@ def gpt(
     depth: int = 2,
     heads: int = 4,
     mlp: int = 256,
+    eps: float = 1e-5,
+    head: str = "last",
 ) -> Network:
     """A GPT-style decoder (Radford et al. 2019) used as a sequence classifier: token and learned
     position embeddings, ``depth`` pre-norm blocks with causal self-attention (tanh-approximate
-    GELU, as GPT-2), a final LayerNorm and a dense head on the last token.
+    GELU, as GPT-2), a final LayerNorm and a dense head: on the last token (``head="last"``, output
+    ``[num_classes]``: a sequence classifier, or the next token's logits with ``num_classes=vocab``) or
+    on every token (``head="all"``, output ``[seq_len, num_classes]``: a language model's logits).
 
     Input: ``[seq_len]`` token ids per example (held as floats like every jaxrepair input; ids
     outside ``[0, vocab)`` are clipped). Sites: ``wte`` [seq_len, dim], ``embed``, the blocks
-    ``blk{i}`` (``blk{i}.heads``: attention heads; ``blk{i}.fc``: MLP neurons), ``ln``, ``last`` and
-    ``logits``.
+    ``blk{i}`` (``blk{i}.heads``: attention heads; ``blk{i}.fc``: MLP neurons), ``ln``, ``last`` (with
+    ``head="last"``) and ``logits``.
     """
+    if head not in ("last", "all"):
+        raise ValueError(f"gpt head must be 'last' or 'all', got {head!r}")
     b = _Builder(key, (seq_len,))
     b.add("wte", "embed", params={"table": 0.02 * jax.random.normal(b._next_key(), (vocab, dim))})
     x = b.add("embed", "add", params={"value": 0.01 * jax.random.normal(b._next_key(), (seq_len, dim))})
     for i in range(1, depth + 1):
-        x = b.transformer_block(f"blk{i}", x, seq_len, dim, heads, mlp, causal=True, gelu="tanh")
-    b.layernorm("ln", dim, inputs=x)
-    b.add("last", "take", index=seq_len - 1)
+        x = b.transformer_block(f"blk{i}", x, seq_len, dim, heads, mlp, causal=True, gelu="tanh", eps=eps)
+    b.layernorm("ln", dim, inputs=x, eps=eps)
+    if head == "last":
+        b.add("last", "take", index=seq_len - 1)
     b.dense("logits", dim, num_classes, gain=1.0)
     cfg = dict(kind="gpt", vocab=vocab, seq_len=seq_len, num_classes=num_classes, dim=dim, depth=depth, heads=heads,
-               mlp=mlp)
+               mlp=mlp, **({"eps": eps} if eps != 1e-5 else {}), **({"head": head} if head != "last" else {}))
     return b.build({"config": cfg})
 
 
