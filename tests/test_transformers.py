@@ -325,3 +325,23 @@ def test_huggingface_bad_folders_are_refused_and_left_alone(tmp_path):
         jr.convert.from_huggingface(folder)
     assert {p.name for p in folder.iterdir()} == set(before) - {"model.safetensors"}
     assert (folder / "reference.npz").read_bytes() == before["reference.npz"]
+
+
+@pytest.mark.parametrize("name", ["gpt2", "bert", "vit"])
+def test_torch_dynamo_onnx_exports_import_with_torchs_logits(name):
+    """GPT-2 (LM head), BERT (sequence classifier) and ViT as torch.onnx.export(dynamo=True) writes them:
+    x.view(-1, width) before each Linear (the batch merged with the tokens), a fused c_attn split in three,
+    k transposed through a batch·heads reshape, masks built from Shape/Expand/Where, the softmax NaN guard."""
+    ort = pytest.importorskip("onnxruntime")
+    ref_ = np.load(HF / f"{name}_dynamo.npz")
+    net = jr.convert.from_onnx(HF / f"{name}_dynamo.onnx")
+    apply, params = jr.models.functional(net)
+    x = ref_["x"].astype(np.float32)
+    got = np.asarray(apply(params, jnp.asarray(x)))
+    np.testing.assert_allclose(got, ref_["y"], rtol=1e-5, atol=1e-5)
+    ops = {n.op for n in net.graph.nodes}
+    assert {"layernorm", "matmul"} <= ops and ({"embed"} <= ops) == (name != "vit")
+    if name == "gpt2":
+        assert "causal_mask" in ops and "slice" in ops
+    sess = ort.InferenceSession(jr.convert.to_onnx(net).SerializeToString())  # and back out
+    np.testing.assert_allclose(sess.run(None, {sess.get_inputs()[0].name: x})[0], ref_["y"], rtol=1e-5, atol=1e-5)

@@ -141,8 +141,10 @@ class Localization:
 
 
 def _rank1_plan(graph: Graph, site: str, per_channel: bool, shape) -> tuple[tuple, str] | None:
-    """``(elementwise chain, dense node)`` when a single-unit do on ``site`` is a rank-1 update."""
-    if per_channel or len(shape) != 1 or site == graph.output:
+    """``(elementwise chain, dense node)`` when a single-unit do on ``site`` is a rank-1 update: a flat
+    site, or a token site ``[tokens, units]`` intervened per channel (the dense layer reads each token's
+    row), followed by element-wise nodes and one dense layer."""
+    if site == graph.output or not ((len(shape) == 1 and not per_channel) or (len(shape) == 2 and per_channel)):
         return None
     chain, cur = [], site
     while True:
@@ -200,12 +202,16 @@ def do_effect(graph: Graph, params, effect, sp: SitePlan, shape, env, b, j, a) -
     if sp.plan is not None:
         chain, dense = sp.plan
         m = env[sp.site].shape[0]
-        new, old = a, env[sp.site].reshape(m, -1)[:, j]
+
+        def unit(v):  # unit j's values: [rows], or [rows, tokens] per channel
+            return v[..., j] if sp.per_channel else v.reshape(m, -1)[:, j]
+
+        new, old = a, unit(env[sp.site])
         for node in chain:
             new = ELEMENTWISE[node.op](new, node.attr)
-            old = env[node.name].reshape(m, -1)[:, j]
+            old = unit(env[node.name])
         row = params[dense]["kernel"][j]  # [out]
-        out = resume(graph, params, env, overrides={dense: env[dense] + (new - old)[:, None] * row})
+        out = resume(graph, params, env, overrides={dense: env[dense] + (new - old)[..., None] * row})
     else:
         out = resume(graph, params, env, {sp.site: Intervention(_mask_for(sp, shape, j), jnp.zeros(()), a)})
     return effect.reduce(out, b)

@@ -62,7 +62,7 @@ class CausalTrace:
         im = ax.imshow(grid, aspect="auto", cmap="Purples")
         ax.set_yticks(range(grid.shape[0]), list(self.effects))
         ax.set_xlabel("token position")
-        ax.set_title(f"Causal tracing: P(target) restored − corrupted\n(clean {self.p_clean:.3f}, "
+        ax.set_title(f"Causal tracing: P(target) restored − corrupted\n(original run {self.p_clean:.3f}, "
                      f"corrupted {self.p_corrupt:.3f}; {self.num_inputs} inputs × {self.samples} samples)", fontsize=9)
         fig.colorbar(im, ax=ax, label="indirect effect")
         fig.tight_layout()

@@ -415,6 +415,22 @@ class _Exporter:
         idx = self.const(f"{n.name}.index", np.int64(a["index"]))
         self._set(n, "ours", self.node("Gather", [x, idx], self.fresh(n.name), axis=1 + int(a.get("axis", 0))))
 
+    def op_slice(self, n, a, p):
+        x = self.get(n.inputs[0], "ours")
+        c = lambda tag, v: self.const(f"{n.name}.{tag}", np.asarray([v], np.int64))  # noqa: E731
+        self._set(n, "ours", self.node("Slice", [x, c("start", a["start"]), c("stop", a["stop"]), c("axis", 1 + int(a["axis"]))],
+                                       self.fresh(n.name)))
+
+    def op_pow(self, n, a, p):
+        form, x = self.any_form(n.inputs[0])
+        self._set(n, form, self.node("Pow", [x, self.const(f"{n.name}.exponent", np.float32(a["exponent"]))], self.fresh(n.name)))
+
+    def op_nan_to_num(self, n, a, p):
+        form, x = self.any_form(n.inputs[0])
+        nan = self.node("IsNaN", [x], self.fresh(f"{n.name}.isnan"))
+        self._set(n, form, self.node("Where", [nan, self.const(f"{n.name}.value", np.float32(a.get("value", 0.0))), x],
+                                     self.fresh(n.name)))
+
     def op_heads(self, n, a, p):
         x = self.get(n.inputs[0], "ours")
         self._set(n, "ours", self.node("Transpose", [x], self.fresh(n.name), perm=[0, 2, 3, 1]))

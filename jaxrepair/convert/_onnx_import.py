@@ -49,7 +49,7 @@ SUPPORTED = (
     "Erf", "Exp", "Flatten", "Gather", "Gelu", "Gemm", "GlobalAveragePool", "HardSigmoid", "Identity",
     "LayerNormalization", "LeakyRelu", "LogSoftmax", "MatMul", "MaxPool", "Mul", "Neg", "Pad", "ReduceMean", "Relu",
     "Reshape", "Selu", "Sigmoid", "Softmax", "Softplus", "Sqrt", "Squeeze", "Sub", "Tanh", "Transpose", "Unsqueeze",
-    "Cast", "Where", "Expand",
+    "Cast", "Where", "Expand", "IsNaN", "Pow", "Split",
 )
 #: Accepted only when every input is a constant (shape arithmetic, masks); folded with numpy.
 CONSTANT_ONLY = ("Shape", "Slice", "Range", "Equal", "Less", "Greater", "Not", "And", "ConstantOfShape", "Trilu")
@@ -125,6 +125,16 @@ def _same_pads(in_size, k, s, d, lower: bool):
     return (big, small) if lower else (small, big)
 
 
+class _Renamed:
+    """A node seen with other inputs (``Where(IsNaN(t), c, t)`` converted as a unary op of ``t``)."""
+
+    def __init__(self, node, inputs):
+        self.node, self.input = node, list(inputs)
+
+    def __getattr__(self, name):
+        return getattr(self.node, name)
+
+
 class _Converter:
     def __init__(self, model, where: str, input_shape=None, output: str | None = None):
         self.model, self.where = model, where
@@ -179,6 +189,7 @@ class _Converter:
                 )
             shape = tuple(int(d) for d in dims[1:])
         self.input_shape = shape
+        self.export_batch = dims[0] if dims and isinstance(dims[0], int) and dims[0] > 0 else None
         self.integer_input = tt.elem_type in _INT_TYPES
         self.batched: dict[str, np.ndarray] = {}  # Expand of a constant to the batch: [1, ...] per example
         self.tensors[inp.name] = (INPUT, "onnx")
@@ -224,17 +235,31 @@ class _Converter:
 
     def rank(self, tensor: str) -> int:
         node, _ = self.tensors[tensor]
-        return len(self.shapes[node]) + 1
+        return len(self.shapes[node]) + 1 - self.merged(tensor)
+
+    def merged(self, tensor: str) -> int:
+        """How many leading per-example axes ONNX has folded into the batch axis here (torch's
+        ``x.view(-1, width)`` before a Linear): the jaxrepair node keeps them as its own axes."""
+        layout = self.tensors[tensor][1]
+        return int(layout.split(":")[1]) if layout.startswith("merged:") else 0
+
+    def need_unmerged(self, tensor: str, node):
+        if self.merged(tensor):
+            self.fail(node, f"{tensor!r} has the batch axis merged with {self.merged(tensor)} other axis(es) "
+                            f"(a reshape to [-1, ...]); only dense layers, element-wise ops, transposes and the reshape "
+                            f"that splits the batch back out are supported on it")
 
     def onnx_shape(self, tensor: str) -> tuple[int, ...]:
         """Per-example shape in the ONNX layout."""
         node, layout = self.tensors[tensor]
+        if self.merged(tensor):
+            return self.shapes[node][self.merged(tensor):]
         s = self.shapes[node]
         return tuple(s[i] for i in _NHWC_TO_NCHW) if layout == "nhwc" else s
 
     def as_onnx(self, tensor: str) -> str:
         node, layout = self.tensors[tensor]
-        if layout == "onnx":
+        if layout == "onnx" or layout.startswith("merged:"):
             return node
         key = f"{tensor}.nchw"
         if key not in self.tensors:
@@ -293,6 +318,13 @@ class _Converter:
             return True
         if op == "Shape":
             x = node.input[0]
+            if x in self.batched:
+                shape = np.asarray((BATCH, *np.shape(self.batched[x])), np.int64)
+                start, end = int(a.get("start", 0)), a.get("end")
+                self.const[node.output[0]] = shape[start : (None if end is None else int(end))]
+                return True
+            if x in self.tensors:
+                self.need_unmerged(x, node)
             if x in self.const:
                 shape = np.asarray(self.const[x].shape, np.int64)
             else:
@@ -301,6 +333,8 @@ class _Converter:
             self.const[node.output[0]] = shape[start : (None if end is None else int(end))]
             return True
         ins = [i for i in node.input if i]
+        if any(i in self.batched for i in ins) and all(i in self.const or i in self.batched for i in ins):
+            return self.fold_batched(node, a, ins)
         if not all(i in self.const for i in ins):
             if op in CONSTANT_ONLY:
                 self.fail(node, f"{op} is supported only on constants (shape arithmetic); its input comes from the model input")
@@ -348,9 +382,10 @@ class _Converter:
         elif op == "Expand":
             shape = [int(d) for d in c[1]]
             if BATCH in shape:
-                if shape.index(BATCH) != 0 or np.shape(c[0])[:1] not in ((), (1,)):
+                full = np.broadcast_shapes(np.shape(c[0]), tuple(1 if d == BATCH else d for d in shape))
+                if shape.index(BATCH) != 0 or len(full) != len(shape) or full[0] != 1:
                     self.fail(node, f"Expand to {shape}: only a constant broadcast along the batch axis is supported")
-                self.batched[node.output[0]] = np.broadcast_to(np.asarray(c[0], np.float32), [1, *shape[1:]])[0].copy()
+                self.batched[node.output[0]] = np.broadcast_to(np.asarray(c[0]), full)[0].copy()
                 return True
             v = np.asarray(c[0]) * np.ones(shape, np.asarray(c[0]).dtype)
         elif op == "Range":
@@ -368,6 +403,42 @@ class _Converter:
         else:
             return False  # a compute op applied to constants: emitted below only if it reads the input
         self.const[node.output[0]] = np.asarray(v)
+        return True
+
+    def fold_batched(self, node, a: dict, ins) -> bool:
+        """Folds an op on constants of which some are broadcast along the batch axis (kept per example:
+        masks, token-type ids): element-wise ops and lookups. The result is batched again."""
+        op = node.op_type
+        rank = max(np.ndim(self.batched[i]) for i in ins if i in self.batched) + 1
+
+        def per_example(i):
+            if i in self.batched:
+                return self.batched[i]
+            v = self.const[i]
+            if np.ndim(v) == rank:
+                if np.shape(v)[0] != 1:
+                    self.fail(node, f"constant {i!r} of shape {np.shape(v)} varies over the batch axis")
+                return v[0]
+            return v
+
+        if op == "Gather" and ins[0] in self.const and ins[1] in self.batched and int(a.get("axis", 0)) == 0:
+            self.batched[node.output[0]] = np.take(self.const[ins[0]], self.batched[ins[1]], axis=0)
+            return True
+        c = [per_example(i) for i in ins]
+        if op == "Where":
+            v = np.where(c[0], c[1], c[2])
+        elif op in ("Add", "Sub", "Mul", "Div", "Equal", "Less", "Greater", "And"):
+            v = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide, "Equal": np.equal,
+                 "Less": np.less, "Greater": np.greater, "And": np.logical_and}[op](c[0], c[1])
+        elif op == "Not":
+            v = np.logical_not(c[0])
+        elif op in ("Cast", "Identity"):
+            from onnx import helper
+
+            v = c[0] if op == "Identity" else c[0].astype(helper.tensor_dtype_to_np_dtype(int(a["to"])))
+        else:
+            self.fail(node, f"{op} on a constant broadcast along the batch axis is not supported")
+        self.batched[node.output[0]] = np.asarray(v)
         return True
 
     # ------------------------------------------------------------------ operators
@@ -394,6 +465,8 @@ class _Converter:
             raise ConversionError(f"{self.where}: output {self.output!r} is a constant (it does not depend on the input)")
         if self.output not in self.tensors:
             raise ConversionError(f"{self.where}: output {self.output!r} is never computed")
+        if self.merged(self.output):
+            raise ConversionError(f"{self.where}: output {self.output!r} has the batch merged with other axes")
         out = self.as_onnx(self.output)
         graph = Graph(tuple(self.nodes), self.input_shape, out).validate()
         used = _reachable(graph)
@@ -508,8 +581,8 @@ class _Converter:
         if int(a.get("transA", 0)):
             self.fail(node, "transA=1 is not supported (the batch must be the first axis of A)")
         x = self.as_onnx(node.input[0])
-        if len(self.shapes[x]) != 1:
-            self.fail(node, f"Gemm needs a 2-D input; got shape {('N', *self.shapes[x])}")
+        if self.rank(node.input[0]) != 2:
+            self.fail(node, f"Gemm needs a 2-D input; got shape {('N', *self.onnx_shape(node.input[0]))}")
         w = self.get_const(node.input[1], node, "B (the weight matrix)").astype(np.float32)
         w = (w.T if int(a.get("transB", 0)) else w) * float(a.get("alpha", 1.0))
         p = {"kernel": w}
@@ -519,13 +592,15 @@ class _Converter:
             if cv.ndim == 2 and cv.shape[0] != 1:
                 self.fail(node, f"a bias C of shape {cv.shape} varies over the batch; only (N_out,) or (1, N_out) is supported")
             p["bias"] = np.broadcast_to(cv.reshape(-1), (w.shape[1],)).copy()
-        self.output_site(node, self.emit(node.output[0], "dense", [x], p), "onnx")
+        self.output_site(node, self.emit(node.output[0], "dense", [x], p), self.tensors[node.input[0]][1])
 
     def op_MatMul(self, node, a):
         if node.input[0] in self.const:
             self.fail(node, "MatMul with a constant left operand and the input on the right is not supported")
         x = self.as_onnx(node.input[0])
         if node.input[1] in self.tensors:  # a product of two activations (attention)
+            self.need_unmerged(node.input[0], node)
+            self.need_unmerged(node.input[1], node)
             y = self.as_onnx(node.input[1])
             if len(self.shapes[x]) < 2 or len(self.shapes[y]) < 2:
                 self.fail(node, f"a product of two computed tensors needs per-example rank >= 2 on both sides; got "
@@ -535,10 +610,18 @@ class _Converter:
         w = self.get_const(node.input[1], node, "the right operand (weights)")
         if w.ndim != 2:
             self.fail(node, f"MatMul weights must be 2-D; got shape {w.shape}")
-        self.output_site(node, self.emit(node.output[0], "dense", [x], {"kernel": w.astype(np.float32)}), "onnx")
+        self.output_site(node, self.emit(node.output[0], "dense", [x], {"kernel": w.astype(np.float32)}),
+                         self.tensors[node.input[0]][1])
 
     def _binary(self, node, op):
         a_name, b_name = node.input[0], node.input[1]
+        if a_name in self.batched or b_name in self.batched:  # a mask or ids broadcast along the batch
+            t, c = (a_name, b_name) if b_name in self.batched else (b_name, a_name)
+            v = self.batched[c]
+            if not np.all(np.isfinite(v)) or op == "add":
+                self.masked_add(node, t, v, op)
+                return
+            self.const[c] = v[None]
         if a_name in self.const or b_name in self.const:
             reverse = a_name in self.const
             t, c = (b_name, self.const[a_name]) if reverse else (a_name, self.const[b_name])
@@ -555,6 +638,8 @@ class _Converter:
             self.output_site(node, self.emit(node.output[0], op, [name], {"value": c}, **attrs), layout)
             return
         (na, la), (nb, lb) = self.tensors[a_name], self.tensors[b_name]
+        if la != lb and (self.merged(a_name) or self.merged(b_name)):
+            self.fail(node, "one operand has the batch merged with other axes and the other does not")
         if la != lb:
             if self.rank(a_name) == 4 and self.rank(b_name) == 4:
                 na, nb, layout = self.as_nhwc(a_name, node), self.as_nhwc(b_name, node), "nhwc"
@@ -563,6 +648,29 @@ class _Converter:
         else:
             layout = la
         self.output_site(node, self.emit(node.output[0], op, [na, nb]), layout)
+
+    def masked_add(self, node, t: str, v: np.ndarray, op: str):
+        """``t + v`` where ``v`` (per example) is an attention mask: all zeros (nothing masked), or 0 where
+        a key may be attended and <= -1e9 where not, in the causal pattern."""
+        name = self.as_onnx(t)
+        if op != "add":
+            self.fail(node, f"{node.op_type} with a non-finite constant is not supported")
+        shape = self.shapes[name]
+        if np.all(v == 0):
+            self.output_site(node, self.emit(node.output[0], "identity", [name]), self.tensors[t][1])
+            return
+        q, k = shape[-2:] if len(shape) >= 2 else (0, 0)
+        causal = np.arange(k)[None, :] <= np.arange(q)[:, None] + (k - q)
+        try:
+            full = np.broadcast_to(v, shape)
+        except ValueError:
+            full = None
+        if full is not None and np.all(full[..., causal] == 0) and np.all(full[..., ~causal] <= -1e9):
+            self.output_site(node, self.emit(node.output[0], "causal_mask", [name]), self.tensors[t][1])
+            return
+        if not np.all(np.isfinite(v)):
+            self.fail(node, "an additive mask that is neither empty nor causal (padding masks are not supported)")
+        self.output_site(node, self.emit(node.output[0], "add", [name], {"value": v.astype(np.float32)}), self.tensors[t][1])
 
     def op_Add(self, node, a):
         self._binary(node, "add")
@@ -696,6 +804,22 @@ class _Converter:
         x = self.as_onnx(node.input[0])
         target = [int(v) for v in self.get_const(node.input[1], node, "the shape")]
         per = self.shapes[x]
+        m = self.merged(node.input[0])
+        if m:  # the batch split back out: [N·a·…, rest] → [N, …] is a per-example reshape
+            out = [per[i - 1] if s == 0 else s for i, s in enumerate(target[1:], start=1)]
+            if (target[0] in (BATCH, -1) or target[0] == self.export_batch) and -1 not in out and math.prod(out) == math.prod(per):
+                y = x if tuple(out) == per else self.emit(node.output[0], "reshape", [x], shape=tuple(out))
+                self.output_site(node, y, "onnx")
+                return
+            self.fail(node, f"reshape of a tensor with merged batch axes (per example {per}) to {target}")
+        if target[0] == -1 and len(target) >= 2 and -1 not in target[1:] and 0 not in target[1:]:
+            # torch's x.view(-1, width): the batch merged with the leading per-example axes
+            for k in range(1, len(per)):
+                if math.prod(target[1:]) == math.prod(per[k:]):
+                    y = x if tuple(target[1:]) == per[k:] else self.emit(node.output[0], "reshape", [x],
+                                                                         shape=(*per[:k], *target[1:]))
+                    self.tensors[node.output[0]] = (y, f"merged:{k}")
+                    return
         size = math.prod(per)
         if int(a.get("allowzero", 0)) and 0 in target:
             self.fail(node, "allowzero=1 with a 0 in the shape (a zero-size tensor) is not supported")
@@ -722,6 +846,12 @@ class _Converter:
         perm = [int(v) for v in a.get("perm", range(r - 1, -1, -1))]
         if perm[0] != 0:
             self.fail(node, f"perm {perm} moves the batch axis")
+        m = self.merged(node.input[0])
+        if m:  # the merged axes stay in front
+            name = self.tensors[node.input[0]][0]
+            full = tuple(range(m)) + tuple(m + p - 1 for p in perm[1:])
+            self.output_site(node, self.emit(node.output[0], "transpose", [name], perm=full), f"merged:{m}")
+            return
         name, layout = self.tensors[node.input[0]]
         if layout == "nhwc" and perm == [0, 2, 3, 1]:
             self.output_site(node, self.emit(node.output[0], "identity", [name]), "onnx")  # NCHW→NHWC is the storage
@@ -837,8 +967,49 @@ class _Converter:
                 self.fail(node, f"a cast of a computed tensor to {to} feeds {ends}; only ids for an embedding lookup are supported")
         self._unary(node, "identity")
 
+    def op_IsNaN(self, node, a):
+        # Only as Where(IsNaN(t), c, t) (torch's guard after a softmax): recorded, emitted by Where.
+        self.isnan = getattr(self, "isnan", {})
+        self.isnan[node.output[0]] = node.input[0]
+
+    def op_Pow(self, node, a):
+        e = self.get_const(node.input[1], node, "the exponent")
+        if np.size(e) != 1:
+            self.fail(node, f"only a scalar exponent is supported, got shape {np.shape(e)}")
+        self._unary(node, "pow", exponent=float(np.reshape(e, ())))
+
+    def op_Split(self, node, a):
+        x = node.input[0]
+        self.need_unmerged(x, node)
+        r = self.rank(x)
+        axis = int(a.get("axis", 0)) % r
+        if axis == 0:
+            self.fail(node, "splitting the batch axis is not supported")
+        size = self.onnx_shape(x)[axis - 1]
+        sizes = self.optional(node, 1)
+        if sizes is not None:
+            sizes = [int(v) for v in self.get_const(sizes, node, "split")]
+        elif "split" in a:
+            sizes = [int(v) for v in a["split"]]
+        else:
+            n = int(a.get("num_outputs", len(node.output)))
+            step = -(-size // n)
+            sizes = [min(step, size - i * step) for i in range(n)]
+        if sum(sizes) != size or len(sizes) != len(node.output):
+            self.fail(node, f"split sizes {sizes} do not cover the {size} values of axis {axis}")
+        name = self.as_onnx(x)
+        start = 0
+        for out, n in zip(node.output, sizes):
+            self.tensors[out] = (self.emit(out, "slice", [name], axis=axis - 1, start=start, stop=start + n), "onnx")
+            self.onnx_sites[self.tensors[out][0]] = out
+            start += n
+
     def op_Where(self, node, a):
         cond, x, y = node.input
+        nan = getattr(self, "isnan", {})
+        if cond in nan and nan[cond] == y and x in self.const and np.size(self.const[x]) == 1:
+            self._unary(_Renamed(node, [y]), "nan_to_num", value=float(np.reshape(self.const[x], ())))
+            return
         if cond not in self.const or y not in self.const or x not in self.tensors:
             self.fail(node, "only Where(constant mask, computed scores, constant fill) — an attention mask — is supported")
         mask, fill = np.asarray(self.const[cond], bool), np.asarray(self.const[y])

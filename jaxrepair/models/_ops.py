@@ -175,6 +175,11 @@ def _prepend(p, xs, a):
     return jnp.concatenate([token, x], axis=1)
 
 
+def _slice(p, xs, a):
+    # ``start:stop`` along a per-example axis (a part of a fused projection: q, k, v of c_attn).
+    return lax.slice_in_dim(xs[0], int(a["start"]), int(a["stop"]), axis=1 + int(a["axis"]))
+
+
 def _take(p, xs, a):
     # One index along a per-example axis (the class token, the last token), dropping that axis.
     return jnp.take(xs[0], int(a["index"]), axis=1 + int(a.get("axis", 0)))
@@ -204,6 +209,9 @@ ELEMENTWISE: dict[str, Callable[[jax.Array, dict], jax.Array]] = {
     "neg": lambda x, a: -x,
     "sqrt": lambda x, a: jnp.sqrt(x),
     "erf": lambda x, a: jax.lax.erf(x),
+    "pow": lambda x, a: x ** a["exponent"],
+    # torch's guard after an attention softmax (a fully masked row gives NaN): NaN → ``value``
+    "nan_to_num": lambda x, a: jnp.where(jnp.isnan(x), jnp.asarray(a.get("value", 0.0), x.dtype), x),
 }
 
 OPS: dict[str, Op] = {
@@ -235,6 +243,7 @@ OPS: dict[str, Op] = {
     "causal_mask": _causal_mask,
     "prepend": _prepend,
     "take": _take,
+    "slice": _slice,
     # Attention heads as a site: each head's output [heads, tokens, head_dim] laid out as
     # [tokens, head_dim, heads], so that a head is a channel (the last axis) and a per-channel
     # intervention acts on one whole head.
