@@ -1037,16 +1037,24 @@ class _Parser(argparse.ArgumentParser):
         m = re.match(r"unrecognized arguments: (.*)", message)
         if m:
             known = [o for a in self._actions for o in a.option_strings]
+            owners: dict = {}  # option -> the commands that take it
             for sub in self._subparsers._group_actions if self._subparsers else []:
-                known += [o for p in sub.choices.values() for a in p._actions for o in a.option_strings]
-            hints = []
+                for cmd, p in sub.choices.items():
+                    for o in (o for a in p._actions for o in a.option_strings):
+                        owners.setdefault(o, []).append(cmd)
+            known += list(owners)
+            hints, elsewhere = [], []
             for word in m.group(1).split():
                 flag = word.split("=", 1)[0]
                 close = difflib.get_close_matches(flag, known, n=1, cutoff=0.7) if flag.startswith("--") else []
-                if close:
+                if close and close[0] == flag:  # a real option, of other commands
+                    elsewhere.append(f"{flag} is an option of {', '.join(sorted(set(owners[flag])))}")
+                elif close:
                     hints.append(f"{flag} -> {close[0]}")
             if hints:
                 message += f" (did you mean: {', '.join(hints)}?)"
+            if elsewhere:
+                message += f" ({'; '.join(elsewhere)}, not of this command)"
         super().error(message)
 
 

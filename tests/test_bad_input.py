@@ -94,6 +94,11 @@ def user_dir(tmp_path_factory):
     other.execute("CREATE TABLE people (name TEXT)")
     other.commit()
     other.close()
+    (d / "hf_noconfig").mkdir()
+    shutil.copy(FIX / "hf" / "gpt2" / "model.safetensors", d / "hf_noconfig" / "model.safetensors")
+    shutil.copytree(FIX / "hf" / "gpt2", d / "hf_wide")
+    cfg = json.loads((d / "hf_wide" / "config.json").read_text())
+    (d / "hf_wide" / "config.json").write_text(json.dumps({**cfg, "n_embd": 32}))
     (d / "empty.txt").write_text("")
     (d / "a_file").write_text("not a directory\n")
     for name, body in {
@@ -202,6 +207,8 @@ CASES = [
     (["report", "{d}/empty.txt"], "not a jaxrepair sweep store"),
     (["report", "{d}/missing.sqlite"], "no such sweep store"),
     (["cf-fairness", "census-nope", *OUT], "fairness zoo entry"),
+    (["evaluate", "{d}/hf_noconfig"], "no config.json"),
+    (["evaluate", "{d}/hf_wide"], "but config.json implies (50, 32)"),
     (["--coordinator", "localhost", "--num-processes", "2", "--process-id", "0", "repair", "german-sex", *OUT],
      "HOST:PORT"),
 ]

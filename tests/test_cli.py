@@ -168,3 +168,14 @@ def test_sweep_on_ray_without_the_extra_is_a_clear_error(capsys, tmp_path, monke
     code, _, err = _run(["sweep", str(cfg), "--ray"], capsys)
     assert code == cli.EXIT_BAD_INPUT and "pip install 'jaxrepair[ray]'" in err
     assert not (tmp_path / "s.sqlite").exists()  # refused before the store is touched
+
+
+def test_an_option_of_another_command_is_named_as_such(capsys):
+    from jaxrepair import cli
+
+    with pytest.raises(SystemExit) as e:
+        cli.main(["evaluate", "german-sex", "--out", "x"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--out is an option of" in err and "localize" in err and "not of this command" in err
+    assert "--out -> --out" not in err

@@ -192,3 +192,12 @@ def test_models_from_other_frameworks_block_runs_as_printed(tmp_path, monkeypatc
     np.testing.assert_allclose(np.asarray(s["cnn"](blank)), np.tile(sd["4.weight"] @ pooled + sd["4.bias"], (2, 1)),
                                rtol=1e-5, atol=1e-5)
     assert sorted(os.listdir(tmp_path)) == ["N_1_1.repaired.nnet", "model.onnx", "model.repaired.onnx", "w.safetensors"]
+
+
+def test_transformers_block_runs_as_printed(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    s = _run(_block("Transformers: ViT, GPT, and checkpoints from Hugging Face and torch"), "transformers")
+    assert set(s["loc"].sites) == {"blk1.heads", "blk1.fc", "blk2.heads", "blk2.fc"}
+    assert s["y"].shape == (64, 10) and s["trace"].effects["blk1"].shape == (16,)
+    assert "blk1.heads" in capsys.readouterr().out
+    assert sorted(os.listdir(tmp_path)) == ["gpt.onnx"]
