@@ -345,3 +345,14 @@ def test_torch_dynamo_onnx_exports_import_with_torchs_logits(name):
         assert "causal_mask" in ops and "slice" in ops
     sess = ort.InferenceSession(jr.convert.to_onnx(net).SerializeToString())  # and back out
     np.testing.assert_allclose(sess.run(None, {sess.get_inputs()[0].name: x})[0], ref_["y"], rtol=1e-5, atol=1e-5)
+
+
+def test_imported_transformers_have_their_mlp_neurons_as_sites_and_ace_runs_on_them():
+    net = jr.convert.from_onnx(HF / "vit_dynamo.onnx")  # torch decomposes GELU; the importer fuses it back
+    assert jr.models.hidden_sites(net) == ["gelu", "gelu_1"]
+    assert {n.op for n in net.graph.nodes if n.name in ("gelu", "gelu_1")} == {"gelu"}
+    x = np.load(HF / "vit_dynamo.npz")["x"].astype(np.float32)
+    loc = jr.causal.ace(net, x, TargetOutput(1, "prob"), num_values=4)
+    assert len(loc.sites["gelu"].curve) == 24
+    gpt = jr.convert.from_onnx(HF / "gpt2_dynamo.onnx")
+    assert [n.attr.get("approximate") for n in gpt.graph.nodes if n.op == "gelu"] == ["tanh", "tanh"]

@@ -468,7 +468,7 @@ class _Converter:
         if self.merged(self.output):
             raise ConversionError(f"{self.where}: output {self.output!r} has the batch merged with other axes")
         out = self.as_onnx(self.output)
-        graph = Graph(tuple(self.nodes), self.input_shape, out).validate()
+        graph = Graph(_fuse_gelu(tuple(self.nodes), self.params), self.input_shape, out).validate()
         used = _reachable(graph)
         graph = Graph(tuple(n for n in graph.nodes if n.name in used), self.input_shape, out)
         params = {k: v for k, v in self.params.items() if k in used}
@@ -1052,6 +1052,57 @@ class _Converter:
         for ax in axes:
             full.insert(ax, 1)
         self.output_site(node, self.emit(node.output[0], "reshape", [x], shape=tuple(full[1:])), "onnx")
+
+
+_GELU_PARTS = frozenset({"add", "sub", "mul", "div", "erf", "tanh", "pow"})
+
+
+def _fuse_gelu(nodes: tuple, params: dict) -> tuple:
+    """Replaces element-wise chains that compute GELU — torch's decompositions ``0.5·x·(1 + erf(x/√2))``
+    and ``0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`` — by one ``gelu`` node (keeping the chain's last
+    name), so an imported transformer's MLP neurons are post-activation sites. A chain is recognised by
+    value: every node of it reads one tensor ``x`` (or another node of it, or a constant), and it equals
+    GELU on a grid of ``x`` to 1e-6."""
+    from jaxrepair.models import run_op
+
+    by = {n.name: n for n in nodes}
+    z = jnp.linspace(-6.0, 6.0, 121)
+    replaced: dict[str, Node] = {}
+    for end in nodes:
+        if end.op != "mul" or len(end.inputs) != 2:
+            continue
+        members, leaves, todo = {}, set(), [end.name]
+        while todo and len(members) <= 9:
+            name = todo.pop()
+            n = by.get(name)
+            if n is None or name in members:
+                leaves.add(name) if n is None else None
+                continue
+            if n.op not in _GELU_PARTS or (len(n.inputs) == 2 and n.op == "pow"):
+                leaves.add(name)
+                continue
+            if len(n.inputs) == 1 and n.op in ("add", "sub", "mul", "div", "pow") and np.size(params.get(name, {}).get("value", 0)) != 1:
+                leaves.add(name)
+                continue
+            members[name] = n
+            todo.extend(n.inputs)
+        leaves -= set(members)
+        if len(leaves) != 1 or not 4 <= len(members) <= 9:
+            continue
+        (x,) = leaves
+        env = {x: z}
+        order = [n for n in nodes if n.name in members]
+        try:
+            for n in order:
+                env[n.name] = run_op(n.op, params.get(n.name, {}), [env[i] for i in n.inputs], n.attr)
+        except (KeyError, TypeError, ValueError):
+            continue
+        got = np.asarray(env[end.name])
+        for approx in ("none", "tanh"):
+            if got.shape == z.shape and np.allclose(got, np.asarray(jax.nn.gelu(z, approximate=approx == "tanh")), atol=1e-6):
+                replaced[end.name] = Node.make(end.name, "gelu", (x,), approximate=approx)
+                break
+    return tuple(replaced.get(n.name, n) for n in nodes)
 
 
 def _reachable(graph: Graph) -> set[str]:

@@ -157,7 +157,7 @@ def sites(model: Network | Apply | Graph, params: Params | None = None) -> dict[
             kind = "output"
         elif n.op == "heads":
             kind = "attention-heads"
-        elif n.op == "softmax" and any(c.op == "matmul" for c in graph.consumers(n.name)):
+        elif n.op == "softmax" and _feeds_matmul(graph, n.name):
             kind = "attention-weights"
         elif n.op in ACTIVATIONS:
             kind = "post-activation"
@@ -167,6 +167,15 @@ def sites(model: Network | Apply | Graph, params: Params | None = None) -> dict[
             kind = "hidden"
         out[n.name] = SiteInfo(n.name, shapes[n.name], n.op, kind)
     return out
+
+
+def _feeds_matmul(graph: Graph, name: str) -> bool:
+    """Whether a value is an operand of a product of activations (attention weights), directly or
+    through the NaN guard / identities an exporter puts after the softmax."""
+    for c in graph.consumers(name):
+        if c.op == "matmul" or (c.op in ("nan_to_num", "identity") and _feeds_matmul(graph, c.name)):
+            return True
+    return False
 
 
 def hidden_sites(model, params=None) -> list[str]:
