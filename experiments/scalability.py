@@ -134,8 +134,7 @@ def worker(spec: dict) -> dict:
 
 
 def _units(site_info) -> int:
-    shape = site_info.shape
-    return shape[-1] if len(shape) == 3 else math.prod(shape)
+    return site_info.units
 
 
 class _CompileClock:

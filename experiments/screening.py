@@ -76,7 +76,7 @@ def exact_passes(model, sites, effect, batch) -> float:
     passes = 1.0 + rows  # the range pass over x, then the effect's inputs once
     for s in sites:
         down = sum(flops[d] for d in jr.models.descendants(model.graph, frozenset({s})))
-        units = info[s].shape[-1] if len(info[s].shape) == 3 else info[s].num_units
+        units = info[s].units
         passes += units * VALUES * rows * down / full
     return passes
 
