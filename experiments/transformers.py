@@ -169,8 +169,9 @@ def suite_summary(store: Path, entries) -> str:
     import jaxrepair as jr
 
     rows = jr.suite.report(store, store.parent)["board"]["rows"]
-    lines = ["| entry | clean accuracy before | attack success before | best method | attack success after [95% CI] | "
-             "Δ accuracy pts [95% CI] | seeds | target met |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| entry | clean accuracy before | attack success before | before as targeted | best method | "
+             "attack success after [95% CI] | Δ accuracy pts [95% CI] | seeds | target met |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for e in entries:
         cands = [r for r in rows if r["entry"] == e]
         if not cands:
@@ -179,7 +180,11 @@ def suite_summary(store: Path, entries) -> str:
         best = min(ok or cands, key=lambda r: r["violation_after"])
         met = bool(ok) and best["violation_after"] <= GOALS["attack_after"]
         ci, acc = best["ci95"]["violation_after"], best["ci95"]["accuracy_change_points"]
-        lines.append(f"| {e} | {best['accuracy_before']:.2%} | {best['violation_before']:.2%} | {best['method']} | "
+        acc_goal, asr_goal = GOALS["before"].get(e, (None, None))
+        before = ("–" if acc_goal is None else
+                  f"{'yes' if best['accuracy_before'] >= acc_goal and best['violation_before'] >= asr_goal else '**no**'} "
+                  f"(≥ {acc_goal:.0%} / ≥ {asr_goal:.0%})")
+        lines.append(f"| {e} | {best['accuracy_before']:.2%} | {best['violation_before']:.2%} | {before} | {best['method']} | "
                      f"{best['violation_after']:.2%} [{ci[0]:.2%}, {ci[1]:.2%}] | {best['accuracy_change_points']:+.2f} "
                      f"[{acc[0]:+.2f}, {acc[1]:+.2f}] | {best['seeds']} | {'yes' if met else '**no**'} |")
     return "\n".join(lines)
