@@ -356,3 +356,46 @@ def test_imported_transformers_have_their_mlp_neurons_as_sites_and_ace_runs_on_t
     assert len(loc.sites["gelu"].curve) == 24
     gpt = jr.convert.from_onnx(HF / "gpt2_dynamo.onnx")
     assert [n.attr.get("approximate") for n in gpt.graph.nodes if n.op == "gelu"] == ["tanh", "tanh"]
+
+
+@pytest.mark.parametrize("name", ["gpt2", "vit"])
+def test_a_checkpoint_folder_and_its_torch_onnx_export_are_the_same_network(name):
+    pytest.importorskip("safetensors")
+    ref_ = np.load(HF / f"{name}_dynamo.npz")
+    x = ref_["x"].astype(np.float32)
+    onnx_net = jr.convert.from_onnx(HF / f"{name}_dynamo.onnx")
+    if name == "gpt2":
+        folder_net, xf = jr.convert.from_huggingface(HF / "gpt2", seq_len=x.shape[1]), x
+    else:
+        folder_net, xf = jr.convert.from_huggingface(HF / "vit"), np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    a, p = jr.models.functional(onnx_net)
+    b, q = jr.models.functional(folder_net)
+    np.testing.assert_allclose(np.asarray(b(q, jnp.asarray(xf))), np.asarray(a(p, jnp.asarray(x))), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(b(q, jnp.asarray(xf))), ref_["y"], rtol=1e-5, atol=1e-5)
+
+
+def test_rmsnorm_and_padding_masks_against_numpy_and_through_onnx(tokens):
+    ort = pytest.importorskip("onnxruntime")
+    x = np.asarray(jax.random.normal(jax.random.key(11), (4, 6)), np.float32)
+    scale = np.linspace(0.5, 1.5, 6).astype(np.float32)
+    got = np.asarray(jr.models.run_op("rmsnorm", {"scale": jnp.asarray(scale)}, [jnp.asarray(x)], {"eps": 1e-6}))
+    np.testing.assert_allclose(got, x / np.sqrt((x.astype(np.float64) ** 2).mean(-1, keepdims=True) + 1e-6) * scale, rtol=1e-5)
+    padded = jr.models.gpt(11, 6, 2, key=jax.random.key(2), dim=8, depth=2, heads=2, mlp=16, pad=0)
+    ids = tokens.copy()
+    ids[:, :2] = 0  # left padding
+    apply, params = jr.models.functional(padded)
+    out = np.asarray(apply(params, jnp.asarray(ids)))
+    env = apply.sites(params, jnp.asarray(ids))
+    w = np.asarray(env["blk1.attn"])  # [n, heads, queries, keys]
+    np.testing.assert_array_equal(w[:, :, 2:, :2], 0.0)  # no real query attends to a padded key
+    # The same weights without the mask give other logits.
+    unmasked = jr.models.gpt(11, 6, 2, key=jax.random.key(2), dim=8, depth=2, heads=2, mlp=16)
+    b, q = jr.models.functional(unmasked)
+    assert not np.allclose(np.asarray(b(q, jnp.asarray(ids))), out)
+    proto = jr.convert.to_onnx(padded)
+    sess = ort.InferenceSession(proto.SerializeToString())
+    np.testing.assert_allclose(sess.run(None, {sess.get_inputs()[0].name: ids})[0], out, rtol=1e-5, atol=1e-6)
+    back = jr.convert.from_onnx(proto)
+    c, r = jr.models.functional(back)
+    np.testing.assert_allclose(np.asarray(c(r, jnp.asarray(ids))), out, rtol=1e-5, atol=1e-6)
+    assert "key_mask" in {n.op for n in back.graph.nodes}

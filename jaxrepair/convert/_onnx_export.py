@@ -399,6 +399,18 @@ class _Exporter:
         self._set(n, "ours", self.node("Where", [self.const(f"{n.name}.keep", keep), x, self.const(f"{n.name}.low", low)],
                                        self.fresh(n.name)))
 
+    def op_key_mask(self, n, a, p):
+        x, ids = self.get(n.inputs[0], "ours"), self.get(n.inputs[1], "ours")
+        rank = len(self.shapes[n.inputs[0]]) + 1
+        pad = self.node("Equal", [ids, self.const(f"{n.name}.pad", np.float32(a["pad"]))], self.fresh(f"{n.name}.is_pad"))
+        axes = list(range(1, rank - 1))
+        if self.opset >= 13:
+            pad = self.node("Unsqueeze", [pad, self.const(f"{n.name}.axes", np.asarray(axes, np.int64))], self.fresh(f"{n.name}.keys"))
+        else:
+            pad = self.node("Unsqueeze", [pad], self.fresh(f"{n.name}.keys"), axes=axes)
+        low = self.const(f"{n.name}.low", np.float32(np.finfo(np.float32).min))
+        self._set(n, "ours", self.node("Where", [pad, low, x], self.fresh(n.name)))
+
     def op_prepend(self, n, a, p):
         x = self.get(n.inputs[0], "ours")
         token = p["token"]

@@ -49,10 +49,10 @@ SUPPORTED = (
     "Erf", "Exp", "Flatten", "Gather", "Gelu", "Gemm", "GlobalAveragePool", "HardSigmoid", "Identity",
     "LayerNormalization", "LeakyRelu", "LogSoftmax", "MatMul", "MaxPool", "Mul", "Neg", "Pad", "ReduceMean", "Relu",
     "Reshape", "Selu", "Sigmoid", "Softmax", "Softplus", "Sqrt", "Squeeze", "Sub", "Tanh", "Transpose", "Unsqueeze",
-    "Cast", "Where", "Expand", "IsNaN", "Pow", "Split",
+    "Cast", "Where", "Expand", "IsNaN", "Pow", "Split", "Equal",
 )
 #: Accepted only when every input is a constant (shape arithmetic, masks); folded with numpy.
-CONSTANT_ONLY = ("Shape", "Slice", "Range", "Equal", "Less", "Greater", "Not", "And", "ConstantOfShape", "Trilu")
+CONSTANT_ONLY = ("Shape", "Slice", "Range", "Less", "Greater", "Not", "And", "ConstantOfShape", "Trilu")
 #: Integer input types: token ids, held as floats by jaxrepair (``embed`` casts them back).
 _INT_TYPES = {6: "int32", 7: "int64"}
 
@@ -191,6 +191,7 @@ class _Converter:
         self.input_shape = shape
         self.export_batch = dims[0] if dims and isinstance(dims[0], int) and dims[0] > 0 else None
         self.integer_input = tt.elem_type in _INT_TYPES
+        self.pad_marks: dict[str, tuple] = {}  # Equal(ids, pad) [and its Unsqueeze]: (ids tensor, pad id)
         self.batched: dict[str, np.ndarray] = {}  # Expand of a constant to the batch: [1, ...] per example
         self.tensors[inp.name] = (INPUT, "onnx")
         self.shapes[INPUT] = shape
@@ -458,7 +459,7 @@ class _Converter:
                 )
             if self.fold(node, a):
                 continue
-            if not any(i in self.tensors for i in node.input if i):
+            if not any(i in self.tensors or i in self.pad_marks for i in node.input if i):
                 self.fail(node, "its inputs are neither constants nor computed from the model input")
             getattr(self, "op_" + node.op_type)(node, a)
         if self.output in self.const:
@@ -967,6 +968,15 @@ class _Converter:
                 self.fail(node, f"a cast of a computed tensor to {to} feeds {ends}; only ids for an embedding lookup are supported")
         self._unary(node, "identity")
 
+    def op_Equal(self, node, a):
+        # Only Equal(token ids, pad id) feeding a padding mask (Where(is_pad[keys], lowest, scores)).
+        t, c = node.input
+        if t in self.const:
+            t, c = c, t
+        if c not in self.const or np.size(self.const[c]) != 1 or self.tensors[t][0] != INPUT:
+            self.fail(node, "Equal of computed tensors is supported only as the padding test of the model's token ids")
+        self.pad_marks[node.output[0]] = (t, float(np.reshape(self.const[c], ())))
+
     def op_IsNaN(self, node, a):
         # Only as Where(IsNaN(t), c, t) (torch's guard after a softmax): recorded, emitted by Where.
         self.isnan = getattr(self, "isnan", {})
@@ -1006,6 +1016,12 @@ class _Converter:
 
     def op_Where(self, node, a):
         cond, x, y = node.input
+        if cond in self.pad_marks and x in self.const and y in self.tensors:  # a padding mask
+            ids, pad = self.pad_marks[cond]
+            if np.size(self.const[x]) != 1 or float(np.reshape(self.const[x], ())) > -1e9:
+                self.fail(node, "a padding mask must fill with a value <= -1e9")
+            self.output_site(node, self.emit(node.output[0], "key_mask", [self.as_onnx(y), self.as_onnx(ids)], pad=int(pad)), "onnx")
+            return
         nan = getattr(self, "isnan", {})
         if cond in nan and nan[cond] == y and x in self.const and np.size(self.const[x]) == 1:
             self._unary(_Renamed(node, [y]), "nan_to_num", value=float(np.reshape(self.const[x], ())))
@@ -1041,6 +1057,9 @@ class _Converter:
         self.output_site(node, self.emit(node.output[0], "reshape", [x], shape=out), "onnx")
 
     def op_Unsqueeze(self, node, a):
+        if node.input[0] in self.pad_marks:  # the padding test broadcast over heads and queries
+            self.pad_marks[node.output[0]] = self.pad_marks[node.input[0]]
+            return
         x = self.as_onnx(node.input[0])
         per = list(self.shapes[x])
         axes = self.axes_arg(node, a)

@@ -44,7 +44,7 @@ class _Builder:
     def layernorm(self, name, width, inputs=None, eps=1e-5):
         return self.add(name, "layernorm", inputs, params={"scale": jnp.ones(width), "bias": jnp.zeros(width)}, eps=eps)
 
-    def transformer_block(self, p, x, tokens, dim, heads, mlp, *, causal, gelu, eps=1e-5):
+    def transformer_block(self, p, x, tokens, dim, heads, mlp, *, causal, gelu, eps=1e-5, pad=None):
         """A pre-norm transformer block (GPT-2 / ViT): ``x + attn(ln1(x))``, then ``+ mlp(ln2(·))``.
 
         Sites: ``{p}.ln1``; ``{p}.q``/``.k``/``.v`` [tokens, dim] and their per-head views
@@ -67,6 +67,8 @@ class _Builder:
         self.add(f"{p}.scores", "matmul", inputs=(split[0], split[1]), transpose_b=True, scale=float(1.0 / np.sqrt(dh)))
         if causal:
             self.add(f"{p}.masked", "causal_mask")
+        if pad is not None:  # keys holding the padding id are never attended to
+            self.add(f"{p}.padded", "key_mask", inputs=(self.last, INPUT), pad=int(pad))
         attn = self.add(f"{p}.attn", "softmax", axis=-1)
         self.add(f"{p}.z", "matmul", inputs=(attn, split[2]))
         self.add(f"{p}.heads", "heads")
@@ -301,12 +303,15 @@ def gpt(
     mlp: int = 256,
     eps: float = 1e-5,
     head: str = "last",
+    pad: int | None = None,
 ) -> Network:
     """A GPT-style decoder (Radford et al. 2019) used as a sequence classifier: token and learned
     position embeddings, ``depth`` pre-norm blocks with causal self-attention (tanh-approximate
     GELU, as GPT-2), a final LayerNorm and a dense head: on the last token (``head="last"``, output
     ``[num_classes]``: a sequence classifier, or the next token's logits with ``num_classes=vocab``) or
     on every token (``head="all"``, output ``[seq_len, num_classes]``: a language model's logits).
+    ``pad``: a padding id; no query attends to a key holding it (pad on the left, so that the last
+    token is a real one).
 
     Input: ``[seq_len]`` token ids per example (held as floats like every jaxrepair input; ids
     outside ``[0, vocab)`` are clipped). Sites: ``wte`` [seq_len, dim], ``embed``, the blocks
@@ -319,13 +324,14 @@ def gpt(
     b.add("wte", "embed", params={"table": 0.02 * jax.random.normal(b._next_key(), (vocab, dim))})
     x = b.add("embed", "add", params={"value": 0.01 * jax.random.normal(b._next_key(), (seq_len, dim))})
     for i in range(1, depth + 1):
-        x = b.transformer_block(f"blk{i}", x, seq_len, dim, heads, mlp, causal=True, gelu="tanh", eps=eps)
+        x = b.transformer_block(f"blk{i}", x, seq_len, dim, heads, mlp, causal=True, gelu="tanh", eps=eps, pad=pad)
     b.layernorm("ln", dim, inputs=x, eps=eps)
     if head == "last":
         b.add("last", "take", index=seq_len - 1)
     b.dense("logits", dim, num_classes, gain=1.0)
     cfg = dict(kind="gpt", vocab=vocab, seq_len=seq_len, num_classes=num_classes, dim=dim, depth=depth, heads=heads,
-               mlp=mlp, **({"eps": eps} if eps != 1e-5 else {}), **({"head": head} if head != "last" else {}))
+               mlp=mlp, **({"eps": eps} if eps != 1e-5 else {}), **({"head": head} if head != "last" else {}),
+               **({"pad": pad} if pad is not None else {}))
     return b.build({"config": cfg})
 
 

@@ -168,6 +168,15 @@ def _causal_mask(p, xs, a):
     return jnp.where(keep, x, jnp.finfo(x.dtype).min)
 
 
+def _key_mask(p, xs, a):
+    # Attention scores [..., queries, keys] and the token ids [tokens] of the same examples: keys that
+    # hold the padding id ``pad`` get the dtype's lowest value (a padding mask).
+    x, ids = xs
+    pad = ids.astype(jnp.int32) == int(a["pad"])  # [batch, keys]
+    pad = pad.reshape(pad.shape[:1] + (1,) * (x.ndim - 2) + pad.shape[1:])
+    return jnp.where(pad, jnp.finfo(x.dtype).min, x)
+
+
 def _prepend(p, xs, a):
     # A learned token (``p["token"]``, [1, width]) put before the sequence ([batch, tokens, width]).
     x = xs[0]
@@ -241,6 +250,7 @@ OPS: dict[str, Op] = {
     "matmul": _matmul,
     "embed": _embed,
     "causal_mask": _causal_mask,
+    "key_mask": _key_mask,
     "prepend": _prepend,
     "take": _take,
     "slice": _slice,
