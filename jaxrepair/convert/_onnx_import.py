@@ -190,7 +190,7 @@ class _Converter:
             shape = tuple(int(d) for d in dims[1:])
         self.input_shape = shape
         self.export_batch = dims[0] if dims and isinstance(dims[0], int) and dims[0] > 0 else None
-        self.integer_input = tt.elem_type in _INT_TYPES
+        self.integer_input, self.input_elem = tt.elem_type in _INT_TYPES, tt.elem_type
         self.pad_marks: dict[str, tuple] = {}  # Equal(ids, pad) [and its Unsqueeze]: (ids tensor, pad id)
         self.batched: dict[str, np.ndarray] = {}  # Expand of a constant to the batch: [1, ...] per example
         self.tensors[inp.name] = (INPUT, "onnx")
@@ -472,6 +472,8 @@ class _Converter:
         graph = Graph(_fuse_gelu(tuple(self.nodes), self.params), self.input_shape, out).validate()
         used = _reachable(graph)
         graph = Graph(tuple(n for n in graph.nodes if n.name in used), self.input_shape, out)
+        if self.integer_input:
+            self.check_token_ids(graph)
         params = {k: v for k, v in self.params.items() if k in used}
         try:
             check_finite(params, f"{self.where}: the weights of node ")
@@ -490,6 +492,22 @@ class _Converter:
             },
         }
         return Network(graph, params, meta=meta)
+
+    def check_token_ids(self, graph: Graph):
+        """An integer input is read as token ids: everything it feeds (through reshapes, clips and
+        identities) must be an embedding lookup or a padding test."""
+        from onnx import TensorProto
+
+        todo, ends = [INPUT], []
+        while todo:
+            for c in graph.consumers(todo.pop()):
+                (todo.append(c.name) if c.op in ("reshape", "identity", "clip") else ends.append(c))
+        wrong = [c for c in ends if c.op not in ("embed", "key_mask")]
+        if wrong or not ends:
+            dtype = TensorProto.DataType.Name(self.input_elem)
+            what = f"feeds {wrong[0].op} (node {wrong[0].name!r})" if wrong else "feeds nothing"
+            raise ConversionError(f"{self.where}: input {self.input_name!r} has dtype {dtype}; integer inputs are read "
+                                  f"as token ids, but this one {what} instead of an embedding lookup")
 
     def _unary(self, node, op, **attrs):
         x = node.input[0]
