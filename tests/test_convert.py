@@ -307,7 +307,7 @@ def test_bad_onnx_inputs_give_clear_errors(tmp_path):
     with pytest.raises(ConversionError, match="dynamic dimensions"):
         jr.convert.from_onnx(_tiny(dims=("N", "features")))
     assert jr.convert.from_onnx(_tiny(dims=("N", "features")), input_shape=(4,)).input_shape == (4,)
-    with pytest.raises(ConversionError, match="dtype INT64; integer inputs are read as token ids, but this one feeds identity"):
+    with pytest.raises(ConversionError, match="dtype INT64; integer inputs are read as token ids, but this one reaches the output instead of an embedding"):
         jr.convert.from_onnx(_tiny("Identity", elem=TensorProto.INT64))
     good = (FIX / "torch_cnn.onnx").read_bytes()
     (tmp_path / "trunc.onnx").write_bytes(good[: len(good) // 2])

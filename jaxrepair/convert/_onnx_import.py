@@ -505,7 +505,7 @@ class _Converter:
         wrong = [c for c in ends if c.op not in ("embed", "key_mask")]
         if wrong or not ends:
             dtype = TensorProto.DataType.Name(self.input_elem)
-            what = f"feeds {wrong[0].op} (node {wrong[0].name!r})" if wrong else "feeds nothing"
+            what = f"feeds {wrong[0].op} (node {wrong[0].name!r})" if wrong else "reaches the output"
             raise ConversionError(f"{self.where}: input {self.input_name!r} has dtype {dtype}; integer inputs are read "
                                   f"as token ids, but this one {what} instead of an embedding lookup")
 
