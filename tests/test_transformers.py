@@ -399,3 +399,18 @@ def test_rmsnorm_and_padding_masks_against_numpy_and_through_onnx(tokens):
     c, r = jr.models.functional(back)
     np.testing.assert_allclose(np.asarray(c(r, jnp.asarray(ids))), out, rtol=1e-5, atol=1e-6)
     assert "key_mask" in {n.op for n in back.graph.nodes}
+
+
+def test_a_flatten_whose_minus_one_is_the_batch_is_not_a_merge():
+    from onnx import TensorProto, helper, numpy_helper
+
+    shape = numpy_helper.from_array(np.asarray([-1, 16], np.int64), "s")
+    w = numpy_helper.from_array(np.arange(48, dtype=np.float32).reshape(16, 3), "w")
+    g = helper.make_graph([helper.make_node("Reshape", ["X", "s"], ["f"]), helper.make_node("MatMul", ["f", "w"], ["Y"])],
+                          "t", [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", 1, 4, 4])],
+                          [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N", 3])], [shape, w])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    apply, params = jr.models.functional(jr.convert.from_onnx(m))
+    x = np.asarray(jax.random.uniform(jax.random.key(0), (2, 1, 4, 4)), np.float32)
+    np.testing.assert_allclose(np.asarray(apply(params, jnp.asarray(x))), x.reshape(2, 16) @ np.arange(48).reshape(16, 3), rtol=1e-5)

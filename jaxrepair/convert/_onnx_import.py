@@ -831,8 +831,10 @@ class _Converter:
                 self.output_site(node, y, "onnx")
                 return
             self.fail(node, f"reshape of a tensor with merged batch axes (per example {per}) to {target}")
-        if target[0] == -1 and len(target) >= 2 and -1 not in target[1:] and 0 not in target[1:]:
-            # torch's x.view(-1, width): the batch merged with the leading per-example axes
+        if (target[0] == -1 and len(target) >= 2 and -1 not in target[1:] and 0 not in target[1:]
+                and math.prod(target[1:]) < math.prod(per)):
+            # torch's x.view(-1, width): the batch merged with the leading per-example axes (when the
+            # -1 can be the batch alone, as in a flatten, it is a per-example reshape below)
             for k in range(1, len(per)):
                 if math.prod(target[1:]) == math.prod(per[k:]):
                     y = x if tuple(target[1:]) == per[k:] else self.emit(node.output[0], "reshape", [x],
