@@ -106,7 +106,7 @@ def families() -> dict:
                                                     "fashion-vit-badnets", "tokens-gpt-badnets"), True,
                            ({"tool": "VeRe", "figure": "attack success", "value": 1 - 0.9989, "source": _VERE},
                             {"tool": "CARE", "figure": "attack success", "value": 1 - 0.9972, "source": _VERE}),
-                           "attack success <= 0.5% with <= 0.5 points lost on every image set", cut="flatten",
+                           "attack success <= 0.5% with <= 0.5 points lost on every entry", cut="flatten",
                            repair_samples=1000, meets=_backdoor_goal,
                            cuts=(("mnist-vit-badnets", "blk1"), ("fashion-vit-badnets", "blk1"), ("tokens-gpt-badnets", "blk1"))),
         "spurious": Family("spurious", "spurious", _entries("spurious"), True, (),
