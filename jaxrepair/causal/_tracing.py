@@ -149,8 +149,10 @@ def causal_trace(
     flat = [s for s in sites if len(info[s].shape) < 2]
     if flat:
         raise ValueError(f"sites {flat} have no position axis (shapes {[info[s].shape for s in flat]})")
+    need_clean = target is None or x_corrupt is None  # the default target, the noise's scale
+    clean = apply.sites(params, jnp.asarray(x)) if need_clean else None  # one host-side pass for both
     if target is None:
-        target = np.argmax(np.asarray(apply(params, jnp.asarray(x))), -1)
+        target = np.argmax(np.asarray(clean[graph.output]), -1)
     target = np.broadcast_to(np.asarray(target, np.int32), (len(x),))
     if target.min() < 0 or target.max() >= int(np.prod(info[graph.output].shape)):
         raise ValueError(f"target class {int(target.max())} is not an output of the model")
@@ -168,8 +170,7 @@ def causal_trace(
         if samples < 1 or not np.isfinite(noise) or noise <= 0:
             raise ValueError(f"need samples >= 1 and a positive noise scale; got samples={samples}, noise={noise}")
         shape = info[corrupt].shape
-        values = np.asarray(apply.sites(params, jnp.asarray(x))[corrupt])
-        sigma = noise * float(values.std())
+        sigma = noise * float(np.asarray(clean[corrupt]).std())
         eps = sigma * jax.random.normal(jax.random.key(seed), (samples, len(x), *shape))
         if positions is not None:
             at = np.zeros(shape[0], bool)

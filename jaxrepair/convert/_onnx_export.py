@@ -261,14 +261,16 @@ class _Exporter:
             y = self.node("GlobalAveragePool", [x], self.fresh(f"{n.name}.pool"))
             self._set(n, "ours", self.node("Flatten", [y], self.fresh(n.name), axis=1))
 
+    def reduce_mean(self, n, x, axes, keep: int, out: str) -> str:
+        """ReduceMean over ``axes``: an input from opset 18, an attribute before."""
+        if self.opset >= 18:
+            return self.node("ReduceMean", [x, self.const(f"{n.name}.axes", np.asarray(axes, np.int64))], out, keepdims=keep)
+        return self.node("ReduceMean", [x], out, axes=list(axes), keepdims=keep)
+
     def op_reduce_mean(self, n, a, p):
         x = self.get(n.inputs[0], "ours")
         axes, keep = [int(v) for v in a["axes"]], int(bool(a.get("keepdims", True)))
-        if self.opset >= 18:
-            y = self.node("ReduceMean", [x, self.const(f"{n.name}.axes", np.asarray(axes, np.int64))], self.fresh(n.name), keepdims=keep)
-        else:
-            y = self.node("ReduceMean", [x], self.fresh(n.name), axes=axes, keepdims=keep)
-        self._set(n, "ours", y)
+        self._set(n, "ours", self.reduce_mean(n, x, axes, keep, self.fresh(n.name)))
 
     def op_flatten(self, n, a, p):
         x = self.get(n.inputs[0], "ours")
@@ -344,10 +346,7 @@ class _Exporter:
     # -------------------------------------------------------------- transformer operators
 
     def _mean_last(self, n, x, tag):
-        if self.opset >= 18:
-            return self.node("ReduceMean", [x, self.const(f"{n.name}.axes", np.asarray([-1], np.int64))],
-                             self.fresh(f"{n.name}.{tag}"), keepdims=1)
-        return self.node("ReduceMean", [x], self.fresh(f"{n.name}.{tag}"), axes=[-1], keepdims=1)
+        return self.reduce_mean(n, x, [-1], 1, self.fresh(f"{n.name}.{tag}"))
 
     def op_layernorm(self, n, a, p):
         x = self.get(n.inputs[0], "ours")

@@ -53,6 +53,9 @@ SUPPORTED = (
 )
 #: Accepted only when every input is a constant (shape arithmetic, masks); folded with numpy.
 CONSTANT_ONLY = ("Shape", "Slice", "Range", "Less", "Greater", "Not", "And", "ConstantOfShape", "Trilu")
+#: The binary ops folded on constants (and on constants broadcast along the batch).
+_NUMPY_BINARY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide, "Equal": np.equal,
+                 "Less": np.less, "Greater": np.greater, "And": np.logical_and}
 #: Integer input types: token ids, held as floats by jaxrepair (``embed`` casts them back).
 _INT_TYPES = {6: "int32", 7: "int64"}
 
@@ -350,7 +353,7 @@ class _Converter:
         elif op == "Gather":
             v = np.take(c[0], c[1], axis=int(a.get("axis", 0)))
         elif op in ("Add", "Sub", "Mul", "Div"):
-            f = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}[op]
+            f = _NUMPY_BINARY[op]
             v = f(c[0], c[1])
             if op == "Div" and np.issubdtype(c[0].dtype, np.integer):
                 v = np.floor_divide(c[0], c[1])
@@ -392,7 +395,7 @@ class _Converter:
         elif op == "Range":
             v = np.arange(c[0], c[1], c[2])
         elif op in ("Equal", "Less", "Greater", "And"):
-            v = {"Equal": np.equal, "Less": np.less, "Greater": np.greater, "And": np.logical_and}[op](c[0], c[1])
+            v = _NUMPY_BINARY[op](c[0], c[1])
         elif op == "Not":
             v = np.logical_not(c[0])
         elif op == "ConstantOfShape":
@@ -429,8 +432,7 @@ class _Converter:
         if op == "Where":
             v = np.where(c[0], c[1], c[2])
         elif op in ("Add", "Sub", "Mul", "Div", "Equal", "Less", "Greater", "And"):
-            v = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide, "Equal": np.equal,
-                 "Less": np.less, "Greater": np.greater, "And": np.logical_and}[op](c[0], c[1])
+            v = _NUMPY_BINARY[op](c[0], c[1])
         elif op == "Not":
             v = np.logical_not(c[0])
         elif op in ("Cast", "Identity"):
