@@ -36,11 +36,16 @@ from jaxrepair.properties import clause_margin
 from jaxrepair.records import Progress
 from jaxrepair.verify._bounds import Chain, affine_chain, alpha_crown, crown, crown_pre, forward
 from jaxrepair.verify._graph import check_graph, graph_alpha_crown, graph_crown, graph_crown_pre
+from jaxrepair.verify._relu_split import branch_and_bound as relu_branch_and_bound
 
 BATCH = 256  # boxes bounded per compiled call (padded): one program for every round
 FALSIFY = 32  # open boxes the falsifier attacks per round (padded)
+FALSIFY_COORDS = 131072  # the whole-box falsifier's starts × inputs (4,096 starts for up to 32 inputs, at least 256)
 SPLIT = "alternate"  # the branching rule by default (see experiments/results/verify_acasxu.md)
 ALPHA_STEPS = 10  # α-CROWN steps per box by default (see experiments/results/verify_acasxu.md)
+RELU_INPUTS = 32  # "auto" branching splits ReLUs (not inputs) on chains with more inputs than this
+RELU_BATCH = 128  # domains bounded per compiled call when splitting ReLUs
+RELU_STEPS = 20  # α,β optimisation steps per domain when splitting ReLUs
 
 
 @dataclasses.dataclass
@@ -56,12 +61,13 @@ class Verdict:
     falsifier_hits: int = 0
     worst: np.ndarray | None = None  # [k, n_in] inputs closest to a violation in boxes left open (unknown)
     open_boxes: tuple | None = None  # (lo [m, n_in], hi [m, n_in]): the boxes left open at the time limit (unknown)
+    branching: str = "input"  # what branch and bound split: "input" (boxes) or "relu" (hidden units' signs)
 
     def to_json(self) -> dict:
         return {"verdict": self.verdict, "seconds": self.seconds, "boxes": self.boxes,
                 "counterexample": None if self.counterexample is None else self.counterexample.tolist(),
                 "output": None if self.output is None else self.output.tolist(),
-                "certificate_boxes": len(self.certificate)}
+                "certificate_boxes": len(self.certificate), "branching": self.branching}
 
 
 def spec_of(prop, chain: Chain):
@@ -249,7 +255,7 @@ def _closed(bounds, owner, n_clauses):
 
 def verify(model, prop, *, timeout: float = 60.0, seed: int = 0, progress: bool = False,
            falsifier_only: bool = False, alpha_steps: int = ALPHA_STEPS, split: str = SPLIT,
-           falsifier: bool = True, max_boxes: int | None = None) -> Verdict:
+           falsifier: bool = True, max_boxes: int | None = None, branching: str = "auto") -> Verdict:
     """Decides ``prop`` on ``model`` (see the module docstring). ``timeout`` in seconds;
     ``falsifier_only``: just the falsifier on the whole boxes (``unsafe`` or ``unknown``);
     ``alpha_steps``: α-CROWN steps on every box (0: CROWN only); ``split``: the input an open box is
@@ -258,20 +264,30 @@ def verify(model, prop, *, timeout: float = 60.0, seed: int = 0, progress: bool 
     bound alone, without the falsifier — the verdict is then ``safe`` or ``unknown`` (with the open
     boxes, counterexamples' included; what a repair that trains on bounds needs); never ``unsafe``
     unless a box too small to split is violated at its centre. ``max_boxes``: stop (``unknown``) once
-    that many boxes are bounded, as at the time limit but independent of the machine's speed."""
+    that many boxes are bounded, as at the time limit but independent of the machine's speed.
+
+    ``branching``: ``"input"`` bisects input boxes (above); ``"relu"`` splits hidden ReLUs by sign with
+    β-CROWN bounds (:mod:`jaxrepair.verify._relu_split`; ReLU chains only) — then ``boxes`` counts the
+    domains bounded and each certificate entry is ``(lo, hi, bounds, slopes)`` of the property box with
+    ``slopes`` holding the domain's ``"signs"`` (and its rows' ``"alphas"`` and ``"betas"``); ``"auto"``
+    (default) splits ReLUs on chains with more than ``RELU_INPUTS`` inputs (images), inputs otherwise.
+    The verdict says which it used (``Verdict.branching``)."""
     bar = Progress("verify", enabled=progress)
     v = None
     try:
         v = _decide(model, prop, timeout=timeout, seed=seed, falsifier_only=falsifier_only, alpha_steps=alpha_steps,
-                    split=split, falsifier=falsifier, max_boxes=max_boxes, bar=bar)
+                    split=split, falsifier=falsifier, max_boxes=max_boxes, branching=branching, bar=bar)
         return v
     finally:
         bar.close(f"boxes bounded: {v.verdict} in {v.seconds:.1f}s" if v is not None else "boxes bounded: stopped")
 
 
-def _decide(model, prop, *, timeout, seed, falsifier_only, alpha_steps, split, falsifier, max_boxes, bar) -> Verdict:
+def _decide(model, prop, *, timeout, seed, falsifier_only, alpha_steps, split, falsifier, max_boxes, branching,
+            bar) -> Verdict:
     if split not in ("width", "gain", "alternate"):
         raise ValueError(f"split must be 'width', 'gain' or 'alternate', not {split!r}")
+    if branching not in ("auto", "input", "relu"):
+        raise ValueError(f"branching must be 'auto', 'input' or 'relu', not {branching!r}")
     if max_boxes is not None and (isinstance(max_boxes, bool) or not isinstance(max_boxes, int) or max_boxes < 1):
         raise ValueError(f"max_boxes must be a positive integer or None, got {max_boxes!r}")
     if falsifier_only and not falsifier:
@@ -287,6 +303,10 @@ def _decide(model, prop, *, timeout, seed, falsifier_only, alpha_steps, split, f
     if any(C.shape[1] != n_out for C, _ in clauses):
         raise ValueError(f"the property constrains {clauses[0][0].shape[1]} outputs; the network has {n_out}")
     rows, rhs, owner = stack_clauses(clauses)
+    if branching == "relu" and chain is None:
+        raise ValueError("branching='relu' splits the ReLUs of a chain of affine layers; this network is a graph "
+                         "(a residual add, max pooling or leaky ReLU): use branching='input'")
+    relu = branching == "relu" or (branching == "auto" and chain is not None and n_in > RELU_INPUTS)
     rows, rhs = jnp.asarray(rows), jnp.asarray(rhs)  # on the device once, not per batch
     if chain is not None:
         sens = _sensitivity(chain)
@@ -322,7 +342,8 @@ def _decide(model, prop, *, timeout, seed, falsifier_only, alpha_steps, split, f
         lo = np.stack([q[0] for q in queue])
         hi = np.stack([q[1] for q in queue])
         key, k = jax.random.split(key)
-        xs, ms = jax.device_get(_falsify_with(fwd, args, clauses, lo, hi, k, restarts=4096, steps=80))
+        restarts = int(np.clip(FALSIFY_COORDS // n_in, 256, 4096))  # fewer starts for image-sized inputs
+        xs, ms = jax.device_get(_falsify_with(fwd, args, clauses, lo, hi, k, restarts=restarts, steps=80))
         for x, m in zip(xs, ms):
             if m >= 0:
                 ok, y = confirm(x)
@@ -331,6 +352,9 @@ def _decide(model, prop, *, timeout, seed, falsifier_only, alpha_steps, split, f
         if falsifier_only:
             return Verdict("unknown", time.perf_counter() - t0, 0, worst=np.asarray(xs))
     # 2. branch and bound
+    if relu:
+        return _split_relus(args, rows, rhs, owner, queue, confirm, t0=t0, timeout=timeout, max_boxes=max_boxes,
+                            hits=hits, bar=bar)
     while queue:
         if time.perf_counter() - t0 > timeout or (max_boxes is not None and bounded >= max_boxes):
             # out of time (or boxes); the points of the open boxes closest to a violation: what a certified repair trains on next
@@ -389,3 +413,23 @@ def _decide(model, prop, *, timeout, seed, falsifier_only, alpha_steps, split, f
     if undecided:  # a box too small to split stayed open: never call that safe
         return Verdict("unknown", time.perf_counter() - t0, bounded, falsifier_hits=hits)
     return Verdict("safe", time.perf_counter() - t0, bounded, certificate=certificate, falsifier_hits=hits)
+
+
+def _split_relus(args, rows, rhs, owner, queue, confirm, *, t0, timeout, max_boxes, hits, bar) -> Verdict:
+    """Branch and bound by ReLU splitting (``_relu_split``) on each of the property's boxes in turn."""
+    bounded, certificate = 0, []
+    for lo, hi, _ in queue:
+        def out_of_time(n, before=bounded):
+            return time.perf_counter() - t0 > timeout or (max_boxes is not None and before + n >= max_boxes)
+
+        r = relu_branch_and_bound(args, np.asarray(rows), np.asarray(rhs), owner, lo, hi, confirm=confirm,
+                                  out_of_time=out_of_time, batch=RELU_BATCH, steps=RELU_STEPS, bar=bar)
+        bounded += r["domains"]
+        if r["status"] == "unsafe":
+            return Verdict("unsafe", time.perf_counter() - t0, bounded, r["x"], r["y"], falsifier_hits=hits,
+                           branching="relu")
+        if r["status"] == "unknown":
+            return Verdict("unknown", time.perf_counter() - t0, bounded, falsifier_hits=hits, branching="relu")
+        certificate += [(lo, hi, b, {"signs": signs, **(slopes or {})}) for signs, b, slopes in r["certificate"]]
+    return Verdict("safe", time.perf_counter() - t0, bounded, certificate=certificate, falsifier_hits=hits,
+                   branching="relu")

@@ -132,12 +132,20 @@ def interval(chain: Chain, lo, hi):
     return lo, hi
 
 
-def _backward(chain: Chain, layer: int, lam, const, pre, lo, hi, *, with_coefficients: bool = False, alphas=None):
+def _backward(chain: Chain, layer: int, lam, const, pre, lo, hi, *, with_coefficients: bool = False, alphas=None,
+              betas=None, splits=None, layers: bool = False):
     """Lower bound of ``lam · z_layer + const`` over the box, given pre-activation bounds ``pre`` of the
     ReLU layers before ``layer`` (``z_layer`` is the output of affine map ``layer``). ``alphas``: the
     slopes of the lines below the unstable ReLUs (``[rows, n_i]`` in ``[0, 1]`` per ReLU layer; α-CROWN);
-    by default 0 or 1, whichever keeps the relaxation's area smaller."""
+    by default 0 or 1, whichever keeps the relaxation's area smaller.
+
+    ``splits`` (``[n_i]`` in {-1, 0, 1} per ReLU layer) with ``betas`` (``[rows, n_i]``, ≥ 0): β-CROWN's
+    split constraints ``s·z ≥ 0`` in Lagrangian form — ``-β·s·z`` is added to the bounded function, which
+    lowers it nowhere on the domain, so the bound stays sound for every β ≥ 0 (``pre`` must already be
+    clamped by the splits). ``layers``: also the coefficients on each ReLU layer's output, before its
+    relaxation (``[rows, n_i]`` per layer, in order), which the ReLU branching rule scores."""
     dt = lo.dtype
+    seen = []
     for i in range(layer, -1, -1):
         w, b = jnp.asarray(chain.weights[i], dt), jnp.asarray(chain.biases[i], dt)
         const = const + lam @ b
@@ -145,6 +153,7 @@ def _backward(chain: Chain, layer: int, lam, const, pre, lo, hi, *, with_coeffic
         if i == 0:
             break
         lower, upper = pre[i - 1]
+        seen.append(lam)
         unstable = (lower < 0) & (upper > 0)
         chord = jnp.where(unstable, upper / jnp.where(unstable, upper - lower, 1.0), (lower >= 0).astype(dt))
         line = (upper > -lower).astype(dt) if alphas is None else alphas[i - 1]
@@ -152,8 +161,12 @@ def _backward(chain: Chain, layer: int, lam, const, pre, lo, hi, *, with_coeffic
         slope = jnp.where(lam >= 0, below, chord)  # relax by the line below where the weight is >= 0
         const = const + jnp.sum(jnp.where(lam < 0, lam * chord * (-jnp.where(unstable, lower, 0.0)), 0.0), axis=-1)
         lam = lam * slope
+        if betas is not None:
+            lam = lam - betas[i - 1] * splits[i - 1].astype(dt)
     c, r = (hi + lo) / 2, (hi - lo) / 2
     bound = lam @ c - jnp.abs(lam) @ r + const
+    if layers:
+        return bound, lam, seen[::-1]
     return (bound, lam) if with_coefficients else bound
 
 
@@ -224,10 +237,12 @@ def alpha_crown(chain: Chain, lo, hi, C, d, *, steps: int = 20, lr: float = 0.1,
     return optimise_slopes(bound, default_alphas(chain, pre, C.shape[0]), [0.0] * len(pre), steps=steps, lr=lr)
 
 
-def optimise_slopes(bound, a0, floors, *, steps: int, lr: float):
+def optimise_slopes(bound, a0, floors, *, steps: int, lr: float, ceilings=None):
     """α-CROWN's search: projected Adam ascent of ``bound(alphas) -> [rows]`` from the slopes ``a0``
-    (``[rows, n_i]`` per unit layer), each layer's slopes kept in ``[floors[i], 1]`` (where a line lies
-    below the unit). Returns the best bound each row reached and the slopes that gave it."""
+    (``[rows, n_i]`` per unit layer), each layer's slopes kept in ``[floors[i], ceilings[i]]`` (by default
+    ``[floor, 1]``, where a line lies below the unit; β-CROWN's multipliers use ``[0, inf)``). Returns
+    the best bound each row reached and the slopes that gave it."""
+    ceilings = [1.0] * len(a0) if ceilings is None else ceilings
     import optax
 
     opt = optax.adam(lr)
@@ -240,7 +255,7 @@ def optimise_slopes(bound, a0, floors, *, steps: int, lr: float):
         best_a = [jnp.where(better[:, None], x, y) for x, y in zip(a, best_a)]
         best = jnp.maximum(b, best)
         upd, state = opt.update(g, state, a)
-        a = [jnp.clip(x, f, 1.0) for x, f in zip(optax.apply_updates(a, upd), floors)]
+        a = [jnp.clip(x, f, c) for x, f, c in zip(optax.apply_updates(a, upd), floors, ceilings)]
         return (a, state, best, best_a), None
 
     (a, _, best, best_a), _ = jax.lax.scan(step, (a0, opt.init(a0), bound(a0), a0), None, length=steps)

@@ -1,0 +1,223 @@
+"""Branch and bound by ReLU splitting on ReLU chains (β-CROWN; Wang et al., NeurIPS 2021).
+
+Input splitting halves one input's range per branch, hopeless for an image's 784 inputs. Here a
+*domain* is the input box together with a sign for some hidden units — ``s = +1``: the unit's
+pre-activation ``z ≥ 0`` (it is the identity there), ``s = -1``: ``z ≤ 0`` (it is 0) — and an open
+domain is split on one unstable unit into its two signs. On a domain:
+
+- the intermediate bounds are the box's CROWN bounds (computed once), clamped by the signs: an
+  active split raises a lower bound to 0, an inactive one lowers an upper bound to 0, so the split
+  units need no relaxation;
+- the bound of every spec row is β-CROWN's: the split constraints ``s·z ≥ 0`` enter the backward
+  pass with Lagrange multipliers ``β ≥ 0`` (``-β·s·z`` is added to the bounded function, which
+  lowers it nowhere on the domain), and the slopes ``α`` of the unstable units' lines below and the
+  ``β`` are optimised together by projected Adam (:func:`jaxrepair.verify._bounds.optimise_slopes`).
+  Every ``α ∈ [0, 1]``, ``β ≥ 0`` gives a sound bound, so the optimisation only tightens it;
+- the point of the box that minimises each row's final linear bound is run through the network:
+  one that violates the property is a counterexample (as the relaxation tightens, these points
+  approach the domain's worst inputs);
+- the unit to split next is the unstable, unsplit unit whose upper relaxation costs the open rows'
+  bounds the most — the intercept term of BaBSR (Bunel et al., JMLR 2020):
+  ``Σ_rows max(-λ, 0) · u·(-l)/(u - l)``, ``λ`` the row's coefficient on the unit's output.
+
+A child's bound is never below its parent's (the child's domain lies inside the parent's), so each
+row keeps the best of the two. Domains are bounded in fixed-size batches by one compiled program.
+The leaves of a finished run cover the box: a sibling pair (two domains equal but for one unit's
+sign) merges back into its parent until one domain with no signs is left
+(:func:`covers_the_box`; the certificate re-check in ``tests/test_verify.py`` uses it).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrepair.verify._bounds import Chain, _backward, clip_box, crown_pre, default_alphas, forward, optimise_slopes
+
+
+def clamp(pre, splits):
+    """The intermediate bounds on a domain: ``[(lower, upper)]`` per ReLU layer clamped by the signs
+    (``[n_i]`` per layer in {-1, 0, 1})."""
+    return [(jnp.where(s > 0, jnp.maximum(l, 0.0), l), jnp.where(s < 0, jnp.minimum(u, 0.0), u))
+            for (l, u), s in zip(pre, splits)]
+
+
+def beta_crown(chain: Chain, lo, hi, C, d, pre, splits, *, steps: int = 20, lr: float = 0.1, refine: bool = False):
+    """Lower bounds of ``C·y − d`` over the box ``[lo, hi]`` restricted to the domain ``splits``
+    (``[n_i]`` signs per ReLU layer; see the module docstring), given the box's intermediate bounds
+    ``pre`` (:func:`jaxrepair.verify.crown_pre`, unclamped). One domain; vmap for many.
+
+    Returns ``(bounds [rows], alphas, betas, lam, layers)``: the best bound of each row, the slopes
+    (``[rows, n_i]`` per layer, in [0, 1]) and multipliers (``[rows, n_i]``, ≥ 0) that gave it, and
+    at those values the rows' coefficients on the input (``[rows, n_in]``) and on each ReLU layer's
+    output (``[rows, n_i]`` per layer)."""
+    lo, hi = clip_box(chain, jnp.asarray(lo, jnp.float32), jnp.asarray(hi, jnp.float32))
+    C, d = jnp.asarray(C, lo.dtype), jnp.asarray(d, lo.dtype)
+    dom = clamp(jax.lax.stop_gradient(pre), splits)
+    if refine:
+        dom = refine_pre(chain, lo, hi, dom, splits)
+    last, k = len(chain.weights) - 1, len(dom)
+
+    def bound(ab, full=False):
+        return _backward(chain, last, C, -d, dom, lo, hi, alphas=ab[:k], betas=ab[k:], splits=splits, layers=full)
+
+    rows = C.shape[0]
+    start = default_alphas(chain, dom, rows) + [jnp.zeros((rows, l.shape[0]), lo.dtype) for l, _ in dom]
+    best, ab = optimise_slopes(bound, start, [0.0] * (2 * k), steps=steps, lr=lr, ceilings=[1.0] * k + [jnp.inf] * k)
+    _, lam, layers = bound(ab, full=True)
+    return best, ab[:k], ab[k:], lam, layers
+
+
+def refine_pre(chain: Chain, lo, hi, dom, splits):
+    """The domain's intermediate bounds recomputed layer by layer by CROWN through the earlier layers'
+    clamped bounds, intersected with ``dom`` (the clamped box bounds) and clamped again."""
+    out = [dom[0]]
+    for layer in range(1, len(dom)):
+        n = dom[layer][0].shape[0]
+        eye = jnp.eye(n, dtype=lo.dtype)
+        low = _backward(chain, layer, eye, jnp.zeros(n, lo.dtype), out, lo, hi)
+        up = -_backward(chain, layer, -eye, jnp.zeros(n, lo.dtype), out, lo, hi)
+        l, u = jnp.maximum(dom[layer][0], low), jnp.minimum(dom[layer][1], up)
+        out += clamp([(l, u)], [splits[layer]])
+    return out
+
+
+def split_scores(pre, splits, layers, open_rows):
+    """BaBSR's intercept score (module docstring) of every unit, flat ``[n_relu]``; -inf where the unit
+    is split or stable on the domain (nothing to gain)."""
+    out = []
+    for (l, u), s, lam in zip(clamp(pre, splits), splits, layers):
+        unstable = (l < 0) & (u > 0) & (s == 0)
+        icpt = jnp.where(unstable, u * -l / jnp.where(unstable, u - l, 1.0), 0.0)
+        score = jnp.sum(jnp.where(open_rows[:, None], jnp.maximum(-lam, 0.0), 0.0), axis=0) * icpt
+        out.append(jnp.where(unstable, score + 1e-9 * (u - l), -jnp.inf))  # ties (zero coefficients): the widest
+    return jnp.concatenate(out)
+
+
+def layer_sizes(chain: Chain) -> tuple:
+    return tuple(int(w.shape[0]) for w in chain.weights[:-1])
+
+
+def unflatten(flat, sizes):
+    """A flat ``[n_relu]`` vector as one array per ReLU layer."""
+    return list(jnp.split(flat, np.cumsum(sizes)[:-1]))
+
+
+@jax.jit(static_argnames=("steps", "refine"))
+def bound_domains(weights, biases, clip_lo, clip_hi, C, d, member, pre, lo, hi, splits, parent, *, steps: int,
+                  refine: bool = False):
+    """β-CROWN over a batch of domains of one box: ``splits [B, n_relu]``, ``parent [B, rows]`` the
+    bounds already known, ``member [rows, clauses]`` which clause each spec row belongs to. Returns per
+    domain the bounds ``[rows]`` (never below ``parent``), the unit to split next and whether there is
+    one (an unstable, unsplit unit), the slopes and multipliers ``[rows, n_relu]``, and the best
+    candidate input ``[n_in]`` with its margin (≥ 0: it violates the property)."""
+    chain = Chain(weights, biases, clip_lo, clip_hi, ())
+    sizes = layer_sizes(chain)
+    lo_c, hi_c = clip_box(chain, lo, hi)
+
+    def one(s_flat, par):
+        s = unflatten(s_flat, sizes)
+        b, alphas, betas, lam, layers = beta_crown(chain, lo, hi, C, d, pre, s, steps=steps, refine=refine)
+        b = jnp.maximum(b, par)
+        xs = jnp.where(lam >= 0, lo_c, hi_c)  # each row's minimiser of its linear bound over the box
+        margins = margin(forward(chain, xs), C, d, member)
+        i = jnp.argmax(margins)
+        clause_open = ~jnp.any(member & (b > 0)[:, None], axis=0)
+        scores = split_scores(pre, s, layers, jnp.any(member & clause_open[None], axis=1))
+        return (b, jnp.argmax(scores), jnp.isfinite(jnp.max(scores)), jnp.concatenate(alphas, -1),
+                jnp.concatenate(betas, -1), xs[i], margins[i])
+
+    return jax.vmap(one)(splits, parent)
+
+
+def margin(y, C, d, member):
+    """``max_clause min_row (d − C·y)`` per output ``y [B, n_out]`` (≥ 0: a violation); ``member
+    [rows, clauses]``: which clause each row of ``C·y <= d`` belongs to."""
+    per_row = d[None, :] - y @ C.T  # [B, rows]
+    per_clause = jnp.min(jnp.where(member[None], per_row[:, :, None], jnp.inf), axis=1)  # [B, clauses]
+    return jnp.max(per_clause, axis=-1)
+
+
+def covers_the_box(signs) -> bool:
+    """Whether domains given by their signs (``[m, n_relu]`` in {-1, 0, 1}) cover the whole box: sibling
+    pairs (equal but for one unit, +1 against -1) merge into their parent until the domain with no
+    signs is left, or nothing merges."""
+    todo = {tuple(int(v) for v in s) for s in np.asarray(signs)}
+    while todo and (0,) * len(next(iter(todo))) not in todo:
+        merged = False
+        for s in sorted(todo, key=lambda t: -sum(v != 0 for v in t)):
+            if s not in todo:
+                continue
+            for j, v in enumerate(s):
+                if v == 1:
+                    sib = s[:j] + (-1,) + s[j + 1:]
+                    if sib in todo:
+                        todo -= {s, sib}
+                        todo.add(s[:j] + (0,) + s[j + 1:])
+                        merged = True
+                        break
+        if not merged:
+            return False
+    return bool(todo)
+
+
+@jax.jit
+def _box_pre(weights, biases, clip_lo, clip_hi, lo, hi):
+    return crown_pre(Chain(weights, biases, clip_lo, clip_hi, ()), lo, hi)
+
+
+def branch_and_bound(args, rows, rhs, owner, lo, hi, *, confirm, out_of_time, batch: int, steps: int,
+                     refine: bool = False, keep_slopes: bool = True, bar=None) -> dict:
+    """ReLU-split branch and bound (the module docstring) of the spec rows ``C·y <= d`` (``rows [r, n_out]``,
+    ``rhs [r]``, ``owner [r]`` each row's clause) over one box ``[lo, hi]`` (flat), for a chain given as
+    ``args`` (weights, biases, clip_lo, clip_hi). ``confirm(x) -> (violates, y)`` decides a candidate by
+    the model's own forward pass; ``out_of_time(bounded)`` says when to stop.
+
+    Returns ``{"status": "safe" | "unsafe" | "unknown", "domains": bounded, ...}`` with, when safe,
+    ``certificate``: ``[(signs [n_relu] int8, bounds [r], slopes)]`` for every closed domain (``slopes``:
+    ``{"rows", "alphas", "betas"}`` of each clause's best row, ``[k, n_relu]``, or None without
+    ``keep_slopes``); when unsafe, ``x`` and ``y``; when unknown, ``open`` (domains left) and
+    ``exhausted`` (a domain with every unstable unit split stayed open)."""
+    weights, biases, clip_lo, clip_hi = args
+    lo, hi = jnp.asarray(lo, jnp.float32), jnp.asarray(hi, jnp.float32)
+    pre = _box_pre(weights, biases, clip_lo, clip_hi, lo, hi)
+    n_relu, k = sum(int(l.shape[0]) for l, _ in pre), int(owner.max()) + 1
+    member = jnp.asarray(owner[:, None] == np.arange(k)[None])
+    C, d = jnp.asarray(rows, jnp.float32), jnp.asarray(rhs, jnp.float32)
+    signs = np.zeros((1, n_relu), np.int8)
+    known = np.full((1, len(rhs)), -np.inf, np.float32)
+    certificate, bounded, exhausted = [], 0, False
+    while len(signs):
+        if out_of_time(bounded):
+            return {"status": "unknown", "domains": bounded, "open": len(signs), "exhausted": exhausted}
+        n = min(batch, len(signs))
+        pad = np.minimum(np.arange(batch), n - 1)
+        out = jax.device_get(bound_domains(weights, biases, clip_lo, clip_hi, C, d, member, pre, lo, hi,
+                                           jnp.asarray(signs[pad]), jnp.asarray(known[pad]), steps=steps, refine=refine))
+        b, choice, splittable, alphas, betas, xs, ms = (np.asarray(v)[:n] for v in out)
+        bounded += n
+        for i in np.flatnonzero(ms >= 0):
+            ok, y = confirm(xs[i])
+            if ok:
+                return {"status": "unsafe", "domains": bounded, "x": np.asarray(xs[i]), "y": y}
+        closed = np.all([np.any(b[:, owner == c] > 0, axis=1) for c in range(k)], axis=0)
+        for i in np.flatnonzero(closed):
+            slopes = None
+            if keep_slopes:
+                best = np.array([int(np.flatnonzero(owner == c)[np.argmax(b[i, owner == c])]) for c in range(k)])
+                slopes = {"rows": best, "alphas": alphas[i][best], "betas": betas[i][best]}
+            certificate.append((signs[i].copy(), b[i], slopes))
+        grow = ~closed & splittable
+        exhausted |= bool(np.any(~closed & ~splittable))
+        parents, units = signs[:n][grow], choice[grow]
+        children = np.concatenate([parents, parents])
+        children[np.arange(len(children)), np.concatenate([units, units])] = np.repeat(np.array([1, -1], np.int8),
+                                                                                       len(parents))
+        signs = np.concatenate([signs[n:], children])
+        known = np.concatenate([known[n:], b[grow], b[grow]])
+        if bar is not None:
+            bar.update(bounded, f"domains bounded, {len(certificate)} closed, {len(signs)} open")
+    if exhausted:  # a domain with every unit fixed stayed open: never call that safe
+        return {"status": "unknown", "domains": bounded, "open": 0, "exhausted": True}
+    return {"status": "safe", "domains": bounded, "certificate": certificate}
