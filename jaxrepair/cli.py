@@ -901,9 +901,9 @@ def cmd_bench(args):
         from jaxrepair.bench import _verify
 
         if not args.vnncomp_dir:
-            raise UsageError("bench verify needs --vnncomp-dir DIR (VNN-COMP 2021's acasxu folder)")
+            raise UsageError(f"bench verify needs --vnncomp-dir DIR (VNN-COMP 2021's {args.benchmark} folder)")
         results = _verify.run(args.vnncomp_dir, timeout=args.timeout, log=args.log, limit=args.limit,
-                              falsifier_only=args.falsifier_only)
+                              falsifier_only=args.falsifier_only, benchmark=args.benchmark)
         print(f"{results['decided']}/{results['instances']} decided ({results['safe']} safe, {results['unsafe']} unsafe), "
               f"{results['wrong']} wrong, median {results['median_s']:.2f}s, total {results['total_s']:.0f}s")
     elif args.what == "onnx":
@@ -1384,7 +1384,10 @@ def _parser_bench(sub) -> None:
                         "cold (CARE's census task end to end from a cold process), onnx (onnx's node tests through the "
                         "importer), verify (VNN-COMP instances)")
     bn.add_argument("what", choices=["ace", "repair", "scale", "cold", "onnx", "verify"])
-    bn.add_argument("--vnncomp-dir", help="verify: VNN-COMP 2021's acasxu folder (nets, vnnlib, instances, results)")
+    bn.add_argument("--vnncomp-dir", help="verify: VNN-COMP 2021's benchmark folder, or the folder holding it (nets, "
+                    "vnnlib, instances, published results)")
+    bn.add_argument("--benchmark", default="acasxu", choices=["acasxu", "mnistfc", "cifar10_resnet"],
+                    help="verify: which VNN-COMP 2021 benchmark (default acasxu)")
     bn.add_argument("--timeout", type=_float_in(0.0, open_low=True), help="verify: seconds per instance "
                     "(default: the competition's)")
     bn.add_argument("--log", help="verify: append one JSON line per instance to this file as it finishes")

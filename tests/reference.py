@@ -259,8 +259,10 @@ def crown_lower(weights, biases, lo, hi, C, d):
     return np.maximum(back(len(weights) - 1, C, -d, pre), ibp)
 
 
-def milp_max(weights, biases, lo, hi, c):
-    """The exact maximum of c·y over the box for a ReLU network (big-M MILP, scipy's HiGHS)."""
+def milp_max(weights, biases, lo, hi, c, phases=None):
+    """The exact maximum of c·y over the box for a ReLU network (big-M MILP, scipy's HiGHS).
+    ``phases``: ``{(layer, unit): 1 | 0}`` units held active (pre-activation ≥ 0) or inactive (≤ 0) —
+    a ReLU-split domain; ``None`` from ``res`` (the status) when the domain is empty."""
     from scipy.optimize import Bounds, LinearConstraint, milp
 
     # variables: x, then per hidden layer (z, a, s): pre-activation, activation, binary phase
@@ -292,6 +294,12 @@ def milp_max(weights, biases, lo, hi, c):
             row = np.zeros(nv); row[a0 + j] = 1; row[s0 + j] = -U[j]; rows.append(row); rlo.append(-np.inf); rhi.append(0)
             lb[a0 + j], lb[s0 + j], ub[s0 + j] = 0, 0, 1
             integrality[s0 + j] = 1
+            if phases and (k, j) in phases:  # held: the binary fixed, and z's sign with it
+                lb[s0 + j] = ub[s0 + j] = phases[(k, j)]
+                if phases[(k, j)]:
+                    lb[z0 + j] = 0.0
+                else:
+                    ub[z0 + j] = 0.0
         prev = list(range(a0, a0 + n))
         l_in, u_in = np.maximum(L, 0), np.maximum(U, 0)
     obj = np.zeros(nv)
@@ -300,3 +308,59 @@ def milp_max(weights, biases, lo, hi, c):
                bounds=Bounds(lb, ub))
     assert res.status == 0, res.message
     return float(-res.fun + np.asarray(c) @ biases[-1]), res.x[:n_x]
+
+
+def _clamped(pre, signs):
+    return [(np.where(s > 0, np.maximum(l, 0), l), np.where(s < 0, np.minimum(u, 0), u)) for (l, u), s in zip(pre, signs)]
+
+
+def _back_beta(weights, biases, k, lam, const, pre, lo, hi, alphas=None, betas=None, signs=None):
+    """Lower bound of lam·z_k + const over the box (float64), ReLUs before layer k relaxed with the
+    bounds ``pre``: chord above, the line of slope ``alphas`` below (CROWN's 0/1 when None), and the
+    split constraints s·z ≥ 0 added with multipliers ``betas`` (-β·s·z)."""
+    for i in range(k, -1, -1):
+        const = const + lam @ biases[i]
+        lam = lam @ weights[i]
+        if i == 0:
+            break
+        l, u = pre[i - 1]
+        unst = (l < 0) & (u > 0)
+        up = np.where(unst, u / np.where(unst, u - l, 1.0), (l >= 0).astype(float))
+        low = (u > -l).astype(float) if alphas is None else np.asarray(alphas[i - 1], np.float64)
+        assert np.all((low >= 0) & (low <= 1))  # only slopes in [0, 1] lie below a ReLU
+        low = np.where(unst, low, (l >= 0).astype(float))
+        const = const + np.sum(np.where((lam < 0) & unst, -lam * up * l, 0.0), axis=-1)
+        lam = np.where(lam < 0, lam * up, lam * low)
+        if betas is not None:
+            assert np.all(np.asarray(betas[i - 1]) >= 0)  # only β ≥ 0 keeps the Lagrangian below
+            lam = lam - np.asarray(betas[i - 1], np.float64) * np.asarray(signs[i - 1], np.float64)
+    c, r = (hi + lo) / 2, (hi - lo) / 2
+    return lam @ c - np.abs(lam) @ r + const
+
+
+def beta_crown_lower(weights, biases, lo, hi, C, d, signs, alphas, betas):
+    """Independent float64 β-CROWN bound of C·y − d on a ReLU-split domain (``signs`` per layer in
+    {-1, 0, 1}) for given slopes and multipliers (``[rows, n_i]`` per layer): the box's CROWN
+    intermediate bounds, each layer's recomputed through the earlier layers' clamped bounds and
+    intersected with them, clamped by the signs; then the final back-substitution."""
+    weights = [np.asarray(w, np.float64) for w in weights]
+    biases = [np.asarray(b, np.float64) for b in biases]
+    lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
+    box, dom = [], []
+    for k in range(len(weights) - 1):
+        eye = np.eye(weights[k].shape[0])
+        zero = np.zeros(len(eye))
+        for pre, out in ((box, box), (dom, None)):  # the box's bounds, then the domain's through its clamped ones
+            low, upp = _back_beta(weights, biases, k, eye, zero, pre, lo, hi), -_back_beta(weights, biases, k, -eye, zero, pre, lo, hi)
+            if out is not None:
+                if k:
+                    a_lo, a_hi = np.maximum(box[-1][0], 0), np.maximum(box[-1][1], 0)
+                    mid, rad = weights[k] @ ((a_hi + a_lo) / 2) + biases[k], np.abs(weights[k]) @ ((a_hi - a_lo) / 2)
+                    low, upp = np.maximum(low, mid - rad), np.minimum(upp, mid + rad)
+                box.append((low, upp))
+            else:
+                l0, u0 = _clamped([box[k]], [signs[k]])[0]
+                dom += _clamped([(np.maximum(l0, low), np.minimum(u0, upp))], [signs[k]])
+    return np.array([_back_beta(weights, biases, len(weights) - 1, c, -dd, dom, lo, hi,
+                                [a[r] for a in alphas], [b[r] for b in betas], signs)
+                     for r, (c, dd) in enumerate(zip(np.asarray(C, np.float64), np.asarray(d, np.float64)))])

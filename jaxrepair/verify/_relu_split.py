@@ -20,8 +20,8 @@ domain is split on one unstable unit into its two signs. On a domain:
   bounds the most — the intercept term of BaBSR (Bunel et al., JMLR 2020):
   ``Σ_rows max(-λ, 0) · u·(-l)/(u - l)``, ``λ`` the row's coefficient on the unit's output.
 
-A child's bound is never below its parent's (the child's domain lies inside the parent's), so each
-row keeps the best of the two. Domains are bounded in fixed-size batches by one compiled program.
+Each domain's bounds come from its own α and β (kept in the certificate, which re-creates them);
+domains are bounded in fixed-size batches by one compiled program.
 The leaves of a finished run cover the box: a sibling pair (two domains equal but for one unit's
 sign) merges back into its parent until one domain with no signs is left
 (:func:`covers_the_box`; the certificate re-check in ``tests/test_verify.py`` uses it).
@@ -48,10 +48,13 @@ def beta_crown(chain: Chain, lo, hi, C, d, pre, splits, *, steps: int = 20, lr: 
     (``[n_i]`` signs per ReLU layer; see the module docstring), given the box's intermediate bounds
     ``pre`` (:func:`jaxrepair.verify.crown_pre`, unclamped). One domain; vmap for many.
 
-    Returns ``(bounds [rows], alphas, betas, lam, layers)``: the best bound of each row, the slopes
-    (``[rows, n_i]`` per layer, in [0, 1]) and multipliers (``[rows, n_i]``, ≥ 0) that gave it, and
+    ``refine``: the domain's intermediate bounds recomputed through the clamped earlier layers
+    (:func:`refine_pre`), tighter than the box's clamped but a backward pass per layer dearer.
+
+    Returns ``(bounds [rows], alphas, betas, lam, layers, pre)``: the best bound of each row, the
+    slopes (``[rows, n_i]`` per layer, in [0, 1]) and multipliers (``[rows, n_i]``, ≥ 0) that gave it,
     at those values the rows' coefficients on the input (``[rows, n_in]``) and on each ReLU layer's
-    output (``[rows, n_i]`` per layer)."""
+    output (``[rows, n_i]`` per layer), and the domain's intermediate bounds (clamped)."""
     lo, hi = clip_box(chain, jnp.asarray(lo, jnp.float32), jnp.asarray(hi, jnp.float32))
     C, d = jnp.asarray(C, lo.dtype), jnp.asarray(d, lo.dtype)
     dom = clamp(jax.lax.stop_gradient(pre), splits)
@@ -66,7 +69,7 @@ def beta_crown(chain: Chain, lo, hi, C, d, pre, splits, *, steps: int = 20, lr: 
     start = default_alphas(chain, dom, rows) + [jnp.zeros((rows, l.shape[0]), lo.dtype) for l, _ in dom]
     best, ab = optimise_slopes(bound, start, [0.0] * (2 * k), steps=steps, lr=lr, ceilings=[1.0] * k + [jnp.inf] * k)
     _, lam, layers = bound(ab, full=True)
-    return best, ab[:k], ab[k:], lam, layers
+    return best, ab[:k], ab[k:], lam, layers, dom
 
 
 def refine_pre(chain: Chain, lo, hi, dom, splits):
@@ -83,11 +86,11 @@ def refine_pre(chain: Chain, lo, hi, dom, splits):
     return out
 
 
-def split_scores(pre, splits, layers, open_rows):
-    """BaBSR's intercept score (module docstring) of every unit, flat ``[n_relu]``; -inf where the unit
-    is split or stable on the domain (nothing to gain)."""
+def split_scores(dom, splits, layers, open_rows):
+    """BaBSR's intercept score (module docstring) of every unit, flat ``[n_relu]``, from the domain's
+    (clamped) intermediate bounds ``dom``; -inf where the unit is split or stable on the domain."""
     out = []
-    for (l, u), s, lam in zip(clamp(pre, splits), splits, layers):
+    for (l, u), s, lam in zip(dom, splits, layers):
         unstable = (l < 0) & (u > 0) & (s == 0)
         icpt = jnp.where(unstable, u * -l / jnp.where(unstable, u - l, 1.0), 0.0)
         score = jnp.sum(jnp.where(open_rows[:, None], jnp.maximum(-lam, 0.0), 0.0), axis=0) * icpt
@@ -105,30 +108,32 @@ def unflatten(flat, sizes):
 
 
 @jax.jit(static_argnames=("steps", "refine"))
-def bound_domains(weights, biases, clip_lo, clip_hi, C, d, member, pre, lo, hi, splits, parent, *, steps: int,
-                  refine: bool = False):
-    """β-CROWN over a batch of domains of one box: ``splits [B, n_relu]``, ``parent [B, rows]`` the
-    bounds already known, ``member [rows, clauses]`` which clause each spec row belongs to. Returns per
-    domain the bounds ``[rows]`` (never below ``parent``), the unit to split next and whether there is
-    one (an unstable, unsplit unit), the slopes and multipliers ``[rows, n_relu]``, and the best
+def bound_domains(weights, biases, clip_lo, clip_hi, C, d, member, pre, lo, hi, splits, *, steps: int,
+                  refine: bool = True):
+    """β-CROWN over a batch of domains of one box: ``splits [B, n_relu]``, ``member [rows, clauses]``
+    which clause each spec row belongs to. Returns per domain the bounds ``[rows]``, the unit to split
+    next and whether there is one (an unstable, unsplit unit), the slopes and multipliers that gave
+    the bounds ``[rows, n_relu]`` (a certificate re-creates each bound from them), and the best
     candidate input ``[n_in]`` with its margin (≥ 0: it violates the property)."""
     chain = Chain(weights, biases, clip_lo, clip_hi, ())
     sizes = layer_sizes(chain)
     lo_c, hi_c = clip_box(chain, lo, hi)
 
-    def one(s_flat, par):
+    def one(s_flat):
         s = unflatten(s_flat, sizes)
-        b, alphas, betas, lam, layers = beta_crown(chain, lo, hi, C, d, pre, s, steps=steps, refine=refine)
-        b = jnp.maximum(b, par)
+        _, alphas, betas, lam, layers, dom = beta_crown(chain, lo, hi, C, d, pre, s, steps=steps, refine=refine)
+        alphas = [a.astype(jnp.float16) for a in alphas]  # what the certificate keeps: the bound is re-made from it
+        b = _backward(chain, len(sizes), C, -d, dom, lo_c, hi_c, alphas=[a.astype(lo.dtype) for a in alphas],
+                      betas=betas, splits=s)
         xs = jnp.where(lam >= 0, lo_c, hi_c)  # each row's minimiser of its linear bound over the box
         margins = margin(forward(chain, xs), C, d, member)
         i = jnp.argmax(margins)
         clause_open = ~jnp.any(member & (b > 0)[:, None], axis=0)
-        scores = split_scores(pre, s, layers, jnp.any(member & clause_open[None], axis=1))
+        scores = split_scores(dom, s, layers, jnp.any(member & clause_open[None], axis=1))
         return (b, jnp.argmax(scores), jnp.isfinite(jnp.max(scores)), jnp.concatenate(alphas, -1),
-                jnp.concatenate(betas, -1), xs[i], margins[i])
+                jnp.concatenate(betas, -1) * (s_flat != 0), xs[i], margins[i])
 
-    return jax.vmap(one)(splits, parent)
+    return jax.vmap(one)(splits)
 
 
 def margin(y, C, d, member):
@@ -168,7 +173,7 @@ def _box_pre(weights, biases, clip_lo, clip_hi, lo, hi):
 
 
 def branch_and_bound(args, rows, rhs, owner, lo, hi, *, confirm, out_of_time, batch: int, steps: int,
-                     refine: bool = False, keep_slopes: bool = True, bar=None) -> dict:
+                     refine: bool = True, keep_slopes: bool = True, bar=None) -> dict:
     """ReLU-split branch and bound (the module docstring) of the spec rows ``C·y <= d`` (``rows [r, n_out]``,
     ``rhs [r]``, ``owner [r]`` each row's clause) over one box ``[lo, hi]`` (flat), for a chain given as
     ``args`` (weights, biases, clip_lo, clip_hi). ``confirm(x) -> (violates, y)`` decides a candidate by
@@ -176,8 +181,9 @@ def branch_and_bound(args, rows, rhs, owner, lo, hi, *, confirm, out_of_time, ba
 
     Returns ``{"status": "safe" | "unsafe" | "unknown", "domains": bounded, ...}`` with, when safe,
     ``certificate``: ``[(signs [n_relu] int8, bounds [r], slopes)]`` for every closed domain (``slopes``:
-    ``{"rows", "alphas", "betas"}`` of each clause's best row, ``[k, n_relu]``, or None without
-    ``keep_slopes``); when unsafe, ``x`` and ``y``; when unknown, ``open`` (domains left) and
+    of each clause's best row (``"rows" [k]``), ``"alphas" [k, n_relu]`` float16 and ``"betas"``
+    ``(units [m], [k, m])`` on the split units; None without ``keep_slopes``); the bounds are the ones
+    these values give; when unsafe, ``x`` and ``y``; when unknown, ``open`` (domains left) and
     ``exhausted`` (a domain with every unstable unit split stayed open)."""
     weights, biases, clip_lo, clip_hi = args
     lo, hi = jnp.asarray(lo, jnp.float32), jnp.asarray(hi, jnp.float32)
@@ -186,7 +192,6 @@ def branch_and_bound(args, rows, rhs, owner, lo, hi, *, confirm, out_of_time, ba
     member = jnp.asarray(owner[:, None] == np.arange(k)[None])
     C, d = jnp.asarray(rows, jnp.float32), jnp.asarray(rhs, jnp.float32)
     signs = np.zeros((1, n_relu), np.int8)
-    known = np.full((1, len(rhs)), -np.inf, np.float32)
     certificate, bounded, exhausted = [], 0, False
     while len(signs):
         if out_of_time(bounded):
@@ -194,7 +199,7 @@ def branch_and_bound(args, rows, rhs, owner, lo, hi, *, confirm, out_of_time, ba
         n = min(batch, len(signs))
         pad = np.minimum(np.arange(batch), n - 1)
         out = jax.device_get(bound_domains(weights, biases, clip_lo, clip_hi, C, d, member, pre, lo, hi,
-                                           jnp.asarray(signs[pad]), jnp.asarray(known[pad]), steps=steps, refine=refine))
+                                           jnp.asarray(signs[pad]), steps=steps, refine=refine))
         b, choice, splittable, alphas, betas, xs, ms = (np.asarray(v)[:n] for v in out)
         bounded += n
         for i in np.flatnonzero(ms >= 0):
@@ -206,7 +211,8 @@ def branch_and_bound(args, rows, rhs, owner, lo, hi, *, confirm, out_of_time, ba
             slopes = None
             if keep_slopes:
                 best = np.array([int(np.flatnonzero(owner == c)[np.argmax(b[i, owner == c])]) for c in range(k)])
-                slopes = {"rows": best, "alphas": alphas[i][best], "betas": betas[i][best]}
+                on = np.flatnonzero(signs[i])  # β is zero off the split units: kept sparse
+                slopes = {"rows": best, "alphas": alphas[i][best], "betas": (on, betas[i][best][:, on])}
             certificate.append((signs[i].copy(), b[i], slopes))
         grow = ~closed & splittable
         exhausted |= bool(np.any(~closed & ~splittable))
@@ -215,7 +221,6 @@ def branch_and_bound(args, rows, rhs, owner, lo, hi, *, confirm, out_of_time, ba
         children[np.arange(len(children)), np.concatenate([units, units])] = np.repeat(np.array([1, -1], np.int8),
                                                                                        len(parents))
         signs = np.concatenate([signs[n:], children])
-        known = np.concatenate([known[n:], b[grow], b[grow]])
         if bar is not None:
             bar.update(bounded, f"domains bounded, {len(certificate)} closed, {len(signs)} open")
     if exhausted:  # a domain with every unit fixed stayed open: never call that safe
