@@ -22,9 +22,8 @@ domain is split on one unstable unit into its two signs. On a domain:
 
 Each domain's bounds come from its own α and β (kept in the certificate, which re-creates them);
 domains are bounded in fixed-size batches by one compiled program.
-The leaves of a finished run cover the box: a sibling pair (two domains equal but for one unit's
-sign) merges back into its parent until one domain with no signs is left
-(:func:`covers_the_box`; the certificate re-check in ``tests/test_verify.py`` uses it).
+The leaves of a finished run cover the box (:func:`covers_the_box` checks it from the signs alone;
+the certificate re-check in ``tests/test_relu_split.py`` uses it).
 """
 
 from __future__ import annotations
@@ -113,8 +112,9 @@ def bound_domains(weights, biases, clip_lo, clip_hi, C, d, member, pre, lo, hi, 
     """β-CROWN over a batch of domains of one box: ``splits [B, n_relu]``, ``member [rows, clauses]``
     which clause each spec row belongs to. Returns per domain the bounds ``[rows]``, the unit to split
     next and whether there is one (an unstable, unsplit unit), the slopes and multipliers that gave
-    the bounds ``[rows, n_relu]`` (a certificate re-creates each bound from them), and the best
-    candidate input ``[n_in]`` with its margin (≥ 0: it violates the property)."""
+    the bounds ``[rows, n_relu]`` (a certificate re-creates each bound from them), the best
+    candidate input ``[n_in]`` with its margin (≥ 0: it violates the property), and every unit's phase
+    on the domain ``[n_relu]`` (its sign, or 0 while unstable)."""
     chain = Chain(weights, biases, clip_lo, clip_hi, ())
     sizes = layer_sizes(chain)
     lo_c, hi_c = clip_box(chain, lo, hi)
@@ -130,8 +130,9 @@ def bound_domains(weights, biases, clip_lo, clip_hi, C, d, member, pre, lo, hi, 
         i = jnp.argmax(margins)
         clause_open = ~jnp.any(member & (b > 0)[:, None], axis=0)
         scores = split_scores(dom, s, layers, jnp.any(member & clause_open[None], axis=1))
+        phases = jnp.concatenate([jnp.where(l >= 0, 1, jnp.where(u <= 0, -1, 0)).astype(jnp.int8) for l, u in dom])
         return (b, jnp.argmax(scores), jnp.isfinite(jnp.max(scores)), jnp.concatenate(alphas, -1),
-                jnp.concatenate(betas, -1) * (s_flat != 0), xs[i], margins[i])
+                jnp.concatenate(betas, -1) * (s_flat != 0), xs[i], margins[i], phases)
 
     return jax.vmap(one)(splits)
 
@@ -144,27 +145,56 @@ def margin(y, C, d, member):
     return jnp.max(per_clause, axis=-1)
 
 
+def exact_domain(weights, biases, clip_lo, clip_hi, lo, hi, phases, rows, rhs, owner):
+    """On a domain where every unit's phase is fixed (``phases [n_relu]`` in {-1, 1}) the chain is affine
+    in its input; a linear program (scipy's HiGHS, float64) looks for an input of the box with those
+    phases that meets a clause (every row of ``C·y <= d``). Returns it (flat, float32), or None when no
+    clause can be met there."""
+    from scipy.optimize import linprog
+
+    lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
+    if clip_lo is not None:
+        lo, hi = np.clip(lo, clip_lo, clip_hi), np.clip(hi, clip_lo, clip_hi)
+    n_in = len(lo)
+    A, c = np.eye(n_in), np.zeros(n_in)  # the current layer's value as A·x + c
+    ub_A, ub_b, at = [], [], 0
+    for w, b in zip(weights[:-1], biases[:-1]):
+        A, c = np.asarray(w, np.float64) @ A, np.asarray(w, np.float64) @ c + np.asarray(b, np.float64)
+        p = np.asarray(phases[at:at + len(c)], np.float64)
+        at += len(c)
+        ub_A.append(-p[:, None] * A)  # p·z >= 0
+        ub_b.append(p * c)
+        A, c = A * (p > 0)[:, None], c * (p > 0)
+    A, c = np.asarray(weights[-1], np.float64) @ A, np.asarray(weights[-1], np.float64) @ c + np.asarray(biases[-1], np.float64)
+    for k in range(int(owner.max()) + 1):
+        C, d = np.asarray(rows, np.float64)[owner == k], np.asarray(rhs, np.float64)[owner == k]
+        res = linprog(np.zeros(n_in), A_ub=np.concatenate(ub_A + [C @ A]), b_ub=np.concatenate(ub_b + [d - C @ c]),
+                      bounds=np.stack([lo, hi], 1), method="highs")
+        if res.status == 0:
+            return np.asarray(res.x, np.float32)
+    return None
+
+
 def covers_the_box(signs) -> bool:
-    """Whether domains given by their signs (``[m, n_relu]`` in {-1, 0, 1}) cover the whole box: sibling
-    pairs (equal but for one unit, +1 against -1) merge into their parent until the domain with no
-    signs is left, or nothing merges."""
-    todo = {tuple(int(v) for v in s) for s in np.asarray(signs)}
-    while todo and (0,) * len(next(iter(todo))) not in todo:
-        merged = False
-        for s in sorted(todo, key=lambda t: -sum(v != 0 for v in t)):
-            if s not in todo:
-                continue
-            for j, v in enumerate(s):
-                if v == 1:
-                    sib = s[:j] + (-1,) + s[j + 1:]
-                    if sib in todo:
-                        todo -= {s, sib}
-                        todo.add(s[:j] + (0,) + s[j + 1:])
-                        merged = True
-                        break
-        if not merged:
-            return False
-    return bool(todo)
+    """Whether domains given by their signs (``[m, n_relu]`` in {-1, 0, 1}) cover the whole box, read as
+    the leaves of a split tree: a set covers its region when one of its domains has no further signs,
+    or when some unit has a sign in every domain and the domains of each sign cover their half."""
+    todo = [np.asarray(signs, np.int8)]
+    while todo:
+        group = todo.pop()
+        if len(group) == 0:
+            return False  # a half no domain lies in
+        if np.any(np.all(group == 0, axis=1)):
+            continue  # one domain is the whole region
+        everywhere = np.flatnonzero(np.all(group != 0, axis=0))
+        if not len(everywhere):
+            return False  # no unit splits the region: not the leaves of a split tree
+        j = everywhere[0]
+        for side in (1, -1):
+            half = group[group[:, j] == side].copy()
+            half[:, j] = 0
+            todo.append(half)
+    return True
 
 
 @jax.jit
@@ -182,8 +212,9 @@ def branch_and_bound(args, rows, rhs, owner, lo, hi, *, confirm, out_of_time, ba
     Returns ``{"status": "safe" | "unsafe" | "unknown", "domains": bounded, ...}`` with, when safe,
     ``certificate``: ``[(signs [n_relu] int8, bounds [r], slopes)]`` for every closed domain (``slopes``:
     of each clause's best row (``"rows" [k]``), ``"alphas" [k, n_relu]`` float16 and ``"betas"``
-    ``(units [m], [k, m])`` on the split units; None without ``keep_slopes``); the bounds are the ones
-    these values give; when unsafe, ``x`` and ``y``; when unknown, ``open`` (domains left) and
+    ``(units [m], [k, m])`` on the split units; or ``{"lp": phases [n_relu]}`` where a linear program
+    over the domain, every unit's phase fixed, found no input in any clause; None without
+    ``keep_slopes``); the bounds are the ones these values give; when unsafe, ``x`` and ``y``; when unknown, ``open`` (domains left) and
     ``exhausted`` (a domain with every unstable unit split stayed open)."""
     weights, biases, clip_lo, clip_hi = args
     lo, hi = jnp.asarray(lo, jnp.float32), jnp.asarray(hi, jnp.float32)
@@ -200,7 +231,7 @@ def branch_and_bound(args, rows, rhs, owner, lo, hi, *, confirm, out_of_time, ba
         pad = np.minimum(np.arange(batch), n - 1)
         out = jax.device_get(bound_domains(weights, biases, clip_lo, clip_hi, C, d, member, pre, lo, hi,
                                            jnp.asarray(signs[pad]), steps=steps, refine=refine))
-        b, choice, splittable, alphas, betas, xs, ms = (np.asarray(v)[:n] for v in out)
+        b, choice, splittable, alphas, betas, xs, ms, phases = (np.asarray(v)[:n] for v in out)
         bounded += n
         for i in np.flatnonzero(ms >= 0):
             ok, y = confirm(xs[i])
@@ -214,8 +245,18 @@ def branch_and_bound(args, rows, rhs, owner, lo, hi, *, confirm, out_of_time, ba
                 on = np.flatnonzero(signs[i])  # β is zero off the split units: kept sparse
                 slopes = {"rows": best, "alphas": alphas[i][best], "betas": (on, betas[i][best][:, on])}
             certificate.append((signs[i].copy(), b[i], slopes))
+        for i in np.flatnonzero(~closed & ~splittable):  # every phase fixed: the network is affine there, an LP decides
+            lp = exact_domain([np.asarray(w) for w in weights], [np.asarray(v) for v in biases], clip_lo, clip_hi,
+                              np.asarray(lo), np.asarray(hi), phases[i], rows, rhs, owner)
+            if lp is None:  # every clause infeasible on the domain
+                certificate.append((signs[i].copy(), b[i], {"lp": phases[i].copy()} if keep_slopes else None))
+                closed[i] = True
+                continue
+            ok, y = confirm(lp)
+            if ok:
+                return {"status": "unsafe", "domains": bounded, "x": lp, "y": y}
+            exhausted = True  # the LP's point misses in float32 by a rounding: left undecided
         grow = ~closed & splittable
-        exhausted |= bool(np.any(~closed & ~splittable))
         parents, units = signs[:n][grow], choice[grow]
         children = np.concatenate([parents, parents])
         children[np.arange(len(children)), np.concatenate([units, units])] = np.repeat(np.array([1, -1], np.int8),
