@@ -338,11 +338,13 @@ def _back_beta(weights, biases, k, lam, const, pre, lo, hi, alphas=None, betas=N
     return lam @ c - np.abs(lam) @ r + const
 
 
-def beta_crown_lower(weights, biases, lo, hi, C, d, signs, alphas, betas):
+def beta_crown_lower(weights, biases, lo, hi, C, d, signs, alphas, betas, box_alphas=None):
     """Independent float64 β-CROWN bound of C·y − d on a ReLU-split domain (``signs`` per layer in
-    {-1, 0, 1}) for given slopes and multipliers (``[rows, n_i]`` per layer): the box's CROWN
-    intermediate bounds, each layer's recomputed through the earlier layers' clamped bounds and
-    intersected with them, clamped by the signs; then the final back-substitution."""
+    {-1, 0, 1}) for given slopes and multipliers (``[rows, n_i]`` per layer): the box's intermediate
+    bounds — CROWN's, or with ``box_alphas`` (per layer k ≥ 1, ``[2·n_k, n_j]`` per earlier layer j:
+    lower rows then negated upper ones) α-CROWN's with those slopes — each layer's recomputed through
+    the earlier layers' clamped bounds and intersected with them, clamped by the signs; then the final
+    back-substitution."""
     weights = [np.asarray(w, np.float64) for w in weights]
     biases = [np.asarray(b, np.float64) for b in biases]
     lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
@@ -351,7 +353,14 @@ def beta_crown_lower(weights, biases, lo, hi, C, d, signs, alphas, betas):
         eye = np.eye(weights[k].shape[0])
         zero = np.zeros(len(eye))
         for pre, out in ((box, box), (dom, None)):  # the box's bounds, then the domain's through its clamped ones
-            low, upp = _back_beta(weights, biases, k, eye, zero, pre, lo, hi), -_back_beta(weights, biases, k, -eye, zero, pre, lo, hi)
+            if out is not None and box_alphas is not None and k:  # α-CROWN's box bounds, each row with its slopes
+                n = len(eye)
+                both = np.array([_back_beta(weights, biases, k, row, 0.0, pre, lo, hi,
+                                            [np.asarray(a[r], np.float64) for a in box_alphas[k]])
+                                 for r, row in enumerate(np.concatenate([eye, -eye]))])
+                low, upp = both[:n], -both[n:]
+            else:
+                low, upp = _back_beta(weights, biases, k, eye, zero, pre, lo, hi), -_back_beta(weights, biases, k, -eye, zero, pre, lo, hi)
             if out is not None:
                 if k:
                     a_lo, a_hi = np.maximum(box[-1][0], 0), np.maximum(box[-1][1], 0)

@@ -108,7 +108,7 @@ def test_relu_split_verdicts_agree_with_the_milp_and_certificates_recheck_in_num
         betas[:, units] = vals
         got = R.beta_crown_lower(chain.weights, chain.biases, lo_c, hi_c, rows[cert["rows"]], rhs[cert["rows"]],
                                  np.split(cert["signs"], sizes), np.split(np.asarray(cert["alphas"], np.float64), sizes, -1),
-                                 np.split(betas, sizes, -1))
+                                 np.split(betas, sizes, -1), box_alphas=cert["box"]["alphas"])
         assert np.all(got > -1e-5)  # the recorded slopes and multipliers close the domain in float64
     assert by_lp < len(signs)  # most domains closed by their bounds
     assert S.covers_the_box(signs) and _covered_by_samples(chain, lo, hi, signs)
@@ -139,16 +139,19 @@ def test_bench_verify_runs_a_mnistfc_folder_and_counts_wrong_answers(tmp_path):
     with open(tmp_path / "results_2021.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["tool", "benchmark", "network", "property", "prepare_s", "result", "run_s"])
-        for tool, r0, r1 in (("a", "UNSAT", "SAT"), ("b", "holds", "violated"), ("c", "timeout", "holds"),
-                             ("x", "holds", "holds")):
+        for tool, r0, r1 in (("a", "UNSAT", "SAT"), ("b", "holds", "violated"), ("c", "timeout", "unknown"),
+                             ("d", "holds", "violated"), ("x", "timeout", "holds")):
             w.writerow([tool, "mnistfc", "./benchmarks/mnistfc/mnist-net_256x2.onnx",
                         "./benchmarks/mnistfc/prop_0_0.03.vnnlib", 0, r0, 1])
             w.writerow([tool, "mnistfc", "./benchmarks/mnistfc/mnist-net_256x2.onnx",
                         "./benchmarks/mnistfc/prop_0_0.05.vnnlib", 0, r1, 1])
         w.writerow(["a", "acasxu", "x.onnx", "./benchmarks/mnistfc/prop_0_0.05.vnnlib", 0, "holds", 1])  # other benchmark
+    votes = bench_verify.answers(tmp_path / "results_2021.csv", "mnistfc")
+    assert bench_verify.contradicted(votes) == {"x"}  # three tools answer "violated" against it, unanimously
+    assert bench_verify.contradicted(votes, quorum=4) == set()
     res = bench_verify.run(str(tmp_path), benchmark="mnistfc", progress=False)
     assert (res["decided"], res["wrong"], res["safe"], res["unsafe"]) == (2, 0, 1, 1)
-    assert [r["published"] for r in res["rows"]] == ["safe", "unsafe"]  # majority of the decided answers
+    assert [r["published"] for r in res["rows"]] == ["safe", "unsafe"]  # majority of the tools not shown wrong
     with pytest.raises(FileNotFoundError, match="cifar10_resnet_instances.csv"):
         bench_verify.run(str(tmp_path), benchmark="cifar10_resnet")
     with pytest.raises(ValueError, match="benchmark must be one of"):

@@ -7,7 +7,8 @@ Reads the competition's folder the user names (``--vnncomp-dir``): the benchmark
 ``results_2021.csv`` of every tool's rows (filtered to the benchmark), in the folder or beside the
 subfolder. Runs :func:`jaxrepair.verify.verify` on each instance with its timeout (or ``--timeout``),
 and compares each decided verdict with the majority of the published tools' answers
-(``holds``/``UNSAT`` = safe, ``violated``/``SAT`` = unsafe). A wrong answer is any decided verdict
+(``holds``/``UNSAT`` = safe, ``violated``/``SAT`` = unsafe), leaving out the tools some instance shows
+wrong (:func:`contradicted`: on ACAS Xu none, on mnistfc RPM and nnv). A wrong answer is any decided verdict
 that disagrees. One JSON line per instance is appended to ``--log`` as it finishes, so a stopped run
 keeps what it measured.
 """
@@ -25,23 +26,49 @@ import numpy as np
 
 _SAFE, _UNSAFE = ("holds", "unsat"), ("violated", "sat")
 BENCHMARKS = ("acasxu", "mnistfc", "cifar10_resnet")
+CONTRADICTED_BY = 3  # a tool is left out of the majority once this many others unanimously answer against it
 
 
-def published(results_csv: Path, benchmark: str | None = None) -> dict:
-    """``{(onnx name, vnnlib name): "safe" | "unsafe"}`` by majority of the decided published answers
-    (of ``benchmark``'s rows only, when the file has a ``benchmark`` column)."""
-    votes: dict = collections.defaultdict(collections.Counter)
+def answers(results_csv: Path, benchmark: str | None = None) -> dict:
+    """``{(onnx name, vnnlib name): {tool: "safe" | "unsafe"}}``: every published decided answer (of
+    ``benchmark``'s rows only, when the file has a ``benchmark`` column)."""
+    out: dict = collections.defaultdict(dict)
     with open(results_csv) as f:
         for row in csv.DictReader(f):
             if benchmark is not None and row.get("benchmark", benchmark) != benchmark:
                 continue
             r = row["result"].strip().lower()
             key = (Path(row.get("onnx") or row["network"]).name, Path(row.get("vnnlib") or row["property"]).name)
-            if r in _SAFE:
-                votes[key]["safe"] += 1
-            elif r in _UNSAFE:
-                votes[key]["unsafe"] += 1
-    return {k: v.most_common(1)[0][0] for k, v in votes.items() if v}
+            if r in _SAFE + _UNSAFE:
+                out[key][row.get("tool", f"row{len(out[key])}")] = "safe" if r in _SAFE else "unsafe"
+    return out
+
+
+def contradicted(votes: dict, quorum: int = CONTRADICTED_BY) -> set:
+    """Tools shown wrong: on some instance at least ``quorum`` other tools agree, unanimously, on the
+    other answer (VNN-COMP 2021 did not check every counterexample; RPM, for one, answers ``violated`` on
+    mnistfc instances that nine tools prove)."""
+    bad = set()
+    for by_tool in votes.values():
+        for tool, answer in by_tool.items():
+            others = [a for t, a in by_tool.items() if t != tool]
+            if len(others) >= quorum and all(a != answer for a in others):
+                bad.add(tool)
+    return bad
+
+
+def published(results_csv: Path, benchmark: str | None = None) -> dict:
+    """``{(onnx name, vnnlib name): "safe" | "unsafe"}``: the majority of the published decided answers
+    of the tools no instance contradicts (:func:`contradicted`); instances only such tools decided have
+    no published answer."""
+    votes = answers(results_csv, benchmark)
+    bad = contradicted(votes)
+    out = {}
+    for key, by_tool in votes.items():
+        count = collections.Counter(a for t, a in by_tool.items() if t not in bad)
+        if count:
+            out[key] = count.most_common(1)[0][0]
+    return out
 
 
 def files(vnncomp_dir: str, benchmark: str) -> tuple:

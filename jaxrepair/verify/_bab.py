@@ -269,7 +269,8 @@ def verify(model, prop, *, timeout: float = 60.0, seed: int = 0, progress: bool 
     ``branching``: ``"input"`` bisects input boxes (above); ``"relu"`` splits hidden ReLUs by sign with
     β-CROWN bounds (:mod:`jaxrepair.verify._relu_split`; ReLU chains only) — then ``boxes`` counts the
     domains bounded and each certificate entry is ``(lo, hi, bounds, slopes)`` of the property box with
-    ``slopes`` holding the domain's ``"signs"`` (and its rows' ``"alphas"`` and ``"betas"``); ``"auto"``
+    ``slopes`` holding the domain's ``"signs"``, the ``"box"``'s intermediate bounds and their slopes
+    (one object shared by the box's domains), and its rows' ``"alphas"`` and ``"betas"`` (or ``"lp"``); ``"auto"``
     (default) splits ReLUs on chains with more than ``RELU_INPUTS`` inputs (images), inputs otherwise.
     The verdict says which it used (``Verdict.branching``)."""
     bar = Progress("verify", enabled=progress)
@@ -430,6 +431,7 @@ def _split_relus(args, rows, rhs, owner, queue, confirm, *, t0, timeout, max_box
                            branching="relu")
         if r["status"] == "unknown":
             return Verdict("unknown", time.perf_counter() - t0, bounded, falsifier_hits=hits, branching="relu")
-        certificate += [(lo, hi, b, {"signs": signs, **(slopes or {})}) for signs, b, slopes in r["certificate"]]
+        certificate += [(lo, hi, b, {"signs": signs, "box": r["box"], **(slopes or {})})
+                        for signs, b, slopes in r["certificate"]]
     return Verdict("safe", time.perf_counter() - t0, bounded, certificate=certificate, falsifier_hits=hits,
                    branching="relu")

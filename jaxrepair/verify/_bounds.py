@@ -184,6 +184,31 @@ def crown_pre(chain: Chain, lo, hi):
     return pre
 
 
+def alpha_crown_pre(chain: Chain, lo, hi, *, steps: int = 20, lr: float = 0.1, with_slopes: bool = False):
+    """α-CROWN bounds ``[(lower, upper)]`` of every ReLU layer's pre-activation (one box, flat): each
+    unit's two bounds with their own slopes below the earlier layers' unstable ReLUs, optimised as in
+    :func:`alpha_crown` from CROWN's, layer by layer on the earlier layers' optimised bounds; never
+    looser than :func:`crown_pre` (it starts there and keeps each row's best). ``with_slopes``: also
+    the slopes, per layer ``k`` ``[2·n_k, n_j]`` per earlier layer ``j`` (rows: the lower bounds, then
+    the negated upper ones; None for the first layer), which re-create the bounds independently."""
+    lo, hi = clip_box(chain, _f32(lo), _f32(hi))
+    pre, slopes = [], []
+    for layer in range(len(chain.weights) - 1):
+        n = chain.weights[layer].shape[0]
+        eye = jnp.eye(n, dtype=lo.dtype)
+        rows = jnp.concatenate([eye, -eye])
+        zero = jnp.zeros(2 * n, lo.dtype)
+        if layer == 0:
+            b, a = _backward(chain, layer, rows, zero, pre, lo, hi), None
+        else:
+            b, a = optimise_slopes(lambda a, k=layer, p=list(pre): _backward(chain, k, rows, zero, p, lo, hi, alphas=a),
+                                   default_alphas(chain, pre, 2 * n), [0.0] * layer, steps=steps, lr=lr)
+        il, iu = _interval_pre(chain, layer, pre, lo, hi)
+        pre.append(jax.lax.stop_gradient((jnp.maximum(b[:n], il), jnp.minimum(-b[n:], iu))))
+        slopes.append(a)
+    return (pre, slopes) if with_slopes else pre
+
+
 def _interval_pre(chain, layer, pre, lo, hi):
     if layer == 0:
         a_lo, a_hi = lo, hi
