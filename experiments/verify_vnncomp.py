@@ -9,6 +9,10 @@ same instances (their machines and the 2021 time limits), and one row per instan
 
     jaxrepair bench verify --vnncomp-dir ../shared/data/vnncomp2021 --benchmark mnistfc --timeout 30 --log mnistfc.jsonl
     python experiments/verify_vnncomp.py mnistfc.jsonl --benchmark mnistfc --vnncomp-dir ../shared/data/vnncomp2021
+
+``--rerun-unknown S`` first re-runs, with ``S`` seconds each, the instances the log left unknown
+(appending them to ``LOG.rerun.jsonl``); their rows then replace the first ones in the table, which
+gives the counts at the first limit and after the re-run.
 """
 
 from __future__ import annotations
@@ -24,6 +28,11 @@ import numpy as np
 import jaxrepair as jr
 from jaxrepair.bench import _verify
 from jaxrepair.suite import machine
+
+
+def _rows(path, benchmark):
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    return [r for r in rows if r.get("benchmark", benchmark) == benchmark]
 
 
 def published_counts(results_csv: Path, benchmark: str, instances) -> list:
@@ -47,13 +56,24 @@ def main(argv=None) -> int:
     p.add_argument("log", help="JSON lines from `jaxrepair bench verify --benchmark B --log`")
     p.add_argument("--benchmark", default="mnistfc", choices=["mnistfc", "cifar10_resnet"])
     p.add_argument("--vnncomp-dir", required=True, help="the folder bench verify read (for the published results)")
+    p.add_argument("--rerun-unknown", type=float, metavar="S", help="re-run the unknown instances with S seconds each")
     p.add_argument("--note", default="", help="a line on how the log was made (the commit, what ran beside it)")
     p.add_argument("--out", default=str(Path(__file__).parent / "results"))
     a = p.parse_args(argv)
-    rows = [json.loads(line) for line in Path(a.log).read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if r.get("benchmark", a.benchmark) == a.benchmark]
+    rows = _rows(a.log, a.benchmark)
     if not rows:
         p.error(f"{a.log}: no {a.benchmark} rows")
+    first = {(r["onnx"], r["vnnlib"]): r for r in rows}
+    rerun_log = Path(str(a.log) + ".rerun.jsonl")
+    if a.rerun_unknown:
+        unknown = [k for k, r in first.items() if r["verdict"] == "unknown"]
+        done = {(r["onnx"], r["vnnlib"]) for r in _rows(rerun_log, a.benchmark)} if rerun_log.exists() else set()
+        todo = [k for k in unknown if k not in done]  # a stopped re-run resumes
+        if todo:
+            _verify.run(a.vnncomp_dir, timeout=a.rerun_unknown, log=str(rerun_log), only=todo, benchmark=a.benchmark)
+    again = {(r["onnx"], r["vnnlib"]): r for r in _rows(rerun_log, a.benchmark)} if rerun_log.exists() else {}
+    rows = [again.get(k, r) for k, r in first.items()]
+    first_decided = sum(r["verdict"] != "unknown" for r in first.values())
     _, inst_file, res_file = _verify.files(a.vnncomp_dir, a.benchmark)
     total = sum(1 for r in csv.reader(open(inst_file)) if r)
     env = jr.records.environment()
@@ -70,6 +90,9 @@ def main(argv=None) -> int:
              f"{a.benchmark} --timeout {limits[0]:g} --log LOG` then `python experiments/verify_vnncomp.py LOG --benchmark "
              f"{a.benchmark} --vnncomp-dir DIR`.\n",
              *([f"{a.note}\n"] if a.note else []),
+             *([f"The first limit decided {first_decided} of {len(first)}; the {len(again)} instances it left unknown were "
+                f"re-run with {', '.join(f'{t:g}' for t in sorted({r['timeout_s'] for r in again.values()}))} s each "
+                f"(rows marked in `seconds limit`), and the counts below are after that re-run.\n"] if again else []),
              f"**{len(rows)} of {total} instances measured.** Decided **{len(decided)}** ({ours['safe']} safe, "
              f"{ours['unsafe']} unsafe), unknown {len(rows) - len(decided)}, **wrong {len(wrong)}** (against the majority "
              f"of the published decided answers); median {np.median(secs):.2f} s, total {secs.sum():.0f} s. Branching: "
@@ -89,9 +112,9 @@ def main(argv=None) -> int:
                                             *tools]))
     lines.append("\n## Every instance\n")
     lines.append(jr.records.markdown_table(
-        ["network", "property", "verdict", "published", "seconds", "domains/boxes", "branching"],
+        ["network", "property", "verdict", "published", "seconds", "seconds limit", "domains/boxes", "branching"],
         [(Path(r["onnx"]).stem, Path(r["vnnlib"]).stem, r["verdict"] + (" WRONG" if r["wrong"] else ""), r["published"],
-          round(r["seconds"], 2), r["boxes"], r.get("branching", "")) for r in rows]))
+          round(r["seconds"], 2), f"{r['timeout_s']:g}", r["boxes"], r.get("branching", "")) for r in rows]))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     target = out / f"verify_{a.benchmark}.md"
@@ -100,7 +123,7 @@ def main(argv=None) -> int:
             f.replace(f.with_name(f.name + ".previous"))
     jr.records.write_text(target, "\n".join(lines))
     jr.records.write_json(out / f"verify_{a.benchmark}.json", {"environment": env, "note": a.note, "rows": rows,
-                                                              "published": tools})
+                                                              "first_rows": list(first.values()), "published": tools})
     print("\n".join(lines[:4]))
     return 0
 

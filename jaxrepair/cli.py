@@ -761,13 +761,13 @@ def cmd_verify(args):
         prop, what = properties.from_vnnlib(args.vnnlib), str(args.vnnlib)
     model, _ = _load_model(args.model, args)
     out = records.new_run_dir(args.out, f"verify-{Path(args.model).stem}")
-    v = verify.verify(model, prop, timeout=args.timeout, seed=args.seed, progress=True)
+    v = verify.verify(model, prop, timeout=args.timeout, seed=args.seed, progress=True, branching=args.branching)
     rec = {"command": "verify", "model": args.model, "property": what, "timeout_s": args.timeout,
            "environment": records.environment(), **v.to_json()}
     records.write_json(out / "verify.json", rec)
     from jaxrepair.records import markdown_table
 
-    table = markdown_table(["model", "property", "verdict", "seconds", "boxes"],
+    table = markdown_table(["model", "property", "verdict", "seconds", "boxes" if v.branching == "input" else "domains"],
                            [(Path(args.model).name, what, v.verdict, round(v.seconds, 2), v.boxes)])
     records.write_text(out / "verify.md", f"# Verification\n\n{table}")
     print(table)
@@ -1324,6 +1324,9 @@ def _parser_verify(sub) -> None:
     vf.add_argument("--exit-code", action="store_true", help="exit with the verdict: " + ", ".join(
         f"{c} {v}" for v, c in VERDICT_EXIT.items()) + " (without it: 0 whatever the verdict, 2 bad input)")
     vf.add_argument("--seed", type=SEED, default=0)
+    vf.add_argument("--branching", default="auto", choices=["auto", "input", "relu"],
+                    help="what branch and bound splits: input boxes, or hidden ReLUs by sign (beta-CROWN; ReLU chains); "
+                    "auto: ReLUs on chains with more than 32 inputs")
     vf.add_argument("--out", default="jaxrepair-out")
     vf.set_defaults(fn=cmd_verify)
 

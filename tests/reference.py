@@ -218,6 +218,30 @@ def fairness_effect(x, column, values, target=1):
     return effect
 
 
+def back_substitute(weights, biases, k, lam, const, pre, lo, hi, alphas=None, betas=None, signs=None):
+    """Lower bound of lam·z_k + const over the box (float64), ReLUs before layer k relaxed with the
+    bounds ``pre``: chord above, the line of slope ``alphas`` below (CROWN's 0/1 when None), and the
+    split constraints s·z ≥ 0 added with multipliers ``betas`` (-β·s·z)."""
+    for i in range(k, -1, -1):
+        const = const + lam @ biases[i]
+        lam = lam @ weights[i]
+        if i == 0:
+            break
+        l, u = pre[i - 1]
+        unst = (l < 0) & (u > 0)
+        up = np.where(unst, u / np.where(unst, u - l, 1.0), (l >= 0).astype(float))
+        low = (u > -l).astype(float) if alphas is None else np.asarray(alphas[i - 1], np.float64)
+        assert np.all((low >= 0) & (low <= 1))  # only slopes in [0, 1] lie below a ReLU
+        low = np.where(unst, low, (l >= 0).astype(float))
+        const = const + np.sum(np.where((lam < 0) & unst, -lam * up * l, 0.0), axis=-1)
+        lam = np.where(lam < 0, lam * up, lam * low)
+        if betas is not None:
+            assert np.all(np.asarray(betas[i - 1]) >= 0)  # only β ≥ 0 keeps the Lagrangian below
+            lam = lam - np.asarray(betas[i - 1], np.float64) * np.asarray(signs[i - 1], np.float64)
+    c, r = (hi + lo) / 2, (hi - lo) / 2
+    return lam @ c - np.abs(lam) @ r + const
+
+
 def crown_lower(weights, biases, lo, hi, C, d):
     """Independent float64 CROWN: lower bounds of C·y − d over the box, for y = W_L relu(... W_1 x ...).
     Intermediate bounds by the same back-substitution; ReLU relaxed by 0/identity below, chord above."""
@@ -226,24 +250,7 @@ def crown_lower(weights, biases, lo, hi, C, d):
     lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
 
     def back(k, lam, const, pre):
-        for i in range(k, -1, -1):
-            const = const + lam @ biases[i]
-            lam = lam @ weights[i]
-            if i == 0:
-                break
-            l, u = pre[i - 1]
-            slope_up, slope_low, icpt = np.zeros_like(l), np.zeros_like(l), np.zeros_like(l)
-            act = l >= 0
-            slope_up[act] = slope_low[act] = 1.0
-            unst = (l < 0) & (u > 0)
-            slope_up[unst] = u[unst] / (u[unst] - l[unst])
-            icpt[unst] = -slope_up[unst] * l[unst]
-            slope_low[unst] = (u[unst] > -l[unst]).astype(float)
-            neg = lam < 0
-            const = const + np.sum(np.where(neg, lam * icpt, 0.0), axis=-1)
-            lam = np.where(neg, lam * slope_up, lam * slope_low)
-        c, r = (hi + lo) / 2, (hi - lo) / 2
-        return lam @ c - np.abs(lam) @ r + const
+        return back_substitute(weights, biases, k, lam, const, pre, lo, hi)
 
     pre = []
     for k in range(len(weights) - 1):
@@ -314,30 +321,6 @@ def _clamped(pre, signs):
     return [(np.where(s > 0, np.maximum(l, 0), l), np.where(s < 0, np.minimum(u, 0), u)) for (l, u), s in zip(pre, signs)]
 
 
-def _back_beta(weights, biases, k, lam, const, pre, lo, hi, alphas=None, betas=None, signs=None):
-    """Lower bound of lam·z_k + const over the box (float64), ReLUs before layer k relaxed with the
-    bounds ``pre``: chord above, the line of slope ``alphas`` below (CROWN's 0/1 when None), and the
-    split constraints s·z ≥ 0 added with multipliers ``betas`` (-β·s·z)."""
-    for i in range(k, -1, -1):
-        const = const + lam @ biases[i]
-        lam = lam @ weights[i]
-        if i == 0:
-            break
-        l, u = pre[i - 1]
-        unst = (l < 0) & (u > 0)
-        up = np.where(unst, u / np.where(unst, u - l, 1.0), (l >= 0).astype(float))
-        low = (u > -l).astype(float) if alphas is None else np.asarray(alphas[i - 1], np.float64)
-        assert np.all((low >= 0) & (low <= 1))  # only slopes in [0, 1] lie below a ReLU
-        low = np.where(unst, low, (l >= 0).astype(float))
-        const = const + np.sum(np.where((lam < 0) & unst, -lam * up * l, 0.0), axis=-1)
-        lam = np.where(lam < 0, lam * up, lam * low)
-        if betas is not None:
-            assert np.all(np.asarray(betas[i - 1]) >= 0)  # only β ≥ 0 keeps the Lagrangian below
-            lam = lam - np.asarray(betas[i - 1], np.float64) * np.asarray(signs[i - 1], np.float64)
-    c, r = (hi + lo) / 2, (hi - lo) / 2
-    return lam @ c - np.abs(lam) @ r + const
-
-
 def beta_crown_lower(weights, biases, lo, hi, C, d, signs, alphas, betas, box_alphas=None):
     """Independent float64 β-CROWN bound of C·y − d on a ReLU-split domain (``signs`` per layer in
     {-1, 0, 1}) for given slopes and multipliers (``[rows, n_i]`` per layer): the box's intermediate
@@ -355,12 +338,12 @@ def beta_crown_lower(weights, biases, lo, hi, C, d, signs, alphas, betas, box_al
         for pre, out in ((box, box), (dom, None)):  # the box's bounds, then the domain's through its clamped ones
             if out is not None and box_alphas is not None and k:  # α-CROWN's box bounds, each row with its slopes
                 n = len(eye)
-                both = np.array([_back_beta(weights, biases, k, row, 0.0, pre, lo, hi,
+                both = np.array([back_substitute(weights, biases, k, row, 0.0, pre, lo, hi,
                                             [np.asarray(a[r], np.float64) for a in box_alphas[k]])
                                  for r, row in enumerate(np.concatenate([eye, -eye]))])
                 low, upp = both[:n], -both[n:]
             else:
-                low, upp = _back_beta(weights, biases, k, eye, zero, pre, lo, hi), -_back_beta(weights, biases, k, -eye, zero, pre, lo, hi)
+                low, upp = back_substitute(weights, biases, k, eye, zero, pre, lo, hi), -back_substitute(weights, biases, k, -eye, zero, pre, lo, hi)
             if out is not None:
                 if k:
                     a_lo, a_hi = np.maximum(box[-1][0], 0), np.maximum(box[-1][1], 0)
@@ -370,6 +353,6 @@ def beta_crown_lower(weights, biases, lo, hi, C, d, signs, alphas, betas, box_al
             else:
                 l0, u0 = _clamped([box[k]], [signs[k]])[0]
                 dom += _clamped([(np.maximum(l0, low), np.minimum(u0, upp))], [signs[k]])
-    return np.array([_back_beta(weights, biases, len(weights) - 1, c, -dd, dom, lo, hi,
+    return np.array([back_substitute(weights, biases, len(weights) - 1, c, -dd, dom, lo, hi,
                                 [a[r] for a in alphas], [b[r] for b in betas], signs)
                      for r, (c, dd) in enumerate(zip(np.asarray(C, np.float64), np.asarray(d, np.float64)))])

@@ -3,6 +3,7 @@ certificates re-created by an independent float64 numpy implementation and cover
 verdicts against the MILP and on VNN-COMP 2021 mnistfc instances, no recompilation for a new box."""
 
 import csv
+import importlib.util
 import shutil
 from pathlib import Path
 
@@ -17,7 +18,8 @@ from jaxrepair.bench import _verify as bench_verify
 from jaxrepair.verify import _relu_split as S
 from tests import reference as R
 
-MNIST = Path(__file__).parent / "fixtures" / "vnncomp" / "mnistfc"
+ROOT = Path(__file__).resolve().parents[1]
+MNIST = ROOT / "tests" / "fixtures" / "vnncomp" / "mnistfc"
 _beta = jax.jit(S.beta_crown, static_argnames=("steps", "refine"))
 
 
@@ -149,9 +151,18 @@ def test_bench_verify_runs_a_mnistfc_folder_and_counts_wrong_answers(tmp_path):
     votes = bench_verify.answers(tmp_path / "results_2021.csv", "mnistfc")
     assert bench_verify.contradicted(votes) == {"x"}  # three tools answer "violated" against it, unanimously
     assert bench_verify.contradicted(votes, quorum=4) == set()
-    res = bench_verify.run(str(tmp_path), benchmark="mnistfc", progress=False)
+    res = bench_verify.run(str(tmp_path), benchmark="mnistfc", progress=False, log=str(tmp_path / "log.jsonl"))
     assert (res["decided"], res["wrong"], res["safe"], res["unsafe"]) == (2, 0, 1, 1)
     assert [r["published"] for r in res["rows"]] == ["safe", "unsafe"]  # majority of the tools not shown wrong
+    # the results table (experiments/verify_vnncomp.py) from the bench's log, beside every tool's counts
+    spec = importlib.util.spec_from_file_location("verify_vnncomp", ROOT / "experiments" / "verify_vnncomp.py")
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    table.main([str(tmp_path / "log.jsonl"), "--benchmark", "mnistfc", "--vnncomp-dir", str(tmp_path),
+                "--out", str(tmp_path / "out"), "--rerun-unknown", "5"])  # nothing unknown: nothing re-run
+    md = (tmp_path / "out" / "verify_mnistfc.md").read_text()
+    assert "Decided **2** (1 safe, 1 unsafe)" in md and "**wrong 0**" in md
+    assert "| a | 1 | 1 | 2 |" in md and "| x | 1 | 0 | 1 |" in md  # the published tools' counts
     with pytest.raises(FileNotFoundError, match="cifar10_resnet_instances.csv"):
         bench_verify.run(str(tmp_path), benchmark="cifar10_resnet")
     with pytest.raises(ValueError, match="benchmark must be one of"):

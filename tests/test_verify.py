@@ -123,24 +123,8 @@ def crown_lower_alpha(weights, biases, lo, hi, C, d, alphas):
         low = R.crown_lower(weights[: k + 1], biases[: k + 1], lo, hi, eye, np.zeros(len(eye)))
         up = -R.crown_lower(weights[: k + 1], biases[: k + 1], lo, hi, -eye, np.zeros(len(eye)))
         pre.append((low, up))
-    out = []
-    for r, (c_row, d_row) in enumerate(zip(np.asarray(C, np.float64), np.asarray(d, np.float64))):
-        lam, const = c_row, -d_row
-        for i in range(len(weights) - 1, -1, -1):
-            const = const + lam @ biases[i]
-            lam = lam @ weights[i]
-            if i == 0:
-                break
-            l, u = pre[i - 1]
-            unst = (l < 0) & (u > 0)
-            up_slope = np.where(unst, u / np.where(unst, u - l, 1.0), (l >= 0).astype(float))
-            low_slope = np.where(unst, np.asarray(alphas[i - 1][r], np.float64), (l >= 0).astype(float))
-            assert np.all((low_slope >= 0) & (low_slope <= 1))  # only slopes in [0, 1] are sound
-            const = const + np.sum(np.where((lam < 0) & unst, -lam * up_slope * l, 0.0))
-            lam = np.where(lam < 0, lam * up_slope, lam * low_slope)
-        c, rad = (hi + lo) / 2, (hi - lo) / 2
-        out.append(lam @ c - np.abs(lam) @ rad + const)
-    return np.array(out)
+    return np.array([R.back_substitute(weights, biases, len(weights) - 1, c_row, -d_row, pre, lo, hi, [a[r] for a in alphas])
+                     for r, (c_row, d_row) in enumerate(zip(np.asarray(C, np.float64), np.asarray(d, np.float64)))])
 
 
 def _recheck(chain, lo, hi, rows, rhs, owner, slopes):

@@ -123,7 +123,7 @@ def run(vnncomp_dir: str, *, timeout: float | None = None, log: str | None = Non
                 f.write(json.dumps(row) + "\n")
         if progress:
             print(f"[bench verify] {len(rows)}/{len(instances)} {onnx_name} {vnnlib_name}: {v.verdict} "
-                  f"({v.seconds:.1f}s, {v.boxes} boxes){' WRONG' if row['wrong'] else ''}", file=sys.stderr, flush=True)
+                  f"({v.seconds:.1f}s, {v.boxes} {'boxes' if v.branching == 'input' else 'domains'}){' WRONG' if row['wrong'] else ''}", file=sys.stderr, flush=True)
     secs = [r["seconds"] for r in rows]
     decided = [r for r in rows if r["verdict"] != "unknown"]
     return {"benchmark": benchmark, "instances": len(rows), "decided": len(decided), "safe": sum(r["verdict"] == "safe" for r in rows),
