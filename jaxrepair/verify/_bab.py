@@ -44,6 +44,7 @@ FALSIFY_COORDS = 131072  # the whole-box falsifier's starts × inputs (4,096 sta
 SPLIT = "alternate"  # the branching rule by default (see experiments/results/verify_acasxu.md)
 ALPHA_STEPS = 10  # α-CROWN steps per box by default (see experiments/results/verify_acasxu.md)
 RELU_INPUTS = 32  # "auto" branching splits ReLUs (not inputs) on chains with more inputs than this
+IMAGE_BATCH = 2  # boxes per call when input splitting runs on a graph with more than RELU_INPUTS inputs
 RELU_BATCH = 128  # domains bounded per compiled call when splitting ReLUs
 RELU_STEPS = 20  # α,β optimisation steps per domain when splitting ReLUs
 
@@ -353,6 +354,7 @@ def _decide(model, prop, *, timeout, seed, falsifier_only, alpha_steps, split, f
         if falsifier_only:
             return Verdict("unknown", time.perf_counter() - t0, 0, worst=np.asarray(xs))
     # 2. branch and bound
+    per_call = BATCH if n_in <= RELU_INPUTS else IMAGE_BATCH  # image-sized graphs: CROWN's rows fill the memory
     if relu:
         return _split_relus(args, rows, rhs, owner, queue, confirm, t0=t0, timeout=timeout, max_boxes=max_boxes,
                             hits=hits, bar=bar)
@@ -363,11 +365,11 @@ def _decide(model, prop, *, timeout, seed, falsifier_only, alpha_steps, split, f
             xs, _ = falsify_some([q[0] for q in queue[:FALSIFY]], [q[1] for q in queue[:FALSIFY]], k)
             return Verdict("unknown", time.perf_counter() - t0, bounded, falsifier_hits=hits, worst=np.asarray(xs),
                            open_boxes=(np.stack([q[0] for q in queue]), np.stack([q[1] for q in queue])))
-        batch, queue = queue[:BATCH], queue[BATCH:]
+        batch, queue = queue[:per_call], queue[per_call:]
         n = len(batch)
         depth = [b[2] for b in batch]
-        lo = np.stack([b[0] for b in batch] + [batch[0][0]] * (BATCH - n))
-        hi = np.stack([b[1] for b in batch] + [batch[0][1]] * (BATCH - n))
+        lo = np.stack([b[0] for b in batch] + [batch[0][0]] * (per_call - n))
+        hi = np.stack([b[1] for b in batch] + [batch[0][1]] * (per_call - n))
         plain, coef, bounds, alphas = jax.device_get(bound_batch(lo, hi))
         plain, coef, bounds = np.asarray(plain)[:n], np.asarray(coef)[:n], np.asarray(bounds)[:n]
         bounded += n
