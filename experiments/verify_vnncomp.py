@@ -90,8 +90,8 @@ def main(argv=None) -> int:
              f"{a.benchmark} --timeout {limits[0]:g} --log LOG` then `python experiments/verify_vnncomp.py LOG --benchmark "
              f"{a.benchmark} --vnncomp-dir DIR`.\n",
              *([f"{a.note}\n"] if a.note else []),
-             *([f"The first limit decided {first_decided} of {len(first)}; the {len(again)} instances it left unknown were "
-                f"re-run with {', '.join(f'{t:g}' for t in sorted({r['timeout_s'] for r in again.values()}))} s each "
+             *([f"The first limit decided {first_decided} of {len(first)}; {len(again)} of the {len(first) - first_decided} "
+                f"instances it left unknown were re-run (in the instance file's order) with {', '.join(f'{t:g}' for t in sorted({r['timeout_s'] for r in again.values()}))} s each "
                 f"(rows marked in `seconds limit`), and the counts below are after that re-run.\n"] if again else []),
              f"**{len(rows)} of {total} instances measured.** Decided **{len(decided)}** ({ours['safe']} safe, "
              f"{ours['unsafe']} unsafe), unknown {len(rows) - len(decided)}, **wrong {len(wrong)}** (against the majority "

@@ -76,7 +76,8 @@ def _train_bounds(result, task, prop, v, steps, frontier_boxes, verify_timeout, 
 
     t = time.perf_counter()
     if v.open_boxes is None:  # unsafe: a counterexample ended it before there were boxes to train on
-        v = verify.verify(result.model, prop, timeout=left(verify_timeout), falsifier=False, max_boxes=frontier_boxes)
+        v = verify.verify(result.model, prop, timeout=left(verify_timeout), falsifier=False, max_boxes=frontier_boxes,
+                          branching="input")  # bound training needs the open input boxes, not ReLU domains
         if v.open_boxes is None:  # decided without the falsifier (a box too small to split)
             return result, v
     room = left(float("inf"))  # what is left of the budget (inf: no budget)

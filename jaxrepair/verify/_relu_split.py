@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrepair.properties import clause_margin
 from jaxrepair.verify._bounds import Chain, _backward, alpha_crown_pre, clip_box, crown_pre, default_alphas, forward, optimise_slopes
 
 
@@ -115,10 +116,10 @@ def unflatten(flat, sizes):
 
 
 @jax.jit(static_argnames=("steps", "refine"))
-def bound_domains(weights, biases, clip_lo, clip_hi, C, d, member, pre, lo, hi, splits, *, steps: int,
+def bound_domains(weights, biases, clip_lo, clip_hi, C, d, member, clauses, pre, lo, hi, splits, *, steps: int,
                   refine: bool = True):
     """β-CROWN over a batch of domains of one box: ``splits [B, n_relu]``, ``member [rows, clauses]``
-    which clause each spec row belongs to. Returns per domain the bounds ``[rows]``, the
+    which clause each spec row (``C·y <= d``) belongs to, ``clauses`` the same rows as ``[(C_k, d_k)]``. Returns per domain the bounds ``[rows]``, the
     ``MULTI_SPLIT`` best units to split next (by score) and which of them can be (unstable, unsplit), the slopes and multipliers that gave
     the bounds ``[rows, n_relu]`` (a certificate re-creates each bound from them), the best
     candidate input ``[n_in]`` with its margin (≥ 0: it violates the property), and every unit's phase
@@ -134,7 +135,7 @@ def bound_domains(weights, biases, clip_lo, clip_hi, C, d, member, pre, lo, hi, 
         b = _backward(chain, len(sizes), C, -d, dom, lo_c, hi_c, alphas=[a.astype(lo.dtype) for a in alphas],
                       betas=betas, splits=s)
         xs = jnp.where(lam >= 0, lo_c, hi_c)  # each row's minimiser of its linear bound over the box
-        margins = margin(forward(chain, xs), C, d, member)
+        margins = clause_margin(forward(chain, xs), clauses)
         i = jnp.argmax(margins)
         clause_open = ~jnp.any(member & (b > 0)[:, None], axis=0)
         scores = split_scores(dom, s, layers, jnp.any(member & clause_open[None], axis=1))
@@ -144,44 +145,6 @@ def bound_domains(weights, biases, clip_lo, clip_hi, C, d, member, pre, lo, hi, 
                 jnp.concatenate(betas, -1) * (s_flat != 0), xs[i], margins[i], phases)
 
     return jax.vmap(one)(splits)
-
-
-def margin(y, C, d, member):
-    """``max_clause min_row (d − C·y)`` per output ``y [B, n_out]`` (≥ 0: a violation); ``member
-    [rows, clauses]``: which clause each row of ``C·y <= d`` belongs to."""
-    per_row = d[None, :] - y @ C.T  # [B, rows]
-    per_clause = jnp.min(jnp.where(member[None], per_row[:, :, None], jnp.inf), axis=1)  # [B, clauses]
-    return jnp.max(per_clause, axis=-1)
-
-
-def exact_domain(weights, biases, clip_lo, clip_hi, lo, hi, phases, rows, rhs, owner):
-    """On a domain where every unit's phase is fixed (``phases [n_relu]`` in {-1, 1}) the chain is affine
-    in its input; a linear program (scipy's HiGHS, float64) looks for an input of the box with those
-    phases that meets a clause (every row of ``C·y <= d``). Returns it (flat, float32), or None when no
-    clause can be met there."""
-    from scipy.optimize import linprog
-
-    lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
-    if clip_lo is not None:
-        lo, hi = np.clip(lo, clip_lo, clip_hi), np.clip(hi, clip_lo, clip_hi)
-    n_in = len(lo)
-    A, c = np.eye(n_in), np.zeros(n_in)  # the current layer's value as A·x + c
-    ub_A, ub_b, at = [], [], 0
-    for w, b in zip(weights[:-1], biases[:-1]):
-        A, c = np.asarray(w, np.float64) @ A, np.asarray(w, np.float64) @ c + np.asarray(b, np.float64)
-        p = np.asarray(phases[at:at + len(c)], np.float64)
-        at += len(c)
-        ub_A.append(-p[:, None] * A)  # p·z >= 0
-        ub_b.append(p * c)
-        A, c = A * (p > 0)[:, None], c * (p > 0)
-    A, c = np.asarray(weights[-1], np.float64) @ A, np.asarray(weights[-1], np.float64) @ c + np.asarray(biases[-1], np.float64)
-    for k in range(int(owner.max()) + 1):
-        C, d = np.asarray(rows, np.float64)[owner == k], np.asarray(rhs, np.float64)[owner == k]
-        res = linprog(np.zeros(n_in), A_ub=np.concatenate(ub_A + [C @ A]), b_ub=np.concatenate(ub_b + [d - C @ c]),
-                      bounds=np.stack([lo, hi], 1), method="highs")
-        if res.status == 0:
-            return np.asarray(res.x, np.float32)
-    return None
 
 
 def covers_the_box(signs) -> bool:
@@ -243,6 +206,7 @@ def branch_and_bound(args, rows, rhs, owner, lo, hi, *, confirm, out_of_time, ba
     n_relu, k = sum(int(l.shape[0]) for l, _ in pre), int(owner.max()) + 1
     member = jnp.asarray(owner[:, None] == np.arange(k)[None])
     C, d = jnp.asarray(rows, jnp.float32), jnp.asarray(rhs, jnp.float32)
+    clauses = tuple((C[owner == c], d[owner == c]) for c in range(k))
     signs = np.zeros((1, n_relu), np.int8)
     certificate, bounded, exhausted = [], 0, False
     while len(signs):
@@ -250,7 +214,7 @@ def branch_and_bound(args, rows, rhs, owner, lo, hi, *, confirm, out_of_time, ba
             return {"status": "unknown", "domains": bounded, "open": len(signs), "exhausted": exhausted}
         n = min(batch, len(signs))
         pad = np.minimum(np.arange(batch), n - 1)
-        out = jax.device_get(bound_domains(weights, biases, clip_lo, clip_hi, C, d, member, pre, lo, hi,
+        out = jax.device_get(bound_domains(weights, biases, clip_lo, clip_hi, C, d, member, clauses, pre, lo, hi,
                                            jnp.asarray(signs[pad]), steps=steps, refine=refine))
         b, choice, can, alphas, betas, xs, ms, phases = (np.asarray(v)[:n] for v in out)
         splittable = can[:, 0]
