@@ -147,6 +147,36 @@ def bound_domains(weights, biases, clip_lo, clip_hi, C, d, member, clauses, pre,
     return jax.vmap(one)(splits)
 
 
+def exact_domain(weights, biases, clip_lo, clip_hi, lo, hi, phases, rows, rhs, owner):
+    """On a domain where every unit's phase is fixed (``phases [n_relu]`` in {-1, 1}) the chain is affine
+    in its input; a linear program (scipy's HiGHS, float64) looks for an input of the box with those
+    phases that meets a clause (every row of ``C·y <= d``). Returns it (flat, float32), or None when no
+    clause can be met there."""
+    from scipy.optimize import linprog
+
+    lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
+    if clip_lo is not None:
+        lo, hi = np.clip(lo, clip_lo, clip_hi), np.clip(hi, clip_lo, clip_hi)
+    n_in = len(lo)
+    A, c = np.eye(n_in), np.zeros(n_in)  # the current layer's value as A·x + c
+    ub_A, ub_b, at = [], [], 0
+    for w, b in zip(weights[:-1], biases[:-1]):
+        A, c = np.asarray(w, np.float64) @ A, np.asarray(w, np.float64) @ c + np.asarray(b, np.float64)
+        p = np.asarray(phases[at:at + len(c)], np.float64)
+        at += len(c)
+        ub_A.append(-p[:, None] * A)  # p·z >= 0
+        ub_b.append(p * c)
+        A, c = A * (p > 0)[:, None], c * (p > 0)
+    A, c = np.asarray(weights[-1], np.float64) @ A, np.asarray(weights[-1], np.float64) @ c + np.asarray(biases[-1], np.float64)
+    for k in range(int(owner.max()) + 1):
+        C, d = np.asarray(rows, np.float64)[owner == k], np.asarray(rhs, np.float64)[owner == k]
+        res = linprog(np.zeros(n_in), A_ub=np.concatenate(ub_A + [C @ A]), b_ub=np.concatenate(ub_b + [d - C @ c]),
+                      bounds=np.stack([lo, hi], 1), method="highs")
+        if res.status == 0:
+            return np.asarray(res.x, np.float32)
+    return None
+
+
 def covers_the_box(signs) -> bool:
     """Whether domains given by their signs (``[m, n_relu]`` in {-1, 0, 1}) cover the whole box, read as
     the leaves of a split tree: a set covers its region when one of its domains has no further signs,
