@@ -41,7 +41,7 @@ from jaxrepair.properties import clause_margin
 from jaxrepair.verify._bounds import Chain, _backward, alpha_crown_pre, clip_box, crown_pre, default_alphas, forward, optimise_slopes
 
 
-MULTI_SPLIT = 3  # at most this many units split at once (2^7 children) while the queue is short of a batch
+MULTI_SPLIT = 3  # at most this many units split at once (2^3 children) while the queue is short of a batch
 
 
 def clamp(pre, splits):
@@ -51,13 +51,16 @@ def clamp(pre, splits):
             for (l, u), s in zip(pre, splits)]
 
 
-def beta_crown(chain: Chain, lo, hi, C, d, pre, splits, *, steps: int = 20, lr: float = 0.1, refine: bool = False):
+def beta_crown(chain: Chain, lo, hi, C, d, pre, splits, *, steps: int = 20, lr: float = 0.1, refine: bool = False,
+               slope_dtype=None):
     """Lower bounds of ``C·y − d`` over the box ``[lo, hi]`` restricted to the domain ``splits``
     (``[n_i]`` signs per ReLU layer; see the module docstring), given the box's intermediate bounds
     ``pre`` (:func:`jaxrepair.verify.crown_pre`, unclamped). One domain; vmap for many.
 
     ``refine``: the domain's intermediate bounds recomputed through the clamped earlier layers
     (:func:`refine_pre`), tighter than the box's clamped but a backward pass per layer dearer.
+    ``slope_dtype``: the slopes are rounded to it (e.g. float16, to keep them small) before the last
+    pass, so the bound returned is the one the rounded slopes give.
 
     Returns ``(bounds [rows], alphas, betas, lam, layers, pre)``: the best bound of each row, the
     slopes (``[rows, n_i]`` per layer, in [0, 1]) and multipliers (``[rows, n_i]``, ≥ 0) that gave it,
@@ -75,8 +78,10 @@ def beta_crown(chain: Chain, lo, hi, C, d, pre, splits, *, steps: int = 20, lr: 
 
     rows = C.shape[0]
     start = default_alphas(chain, dom, rows) + [jnp.zeros((rows, l.shape[0]), lo.dtype) for l, _ in dom]
-    best, ab = optimise_slopes(bound, start, [0.0] * (2 * k), steps=steps, lr=lr, ceilings=[1.0] * k + [jnp.inf] * k)
-    _, lam, layers = bound(ab, full=True)
+    _, ab = optimise_slopes(bound, start, [0.0] * (2 * k), steps=steps, lr=lr, ceilings=[1.0] * k + [jnp.inf] * k)
+    if slope_dtype is not None:
+        ab = [a.astype(slope_dtype).astype(lo.dtype) for a in ab[:k]] + ab[k:]
+    best, lam, layers = bound(ab, full=True)  # the slopes' own bound: each row's best (rounded, with slope_dtype)
     return best, ab[:k], ab[k:], lam, layers, dom
 
 
@@ -130,10 +135,9 @@ def bound_domains(weights, biases, clip_lo, clip_hi, C, d, member, clauses, pre,
 
     def one(s_flat):
         s = unflatten(s_flat, sizes)
-        _, alphas, betas, lam, layers, dom = beta_crown(chain, lo, hi, C, d, pre, s, steps=steps, refine=refine)
-        alphas = [a.astype(jnp.float16) for a in alphas]  # what the certificate keeps: the bound is re-made from it
-        b = _backward(chain, len(sizes), C, -d, dom, lo_c, hi_c, alphas=[a.astype(lo.dtype) for a in alphas],
-                      betas=betas, splits=s)
+        b, alphas, betas, lam, layers, dom = beta_crown(chain, lo, hi, C, d, pre, s, steps=steps, refine=refine,
+                                                        slope_dtype=jnp.float16)  # what the certificate keeps
+        alphas = [a.astype(jnp.float16) for a in alphas]  # exact: already rounded
         xs = jnp.where(lam >= 0, lo_c, hi_c)  # each row's minimiser of its linear bound over the box
         margins = clause_margin(forward(chain, xs), clauses)
         i = jnp.argmax(margins)
@@ -238,6 +242,7 @@ def branch_and_bound(args, rows, rhs, owner, lo, hi, *, confirm, out_of_time, ba
     C, d = jnp.asarray(rows, jnp.float32), jnp.asarray(rhs, jnp.float32)
     clauses = tuple((C[owner == c], d[owner == c]) for c in range(k))
     signs = np.zeros((1, n_relu), np.int8)
+    host_weights, host_biases = jax.device_get((list(weights), list(biases)))  # for the linear programs
     certificate, bounded, exhausted = [], 0, False
     while len(signs):
         if out_of_time(bounded):
@@ -262,8 +267,8 @@ def branch_and_bound(args, rows, rhs, owner, lo, hi, *, confirm, out_of_time, ba
                 slopes = {"rows": best, "alphas": alphas[i][best], "betas": (on, betas[i][best][:, on])}
             certificate.append((signs[i].copy(), b[i], slopes))
         for i in np.flatnonzero(~closed & ~splittable):  # every phase fixed: the network is affine there, an LP decides
-            lp = exact_domain([np.asarray(w) for w in weights], [np.asarray(v) for v in biases], clip_lo, clip_hi,
-                              np.asarray(lo), np.asarray(hi), phases[i], rows, rhs, owner)
+            lp = exact_domain(host_weights, host_biases, clip_lo, clip_hi, np.asarray(lo), np.asarray(hi), phases[i], rows,
+                              rhs, owner)
             if lp is None:  # every clause infeasible on the domain
                 certificate.append((signs[i].copy(), b[i], {"lp": phases[i].copy()} if keep_slopes else None))
                 closed[i] = True
